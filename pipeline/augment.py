@@ -226,6 +226,8 @@ class HFTranslator:
             idx = order[start:start + bs]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                       max_length=self.p.max_length).to(self.device)
+            # Only what every seq2seq model takes: some tokenizers also emit token_type_ids, which generate() rejects.
+            enc = {k: enc[k] for k in ("input_ids", "attention_mask")}
             with torch.inference_mode():
                 gen = model.generate(**enc, max_new_tokens=self.p.max_length, num_beams=1,
                                      do_sample=sample_seed is not None, temperature=self.p.temperature)

@@ -114,3 +114,23 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
             for i, name in enumerate(label_names)
         },
     }
+
+
+def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 128,
+                   device: str | None = None, progress: bool = True) -> np.ndarray:
+    """Logits for `texts` in their order; batches of similar length keep padding (and time) low."""
+    import torch
+    from tqdm.auto import tqdm
+
+    device = device or pick_device("auto")
+    model = model.to(device).eval()
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=not progress,
+                      mininterval=5):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt").to(device)
+        with torch.inference_mode():
+            out[idx] = model(**enc).logits.float().cpu().numpy()
+    return out

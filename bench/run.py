@@ -1,0 +1,360 @@
+"""Benchmarks: every figure is a ratio of two things measured side by side in one run on the same machine.
+
+    python bench/run.py                 # all CPU figures (about 10 minutes on 2 cores)
+    python bench/run.py --only train    # one figure: train, overhead, dvc, augment, student, gpu
+    python bench/run.py --full-repro    # also time a forced full `dvc repro` in a scratch copy (+10 min)
+
+Writes bench/results/results.json (machine-readable) and bench/results/RESULTS.md (the table the README shows),
+each with the machine (cores, CPU model, torch version, device) and date. Never used as timed assertions in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pipeline.io import read_table  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
+
+TRAIN = ROOT / "data" / "processed" / "train.parquet"
+VAL = ROOT / "data" / "processed" / "val.parquet"
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- 1. train speed
+def _trainer_run(dynamic: bool, steps: int, batch: int, texts: list[str], labels: list[int], model_name: str,
+                 bf16: bool = False) -> dict:
+    """`steps` optimiser steps; dynamic = our settings, else the HF example's defaults (pad to 128, random order)."""
+    import datasets
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
+
+    from pipeline.modeling import load_classifier, load_tokenizer
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(model_name)
+    model = load_classifier(model_name, num_labels=2)
+    ds = datasets.Dataset.from_dict({"text": texts, "label": labels})
+    ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=128,
+                              padding=False if dynamic else "max_length"), batched=True, remove_columns=["text"])
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch, learning_rate=5e-5,
+        report_to=[], save_strategy="no", eval_strategy="no", logging_steps=10_000, disable_tqdm=True, seed=0,
+        train_sampling_strategy="group_by_length" if dynamic else "random", bf16=bf16,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    collator = DataCollatorWithPadding(tok) if dynamic else default_data_collator
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    real_tokens = sum(min(len(x), 128) for x in tok(texts, truncation=True, max_length=128)["input_ids"])
+    samples = steps * batch
+    return {"samples_per_s": samples / seconds, "seconds": seconds,
+            "real_tokens_per_s": samples * real_tokens / len(texts) / seconds}
+
+
+def bench_train(steps: int = 30, batch: int = 32) -> dict:
+    p = load_params(ROOT / "params.yaml")
+    df = read_table(TRAIN)
+    names = sorted(df["label"].unique())
+    texts, labels = df["text"].tolist(), [names.index(x) for x in df["label"]]
+    ours = _trainer_run(True, steps, batch, texts, labels, p.train.model)
+    hf = _trainer_run(False, steps, batch, texts, labels, p.train.model)
+    return {"steps": steps, "batch_size": batch, "model": p.train.model, "pipeline": ours, "hf_example_defaults": hf,
+            "speedup": ours["samples_per_s"] / hf["samples_per_s"], "target": 3.0}
+
+
+# ---------------------------------------------------------------------------------------------- 2. stage overhead
+BARE = textwrap.dedent("""
+    import sys, time, pandas as pd, datasets, torch
+    from transformers import AutoTokenizer, AutoModelForSequenceClassification, Trainer, TrainingArguments, DataCollatorWithPadding
+    from pipeline.modeling import resolve_model
+    model_dir, train_path, val_path, out, steps, batch = sys.argv[1:7]
+    tr, va = pd.read_parquet(train_path), pd.read_parquet(val_path)
+    names = sorted(tr.label.unique())
+    tok = AutoTokenizer.from_pretrained(resolve_model(model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(model_dir), num_labels=len(names))
+    enc = lambda d: datasets.Dataset.from_dict({"text": d.text.tolist(), "label": [names.index(x) for x in d.label]}).map(
+        lambda b: tok(b["text"], truncation=True, max_length=128), batched=True, remove_columns=["text"])
+    args = TrainingArguments(output_dir=out + "/ckpt", max_steps=int(steps), per_device_train_batch_size=int(batch),
+        per_device_eval_batch_size=64, learning_rate=1e-4, warmup_steps=0.06, weight_decay=0.01, report_to=[],
+        eval_strategy="epoch", save_strategy="epoch", seed=42, train_sampling_strategy="group_by_length",
+        logging_steps=10, dataloader_pin_memory=False)
+    t = Trainer(model=model, args=args, train_dataset=enc(tr), eval_dataset=enc(va), processing_class=tok,
+                data_collator=DataCollatorWithPadding(tok))
+    t.train(); t.evaluate(); t.save_model(out + "/model")
+""")
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env=env)
+    return time.perf_counter() - t0
+
+
+def bench_overhead(steps: int = 30, batch: int = 32, rounds: int = 2) -> dict:
+    """Wall time of `python -m pipeline.train` vs a bare script doing the same work, alternated per round."""
+    import yaml
+
+    tmp = Path(tempfile.mkdtemp())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(max_steps=steps, batch_size=batch, early_stopping_patience=0, resume=False)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp / "bare.py").write_text(BARE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_LOG_LEVEL": "WARNING"}
+    stage_cmd = [sys.executable, "-m", "pipeline.train", "--params", str(tmp / "params.yaml"), "--train", str(TRAIN),
+                 "--val", str(VAL), "--output", str(tmp / "out"), "--checkpoints", str(tmp / "ckpt"),
+                 "--live", str(tmp / "live")]
+    bare_cmd = [sys.executable, str(tmp / "bare.py"), params["train"]["model"], str(TRAIN), str(VAL), str(tmp / "b"),
+                str(steps), str(batch)]
+    stage, bare = [], []
+    for _ in range(rounds):
+        stage.append(_timed(stage_cmd, ROOT, env))
+        bare.append(_timed(bare_cmd, ROOT, env))
+    shutil.rmtree(tmp, ignore_errors=True)
+    s, b = statistics.median(stage), statistics.median(bare)
+    return {"steps": steps, "stage_seconds": s, "bare_trainer_seconds": b, "overhead": s / b - 1, "target": 0.05,
+            "rounds": rounds}
+
+
+# ---------------------------------------------------------------------------------------------- 3. dvc no-op
+def bench_dvc(rounds: int = 5) -> dict:
+    dvc = [sys.executable, "-m", "dvc"]
+    repro, status = [], []
+    for _ in range(rounds):
+        repro.append(_timed(dvc + ["repro"], ROOT))
+        status.append(_timed(dvc + ["status"], ROOT))
+    r, s = statistics.median(repro), statistics.median(status)
+    return {"noop_repro_seconds": r, "status_seconds": s, "ratio": r / s, "target": 1.5, "rounds": rounds}
+
+
+# ---------------------------------------------------------------------------------------------- 4. augmentation
+def bench_augment(n_syn: int = 600, n_bt: int = 200, n_single: int = 40) -> dict:
+    import random
+
+    import numpy as np
+
+    from pipeline.augment import ApertiumTranslator, SynonymSwapper
+    from pipeline.params import SynonymParams
+
+    texts = read_table(ROOT / "data" / "interim" / "clean.parquet")["text"].tolist()
+    p = SynonymParams()
+    swapper = SynonymSwapper(p, seed=0)  # our path: seeded per row, cached WordNet look-ups
+    import nlpaug.augmenter.word as naw
+
+    plain = naw.SynonymAug(aug_src="wordnet", aug_p=p.aug_p, aug_min=p.aug_min, aug_max=p.aug_max)
+    plain.model.pos_tag = swapper._pos_tag  # nlpaug's own tagger cannot load offline: same tagger for both
+    warm = texts[-50:]
+    swapper(0)(warm, [str(i) for i in range(len(warm))])
+    [plain.augment(t) for t in warm]
+    syn_texts = texts[:n_syn]
+
+    def ours() -> None:
+        swapper(1)(syn_texts, [str(i) for i in range(len(syn_texts))])
+
+    def theirs() -> None:
+        for t in syn_texts:
+            random.seed(0)
+            np.random.seed(0)
+            plain.augment(t)
+
+    syn = _ratio(ours, theirs, len(syn_texts))
+    tr = ApertiumTranslator()
+    bt_texts = texts[:n_bt]
+    one = texts[n_bt:n_bt + n_single]
+    batched = _ratio(lambda: tr.back_translate("eng", "spa")(bt_texts, []), None, len(bt_texts))
+    single = _ratio(lambda: [tr.back_translate("eng", "spa")([t], []) for t in one], None, len(one))
+    return {
+        "synonym": {**syn, "target": 3.0},
+        "back_translation": {"batched_per_s": batched["ours_per_s"], "one_call_per_sentence_per_s": single["ours_per_s"],
+                             "speedup": batched["ours_per_s"] / single["ours_per_s"], "target": 10.0},
+    }
+
+
+def _ratio(ours: Callable[[], Any], theirs: Callable[[], Any] | None, n: int, rounds: int = 2) -> dict:
+    a, b = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        ours()
+        a.append(time.perf_counter() - t0)
+        if theirs:
+            t0 = time.perf_counter()
+            theirs()
+            b.append(time.perf_counter() - t0)
+    out = {"ours_per_s": n / statistics.median(a)}
+    if theirs:
+        out.update(theirs_per_s=n / statistics.median(b), speedup=statistics.median(b) / statistics.median(a))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- 5. student vs teacher
+def bench_student() -> dict:
+    from pipeline.evaluate import dir_size, measure_speed, transformer_predictor
+    from pipeline.modeling import load_classifier, load_tokenizer
+    from pipeline.params import EvaluateParams
+
+    test = read_table(ROOT / "data" / "processed" / "test.parquet")
+    preds = {}
+    for name in ("teacher", "student"):
+        d = str(ROOT / "models" / name)
+        preds[name] = transformer_predictor(load_classifier(d), load_tokenizer(d), 128)
+    speed = measure_speed(preds, test["text"].tolist(), EvaluateParams(throughput_batches=10, latency_runs=90))
+    ev = json.loads((ROOT / "metrics" / "eval.json").read_text())
+    t, s = speed["teacher"], speed["student"]
+    return {
+        "teacher": {**t, "size_bytes": dir_size(ROOT / "models" / "teacher"), "macro_f1": ev["teacher"]["macro_f1"]},
+        "student": {**s, "size_bytes": dir_size(ROOT / "models" / "student"), "macro_f1": ev["student"]["macro_f1"]},
+        "throughput_speedup": s["cpu_samples_per_s_batch"] / t["cpu_samples_per_s_batch"],
+        "latency_speedup": t["cpu_latency_ms_batch1"] / s["cpu_latency_ms_batch1"],
+        "macro_f1_retained": ev["student"]["macro_f1"] / ev["teacher"]["macro_f1"],
+        "baseline_macro_f1": ev["baseline"]["macro_f1"],
+        "targets": {"throughput_speedup": 2.0, "macro_f1_retained": 0.98},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- 6. full repro
+def bench_full_repro() -> dict:
+    """A forced `dvc repro` of everything in a scratch clone, under /usr/bin/time for peak memory."""
+    tmp = Path(tempfile.mkdtemp())
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp / "repo")], check=True)
+    repo = tmp / "repo"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "dvc", "repro", "-f"], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    peak_kb = next((int(line.split(":")[1]) for line in proc.stderr.splitlines() if "Maximum resident" in line), 0)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"seconds": seconds, "peak_rss_mib": peak_kb / 1024, "ok": proc.returncode == 0,
+            "note": "peak RSS of the largest single process (GNU time -v)"}
+
+
+# ---------------------------------------------------------------------------------------------- 7. GPU
+def bench_gpu(steps: int = 60, batch: int = 64) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device on this machine"}
+    p = load_params(ROOT / "params.yaml")
+    df = read_table(TRAIN)
+    names = sorted(df["label"].unique())
+    texts, labels = df["text"].tolist(), [names.index(x) for x in df["label"]]
+    fp32 = _trainer_run(True, steps, batch, texts, labels, p.train.model)
+    bf16 = _trainer_run(True, steps, batch, texts, labels, p.train.model, bf16=True)
+    hf = _trainer_run(False, steps, batch, texts, labels, p.train.model)
+    return {"device": torch.cuda.get_device_name(0), "steps": steps, "batch_size": batch, "fp32": fp32,
+            "bf16": bf16, "hf_example_defaults_fp32": hf, "bf16_vs_fp32": bf16["samples_per_s"] / fp32["samples_per_s"]}
+
+
+BENCHES = {"train": bench_train, "overhead": bench_overhead, "dvc": bench_dvc, "augment": bench_augment,
+           "student": bench_student, "gpu": bench_gpu}
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}.", "",
+             "| # | figure | ours | reference | ratio | target |", "|---|---|---|---|---|---|"]
+    r = results
+    if "train" in r:
+        t = r["train"]
+        lines.append(f"| 1 | teacher train samples/s (batch {t['batch_size']}, {t['steps']} steps) | "
+                     f"{t['pipeline']['samples_per_s']:.1f} ({t['pipeline']['real_tokens_per_s']:.0f} tok/s) | "
+                     f"{t['hf_example_defaults']['samples_per_s']:.1f} ({t['hf_example_defaults']['real_tokens_per_s']:.0f} tok/s), HF example defaults | "
+                     f"**{t['speedup']:.2f}×** | ≥ 3× |")
+    if "overhead" in r:
+        o = r["overhead"]
+        lines.append(f"| 2 | train stage wall time vs bare `Trainer.train()` ({o['steps']} steps, same work) | "
+                     f"{o['stage_seconds']:.1f} s | {o['bare_trainer_seconds']:.1f} s | **{100 * o['overhead']:+.1f}%** | ≤ +5% |")
+    if "dvc" in r:
+        d = r["dvc"]
+        lines.append(f"| 3 | no-op `dvc repro` vs `dvc status` | {d['noop_repro_seconds']:.2f} s | {d['status_seconds']:.2f} s | "
+                     f"**{d['ratio']:.2f}×** | ≤ 1.5× |")
+    if "augment" in r:
+        s, b = r["augment"]["synonym"], r["augment"]["back_translation"]
+        lines.append(f"| 4a | synonym swap sentences/s | {s['ours_per_s']:.0f} | {s['theirs_per_s']:.0f} (nlpaug, one sentence per call) | "
+                     f"**{s['speedup']:.2f}×** | ≥ 3× |")
+        lines.append(f"| 4b | back-translation (apertium) sentences/s | {b['batched_per_s']:.1f} batched | "
+                     f"{b['one_call_per_sentence_per_s']:.1f} one call per sentence | **{b['speedup']:.1f}×** | ≥ 10× |")
+    if "student" in r:
+        s = r["student"]
+        lines.append(f"| 5a | student vs teacher CPU samples/s (batch 32) | {s['student']['cpu_samples_per_s_batch']:.0f} | "
+                     f"{s['teacher']['cpu_samples_per_s_batch']:.0f} | **{s['throughput_speedup']:.2f}×** | ≥ 2× |")
+        lines.append(f"| 5b | student vs teacher CPU latency (batch 1) | {s['student']['cpu_latency_ms_batch1']:.1f} ms | "
+                     f"{s['teacher']['cpu_latency_ms_batch1']:.1f} ms | **{s['latency_speedup']:.2f}×** | |")
+        lines.append(f"| 5c | test macro-F1 retained by the student | {s['student']['macro_f1']:.4f} | "
+                     f"{s['teacher']['macro_f1']:.4f} (baseline {s['baseline_macro_f1']:.4f}) | **{100 * s['macro_f1_retained']:.1f}%** | ≥ 98% |")
+        lines.append(f"| 5d | size on disk | {s['student']['size_bytes'] / 2**20:.1f} MiB | {s['teacher']['size_bytes'] / 2**20:.1f} MiB | "
+                     f"{s['student']['size_bytes'] / s['teacher']['size_bytes']:.2f}× | |")
+    if "full_repro" in r:
+        f = r["full_repro"]
+        lines.append(f"| 6 | whole default `dvc repro -f` | {f['seconds'] / 60:.1f} min, peak RSS {f['peak_rss_mib']:.0f} MiB | | | ≤ 15 min |")
+    if "gpu" in r:
+        g = r["gpu"]
+        if "skipped" in g:
+            lines.append(f"| 7 | GPU: bf16 vs fp32 train, hf back-translation GPU vs CPU | not measured: {g['skipped']} | | | |")
+        else:
+            lines.append(f"| 7 | GPU ({g['device']}) train samples/s bf16 vs fp32 | {g['bf16']['samples_per_s']:.0f} | "
+                         f"{g['fp32']['samples_per_s']:.0f} | **{g['bf16_vs_fp32']:.2f}×** | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run only these figures")
+    ap.add_argument("--full-repro", action="store_true", help="also time a forced full dvc repro (+10 min)")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = out / "results.json"
+    results = json.loads(previous.read_text()) if previous.is_file() and args.only else {}
+    results["machine"] = machine()
+    for name in args.only or list(BENCHES):
+        print(f"bench: {name} …", flush=True)
+        results[name] = BENCHES[name]()
+        print(json.dumps(results[name], indent=1), flush=True)
+    if args.full_repro:
+        results["full_repro"] = bench_full_repro()
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "RESULTS.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""distill: teacher + its cached logits + data/processed/{train,val} -> data/models/student (params: seed, distill).
+
+The student learns from the teacher's softened outputs and the true labels:
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, label)
+
+(Hinton et al., 2015; T^2 keeps the soft term's gradients on the scale of the hard one). The student is either the
+teacher truncated to `distill.layers`, initialised from those fine-tuned teacher layers (DistilBERT-style), or a
+smaller model named in `distill.student`, fine-tuned from its own pre-trained weights.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.io import DataError, read_table, setup_logging
+from pipeline.modeling import ModelError, load_classifier, load_tokenizer
+from pipeline.params import DistillParams, load_params
+from pipeline.train import encoder_layers
+from pipeline.training import (callbacks, check_splits, compute_metrics_fn, encode, fingerprint, lineage_record,
+                               resume_checkpoint, save_model, training_arguments)
+
+log = logging.getLogger(__name__)
+
+
+def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alpha: float, temperature: float) -> Any:
+    import torch.nn.functional as F
+
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
+                    reduction="batchmean") * (t * t)
+    hard = F.cross_entropy(student_logits, labels)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+def truncate(teacher: Any, layers: list[int]) -> Any:
+    """A copy of `teacher` keeping only `layers` (in that order), embeddings and head included."""
+    import torch
+
+    n = teacher.config.num_hidden_layers
+    if max(layers) >= n:
+        raise ModelError(f"distill.layers: {layers} names layer {max(layers)}, but the teacher has {n} layers (0..{n - 1})")
+    student = copy.deepcopy(teacher)
+    old = encoder_layers(student)
+    kept = torch.nn.ModuleList([old[i] for i in layers])
+    for name, module in student.base_model.named_modules():
+        for child_name, child in module.named_children():
+            if child is old:
+                setattr(module, child_name, kept)
+    student.config.num_hidden_layers = len(layers)
+    return student
+
+
+def distill_trainer_class(p: DistillParams) -> type:
+    from transformers import Trainer
+
+    class DistillationTrainer(Trainer):
+        """Trainer with the distillation loss; evaluation batches (no teacher logits) use plain cross-entropy."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch.nn.functional as F
+
+            inputs = dict(inputs)
+            teacher = inputs.pop("teacher_logits", None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            if teacher is None:
+                loss = F.cross_entropy(outputs.logits, labels)
+            else:
+                loss = distillation_loss(outputs.logits, teacher.to(outputs.logits.dtype), labels, p.alpha,
+                                         p.temperature)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer
+
+
+def build_student(p: DistillParams, teacher_dir: str, label_names: list[str]) -> tuple[Any, Any]:
+    if not p.student:
+        teacher = load_classifier(teacher_dir, "teacher")
+        return truncate(teacher, p.layers), load_tokenizer(teacher_dir, "teacher")
+    tokenizer = load_tokenizer(p.student, "distill.student")
+    teacher_tok = load_tokenizer(teacher_dir, "teacher")
+    if tokenizer.get_vocab() != teacher_tok.get_vocab():
+        log.warning("student and teacher tokenizers differ: fine for logit distillation, which only needs texts")
+    model = load_classifier(p.student, "distill.student", num_labels=len(label_names),
+                            id2label=dict(enumerate(label_names)),
+                            label2id={n: i for i, n in enumerate(label_names)}, ignore_mismatched_sizes=True)
+    return model, tokenizer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("params", "teacher", "logits", "train", "val", "output", "checkpoints", "live"):
+        ap.add_argument(f"--{name}", required=name != "params", default="params.yaml" if name == "params" else None)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    args = parse_args(argv)
+    params = load_params(args.params)
+    p, seed = params.distill, params.seed
+    train_df, val_df = read_table(args.train), read_table(args.val)
+    logits_df = read_table(args.logits, ["id", "logits"])
+    teacher_cfg = load_classifier(args.teacher, "teacher").config
+    label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
+    check_splits({"train": train_df, "val": val_df}, label_names)
+    logits = train_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
+    if logits.isna().any():
+        raise DataError(f"{args.logits}: no teacher logits for {int(logits.isna().sum())} training rows; "
+                        "rerun the teacher_logits stage")
+
+    model, tokenizer = build_student(p, args.teacher, label_names)
+    train_ds = encode(train_df, tokenizer, label_names, p.max_length,
+                      extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})
+    val_ds = encode(val_df, tokenizer, label_names, p.max_length, sort_by_length=True)
+
+    ckpt = Path(args.checkpoints)
+    fp = fingerprint(p, seed, [args.train, args.val, args.logits])
+    resume = resume_checkpoint(ckpt, fp, True)
+    from transformers import DataCollatorWithPadding
+
+    trainer = distill_trainer_class(p)(
+        model=model,
+        # teacher_logits is not a model input: keep the column (we drop the text column ourselves in encode()).
+        args=training_arguments(p, ckpt, seed, remove_unused_columns=False),
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics_fn(label_names),
+        callbacks=callbacks(p, args.live),
+    )
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    best = trainer.evaluate()
+    log.info("student best val: %s", best)
+    lineage = lineage_record("distill", p, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
+                             label_names=label_names, teacher=args.teacher, val_metrics=best,
+                             train_metrics=result.metrics, train_rows=len(train_df))
+    save_model(trainer, trainer.model, tokenizer, Path(args.output), lineage)
+    if trainer.is_world_process_zero():
+        import shutil
+
+        shutil.rmtree(ckpt, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""teacher_logits: data/models/teacher + data/processed/train.parquet -> data/distill/teacher_logits.parquet.
+
+The teacher's logits on every training row, computed once and cached by DVC as their own output, so a sweep of
+distillation params (`dvc exp run -S distill.alpha=0.7`) reruns only the student, never the teacher.
+"""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from pipeline.io import read_table, setup_logging, stage_args, write_table
+from pipeline.modeling import load_classifier, load_tokenizer, predict_logits
+from pipeline.params import load_params
+
+log = logging.getLogger(__name__)
+
+
+def main() -> None:
+    setup_logging()
+    args = stage_args(__doc__.splitlines()[0], "teacher", "train", "output")
+    params = load_params(args.params)
+    df = read_table(args.train)
+    tokenizer = load_tokenizer(args.teacher, "teacher")
+    model = load_classifier(args.teacher, "teacher")
+    logits = predict_logits(model, tokenizer, df["text"].tolist(), params.train.eval_batch_size,
+                            params.train.max_length)
+    write_table(pd.DataFrame({"id": df["id"], "logits": list(logits)}), args.output)
+    log.info("teacher logits for %d training rows", len(df))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""What the teacher (train) and student (distill) stages share: datasets, TrainingArguments, resume, saving.
+
+Throughput choices (see bench/): dynamic padding per batch (DataCollatorWithPadding) and length-grouped
+batches, instead of padding every row to max_length as the Hugging Face example does; on SMS-length texts
+most of a 128-token batch would be padding.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.io import DataError, file_md5, stable_id
+from pipeline.modeling import classification_metrics, precision_flags
+from pipeline.params import FitParams, as_dict
+
+log = logging.getLogger(__name__)
+
+LINEAGE_FILE = "lineage.json"
+
+
+def label_names_of(train: pd.DataFrame) -> list[str]:
+    return sorted(train["label"].unique().tolist())
+
+
+def check_splits(splits: dict[str, pd.DataFrame], label_names: list[str]) -> None:
+    """Fail before any model is loaded: empty splits, or labels the model would never have seen."""
+    for name, df in splits.items():
+        if df.empty:
+            raise DataError(f"{name} split is empty: the data is too small for the split ratios")
+        unseen = sorted(set(df["label"]) - set(label_names))
+        if unseen:
+            raise DataError(f"{name} split has label(s) {unseen} never seen in the train split {label_names}")
+    if len(label_names) < 2:
+        raise DataError(f"train split has a single class {label_names}: nothing to learn")
+
+
+def encode(df: pd.DataFrame, tokenizer: Any, label_names: list[str], max_length: int,
+           extra: dict[str, list] | None = None, sort_by_length: bool = False) -> Any:
+    """A `datasets.Dataset` of token ids (unpadded: the collator pads each batch) and integer labels.
+
+    `sort_by_length` is for evaluation sets: metrics do not depend on order, and sorted batches need little padding.
+    """
+    import datasets
+
+    label2id = {n: i for i, n in enumerate(label_names)}
+    data = {"text": df["text"].tolist(), "label": [label2id[x] for x in df["label"]], **(extra or {})}
+    ds = datasets.Dataset.from_dict(data)
+    ds = ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
+                remove_columns=["text"], desc="tokenise")
+    if sort_by_length:
+        ds = ds.select(np.argsort([len(x) for x in ds["input_ids"]], kind="stable"))
+    return ds
+
+
+def compute_metrics_fn(label_names: list[str]):
+    def compute(pred: Any) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        m = classification_metrics(np.asarray(pred.label_ids), np.argmax(logits, axis=-1), label_names)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+    return compute
+
+
+def training_arguments(p: FitParams, output_dir: Path, seed: int, **overrides: Any) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    if p.num_threads:
+        torch.set_num_threads(p.num_threads)
+    strategy = "steps" if p.eval_steps else "epoch"
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=p.epochs,
+        max_steps=p.max_steps,
+        per_device_train_batch_size=p.batch_size,
+        per_device_eval_batch_size=p.eval_batch_size,
+        gradient_accumulation_steps=p.gradient_accumulation_steps,
+        learning_rate=p.learning_rate,
+        weight_decay=p.weight_decay,
+        warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        lr_scheduler_type=p.lr_scheduler,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=p.eval_steps or None,
+        save_steps=p.eval_steps or None,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        train_sampling_strategy="group_by_length" if p.group_by_length else "random",
+        logging_steps=10,
+        logging_first_step=True,
+        report_to=[],  # DVCLive is added explicitly, writing where dvc.yaml expects it
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **precision_flags(p.precision),
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def callbacks(p: FitParams, live_dir: str | None) -> list:
+    from transformers import EarlyStoppingCallback
+
+    cbs: list = []
+    if p.early_stopping_patience:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
+    if live_dir and int(os.environ.get("RANK", "0")) == 0:
+        from dvclive import Live
+        from transformers.integrations import DVCLiveCallback
+
+        cbs.append(DVCLiveCallback(live=Live(dir=live_dir, save_dvc_exp=False, dvcyaml=None)))
+    return cbs
+
+
+def fingerprint(params: Any, seed: int, data_files: list[str]) -> str:
+    """Identifies one training job: resume only from checkpoints of the very same params and data."""
+    return stable_id(json.dumps(as_dict(params), sort_keys=True), seed, *[file_md5(f) for f in data_files])
+
+
+def resume_checkpoint(checkpoint_dir: Path, fp: str, enabled: bool) -> bool:
+    """True if `checkpoint_dir` holds checkpoints of this same job; otherwise start it afresh."""
+    stamp = checkpoint_dir / "fingerprint"
+    has_ckpt = any(checkpoint_dir.glob("checkpoint-*"))
+    if enabled and has_ckpt and stamp.is_file() and stamp.read_text().strip() == fp:
+        log.info("resuming from the last checkpoint in %s", checkpoint_dir)
+        return True
+    if checkpoint_dir.exists() and int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp)
+    return False
+
+
+def save_model(trainer: Any, model: Any, tokenizer: Any, out_dir: Path, lineage: dict) -> None:
+    """Save on the main process only, to a temporary folder renamed into place (never half-written)."""
+    from pipeline.io import atomic_path
+
+    if not trainer.is_world_process_zero():
+        return
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+
+
+def lineage_record(stage: str, params: Any, seed: int, data_files: dict[str, str], **extra: Any) -> dict:
+    return {
+        "stage": stage,
+        "seed": seed,
+        "params": as_dict(params),
+        "data": {name: {"path": path, "md5": file_md5(path)} for name, path in data_files.items()},
+        **extra,
+    }

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.clean import clean, normalise_text, stage_metrics
+from pipeline.io import DataError, read_raw_table
+from pipeline.params import CleanParams
+
+SMS = CleanParams(label_column="spam", label_names={"0": "ham", "1": "spam"}, max_chars=1000)
+
+
+def raw(rows: list[tuple[object, object]]) -> pd.DataFrame:
+    return pd.DataFrame({"text": [t for t, _ in rows], "label": [lab for _, lab in rows]})
+
+
+def test_normalise_text():
+    p = CleanParams(mask_emails=True, mask_urls=True, mask_phones=True)
+    got = normalise_text("<b>Call</b>\u00a0me at +44 7911 123456 or a.b@x.co.uk, see https://x.io/a?b=1 \x07 ﬁne", p)
+    assert got == "Call me at [PHONE] or [EMAIL], see [URL] fine"
+    assert normalise_text("donâ€™t  stop", CleanParams()) == "don't stop"  # ftfy repairs mojibake
+
+
+def test_row_accounting_on_real_data(sms_slice):
+    result = clean(sms_slice, SMS, "sms.csv")
+    m = stage_metrics(result)
+    assert m["rows_in"] == len(sms_slice) == m["rows_out"] + m["dropped_total"]
+    assert sum(m["dropped"].values()) == m["dropped_total"] > 0  # the slice has real duplicates
+    assert set(result.kept["label"]) == {"ham", "spam"}
+    assert result.kept["id"].is_unique and (result.kept["id"] == result.kept["source_id"]).all()
+    assert set(result.kept["id"]).isdisjoint(result.dropped["id"])
+
+
+def test_dedup_conflicts_and_lengths():
+    df = raw([("Hello there", "a"), ("hello, THERE!", "a"), ("Hello there", "a"), ("same text", "a"),
+              ("Same text.", "b"), ("x", "a"), ("", "b"), ("fine one", "b"), ("y" * 50, "b")])
+    r = clean(df, CleanParams(min_chars=2, max_chars=40), "t.csv")
+    reasons = dict(zip(r.dropped["raw_row"], r.dropped["reason"]))
+    assert reasons == {2: "duplicate_normalised", 3: "duplicate_exact", 4: "label_conflict", 5: "label_conflict",
+                       6: "too_short", 7: "empty_text", 9: "too_long"}
+    assert r.kept["text"].tolist() == ["Hello there", "fine one"]
+
+
+def test_exact_dedup_keeps_case_variants():
+    df = raw([("Hi", "a"), ("hi", "a"), ("other", "b")])
+    assert len(clean(df, CleanParams(dedup="exact"), "t.csv").kept) == 3
+
+
+def test_string_and_integer_labels_keep_names():
+    ints = raw([("one text", 0), ("two text", 1), ("three", 1)])
+    assert set(clean(ints, CleanParams(label_names={"0": "neg", "1": "pos"}), "t").kept["label"]) == {"neg", "pos"}
+    assert set(clean(ints, CleanParams(), "t").kept["label"]) == {"0", "1"}
+    strs = raw([("one text", " pos "), ("two text", "neg")])
+    assert set(clean(strs, CleanParams(), "t").kept["label"]) == {"pos", "neg"}
+
+
+def test_ids_are_stable_and_depend_on_source_and_row(sms_slice):
+    a = clean(sms_slice, SMS, "sms.csv").kept["id"]
+    b = clean(sms_slice, SMS, "sms.csv").kept["id"]
+    c = clean(sms_slice, SMS, "other.csv").kept["id"]
+    assert a.tolist() == b.tolist() and set(a).isdisjoint(c)
+
+
+@pytest.mark.parametrize("rows, params, fragment", [
+    ([("a text", "x")], dataclasses.replace(SMS, text_column="body"), "no column 'body' (clean.text_column)"),
+    ([("a", "x")], dataclasses.replace(SMS, label_column="lbl"), "no column 'lbl'"),
+    ([("", "a"), (None, "b")], CleanParams(), "every text in column 'text' is empty"),
+    ([("one", "a"), ("two", None), ("three", "b")], CleanParams(), "empty in 1 row(s), first at data row(s) [2]"),
+    ([("one", "a"), ("two", "a"), ("two", "b")], CleanParams(), "only 1 class is left"),
+    ([("one", "a"), ("two", "zzz")], CleanParams(allowed_labels=["a", "b"]), "data row 2 has label 'zzz'"),
+])
+def test_bad_input_is_a_clear_error(rows, params, fragment):
+    df = raw(rows).rename(columns={"label": "spam"}) if params.label_column == "spam" else raw(rows)
+    with pytest.raises(DataError) as e:
+        clean(df, params, "t.csv")
+    assert fragment in str(e.value) and "t.csv" in str(e.value)
+
+
+def test_missing_labels_can_be_dropped_and_counted():
+    df = raw([("one", "a"), ("two", None), ("three", "b")])
+    r = clean(df, CleanParams(missing_label="drop"), "t.csv")
+    assert r.dropped["reason"].tolist() == ["missing_label"] and len(r.kept) == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_reads_every_format(tmp_path, fmt):
+    df = raw([("first text", "a"), ("second, with comma", "b")])
+    path = tmp_path / f"data.{fmt}"
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "tsv":
+        df.to_csv(path, index=False, sep="\t")
+    elif fmt == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in df.to_dict("records")) + "\n")
+    else:
+        df.to_parquet(path)
+    got, name = read_raw_table(str(path))
+    assert name == path.name
+    assert clean(got, CleanParams(), name).kept["text"].tolist() == df["text"].tolist()
+
+
+def test_non_utf8_file_names_line_and_latin1_param_reads_it(tmp_path):
+    path = tmp_path / "legacy.csv"
+    path.write_bytes("text,label\nok,a\ncaf\u00e9 au lait,b\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"legacy.csv: line 3 is not valid utf-8.*clean.encoding"):
+        read_raw_table(str(path))
+    df, _ = read_raw_table(str(path), encoding="latin-1")
+    assert df["text"].tolist() == ["ok", "café au lait"]
+
+
+def test_missing_empty_and_unknown_files(tmp_path):
+    with pytest.raises(DataError, match="input file not found"):
+        read_raw_table(str(tmp_path / "nope.csv"))
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv: file is empty"):
+        read_raw_table(str(tmp_path / "empty.csv"))
+    (tmp_path / "data.xlsx").write_text("x")
+    with pytest.raises(DataError, match="set clean.format"):
+        read_raw_table(str(tmp_path / "data.xlsx"))
+    (tmp_path / "header.csv").write_text("text,label\n")
+    df, name = read_raw_table(str(tmp_path / "header.csv"))
+    with pytest.raises(DataError, match="no data rows"):
+        clean(df, CleanParams(), name)

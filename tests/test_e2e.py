@@ -1,0 +1,132 @@
+"""End to end: `dvc repro` of the whole pipeline in a temporary git repo, on a real slice with a tiny budget."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "train": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
+    "distill": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
+    "evaluate": {"throughput_batches": 1, "latency_runs": 3},
+}
+
+
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def dvc(*args: str, repo: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], repo, env, check)
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    e = dict(os.environ)
+    # dvc.yaml commands call `python`: make it this interpreter, with everything installed.
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    e.update(HF_HUB_OFFLINE="1", PIPELINE_LOG_LEVEL="WARNING", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+             GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
+    return e
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, env, raw_sms) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "data" / "raw").mkdir(parents=True)
+    # A real slice: 300 ham + 60 spam rows, written as the same file name dvc.yaml points at.
+    ham, spam = raw_sms[raw_sms["spam"] == "0"].head(300), raw_sms[raw_sms["spam"] == "1"].head(60)
+    pd.concat([ham, spam]).sort_index().to_csv(repo / "data" / "raw" / "sms-spam.csv", index=False)
+    run(["git", "init", "-q"], repo, env)
+    dvc("init", "-q", repo=repo, env=env)
+    dvc("config", "core.site_cache_dir", str(repo / ".dvc-site"), repo=repo, env=env)
+    out = dvc("repro", repo=repo, env=env)
+    assert ran_stages(out.stdout) == {"clean", "augment", "rebalance", "split", "train", "teacher_logits",
+                                      "distill", "baseline", "evaluate"}, out.stdout
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "first run"], repo, env)
+    return repo
+
+
+def test_full_pipeline_outputs(repo):
+    metrics = json.loads((repo / "metrics" / "eval.json").read_text())
+    for name in ("teacher", "student", "baseline"):
+        m = metrics[name]
+        assert 0 <= m["macro_f1"] <= 1 and set(m["per_class"]) == {"ham", "spam"}
+        assert m["cpu_samples_per_s_batch"] > 0 and m["size_bytes"] > 0
+        assert (repo / "metrics" / "eval" / f"confusion_{name}.csv").is_file()
+    assert metrics["student"]["parameters"] < metrics["teacher"]["parameters"]
+    split = json.loads((repo / "metrics" / "data" / "split.json").read_text())
+    assert split["per_split"]["test"]["rows"] == len(pd.read_parquet(repo / "data" / "processed" / "test.parquet"))
+    # Lineage: the model card names the md5 that dvc.lock recorded for the training data.
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    train_md5 = next(o["md5"] for o in lock["stages"]["split"]["outs"] if o["path"] == "data/processed/train.parquet")
+    assert train_md5 in (repo / "models" / "teacher" / "README.md").read_text()
+    assert train_md5 in (repo / "models" / "student" / "README.md").read_text()
+
+
+def test_saved_models_load_in_transformers_pipeline(repo):
+    from transformers import pipeline
+
+    for name in ("teacher", "student"):
+        clf = pipeline("text-classification", model=str(repo / "models" / name))
+        preds = clf(["WINNER!! You have won a free prize, call now", "see you at lunch"])
+        assert {p["label"] for p in preds} <= {"ham", "spam"}
+
+
+def test_second_repro_does_nothing(repo, env):
+    out = dvc("repro", repo=repo, env=env)
+    assert ran_stages(out.stdout) == set(), out.stdout
+    assert "up to date" in dvc("status", repo=repo, env=env).stdout
+
+
+def test_exp_run_of_a_distill_param_reruns_only_distill_and_evaluate(repo, env):
+    out = dvc("exp", "run", "-S", "distill.alpha=0.9", repo=repo, env=env)
+    assert ran_stages(out.stdout) == {"distill", "evaluate"}, out.stdout
+    diff = dvc("metrics", "diff", "--json", repo=repo, env=env)
+    changed = json.loads(diff.stdout)["metrics/eval.json"]
+    assert any(k.startswith("student.") for k in changed), changed
+
+
+def test_rebalance_change_reruns_only_rebalance_and_split(repo, env):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["rebalance"]["target_ratio"] = 0.8
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc("repro", "split", repo=repo, env=env)
+    assert ran_stages(out.stdout) == {"rebalance", "split"}, out.stdout
+
+
+def test_train_runs_under_torchrun_with_two_processes(repo, env, tmp_path):
+    """DDP on CPU (gloo): the unchanged stage module, launched as a user would on a multi-GPU box."""
+    out_dir = tmp_path / "teacher"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "pipeline.train", "--train", "data/processed/train.parquet", "--val", "data/processed/val.parquet",
+           "--output", str(out_dir), "--checkpoints", str(tmp_path / "ckpt"), "--live", str(tmp_path / "live")]
+    proc = run(cmd, repo, env)
+    lineage = json.loads((out_dir / "lineage.json").read_text())
+    assert lineage["world_size"] == 2, proc.stderr[-3000:]
+    assert lineage["train_metrics"]["epoch"] > 0 and (out_dir / "model.safetensors").is_file()

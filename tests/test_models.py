@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.distill import distillation_loss, truncate
+from pipeline.io import DataError
+from pipeline.modeling import ModelError, load_classifier, load_tokenizer, resolve_model
+from pipeline.train import class_weights
+from pipeline.training import check_splits
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_distillation_loss_matches_hand_computation():
+    # student [1, 0], teacher [0, 1], label 0, T = 2, alpha = 0.5.
+    # Softened: p_s = sigmoid(+0.5), p_t = sigmoid(-0.5) for class 0, so log(p_t/p_s) terms are exactly +-0.5 and
+    # KL(p_t || p_s) = (p_s0 - p_t0) * 0.5 = tanh(0.25) * 0.5; scaled by T^2 = 4.
+    # CE(student, 0) = log(1 + e^-1).
+    kl = math.tanh(0.25) * 0.5 * 4
+    ce = math.log(1 + math.exp(-1))
+    s = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0])
+    assert distillation_loss(s, t, y, 0.5, 2.0).item() == pytest.approx(0.5 * kl + 0.5 * ce, rel=1e-6)
+    assert distillation_loss(s, t, y, 1.0, 2.0).item() == pytest.approx(kl, rel=1e-6)
+    assert distillation_loss(s, t, y, 0.0, 2.0).item() == pytest.approx(ce, rel=1e-6)
+    assert distillation_loss(s, s, y, 1.0, 3.0).item() == pytest.approx(0.0, abs=1e-5)  # student == teacher (float32)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return load_classifier(MINILM, num_labels=2)
+
+
+def test_truncated_student_keeps_chosen_teacher_layers(teacher, tmp_path):
+    student = truncate(teacher, [0, 5])
+    assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 6
+    assert len(teacher.bert.encoder.layer) == 6
+    for i, j in ((0, 0), (1, 5)):
+        a = student.bert.encoder.layer[i].state_dict()
+        b = teacher.bert.encoder.layer[j].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    student.save_pretrained(tmp_path)
+    reloaded = load_classifier(str(tmp_path))
+    assert reloaded.config.num_hidden_layers == 2
+    enc = load_tokenizer(MINILM)(["hello there"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(**enc).logits, student.eval()(**enc).logits, atol=1e-5)
+
+
+def test_student_layers_beyond_teacher_is_an_error(teacher):
+    with pytest.raises(ModelError, match=r"distill.layers: \[0, 6\].*6 layers"):
+        truncate(teacher, [0, 6])
+
+
+def test_bundled_model_resolves_offline_and_bad_names_are_clear(tmp_path):
+    assert (resolve_model(MINILM) + "/config.json")
+    with pytest.raises(ModelError, match="train.model: '/no/such/model' does not exist"):
+        resolve_model("/no/such/model", "train.model")
+    with pytest.raises(ModelError, match="folder without config.json"):
+        resolve_model(str(tmp_path), "train.model")
+    with pytest.raises(ModelError, match="train.model: cannot load 'nobody/no-such-model-xyz'"):
+        load_classifier("nobody/no-such-model-xyz", "train.model")
+
+
+def test_class_weights_are_balanced():
+    assert np.allclose(class_weights([0, 0, 0, 1], 2), [4 / 6, 4 / 2])
+
+
+def test_split_checks_before_training():
+    train = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})
+    with pytest.raises(DataError, match=r"val split has label\(s\) \['z'\] never seen"):
+        check_splits({"train": train, "val": pd.DataFrame({"text": ["c"], "label": ["z"]})}, ["x", "y"])
+    with pytest.raises(DataError, match="test split is empty"):
+        check_splits({"test": train.iloc[:0]}, ["x", "y"])
