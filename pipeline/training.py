@@ -105,6 +105,10 @@ def training_arguments(p: FitParams, output_dir: Path, seed: int, **overrides: A
         dataloader_pin_memory=torch.cuda.is_available(),
         **precision_flags(p.precision),
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Under torchrun without a GPU, accelerate sets up DDP (gloo) only when told the run is on CPU;
+        # otherwise every rank silently trains alone on all the data.
+        kwargs["use_cpu"] = True
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
 
@@ -116,11 +120,29 @@ def callbacks(p: FitParams, live_dir: str | None) -> list:
     if p.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
     if live_dir and int(os.environ.get("RANK", "0")) == 0:
-        from dvclive import Live
         from transformers.integrations import DVCLiveCallback
 
-        cbs.append(DVCLiveCallback(live=Live(dir=live_dir, save_dvc_exp=False, dvcyaml=None)))
+        cbs.append(DVCLiveCallback(live=_live_class()(dir=live_dir, save_dvc_exp=False, dvcyaml=None)))
     return cbs
+
+
+def _live_class() -> type:
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    class SafeLive(Live):
+        """dvclive 3.x asks git for HEAD before checking that the repo has a commit, so a first `dvc repro` right
+        after `git init` crashed; there is no experiment to attach to then anyway: log to files only."""
+
+        def _init_dvc(self) -> None:
+            try:
+                super()._init_dvc()
+            except SCMError as e:
+                log.warning("DVCLive: %s; logging metrics and plots to files only", e)
+                self._dvc_repo = None
+                self._dvc_file = None
+
+    return SafeLive
 
 
 def fingerprint(params: Any, seed: int, data_files: list[str]) -> str:
