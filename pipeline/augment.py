@@ -24,9 +24,23 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline.clean import dedup_key
-from pipeline.io import (DataError, class_counts, read_table, setup_logging, stable_id, stage_args, write_json,
-                         write_table)
-from pipeline.params import AugmentParams, BackTranslationParams, SynonymParams, load_params
+from pipeline.io import (
+    DataError,
+    class_counts,
+    drop_counts,
+    read_table,
+    setup_logging,
+    stable_id,
+    stage_args,
+    write_json,
+    write_table,
+)
+from pipeline.params import (
+    AugmentParams,
+    BackTranslationParams,
+    SynonymParams,
+    load_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +291,7 @@ def stage_metrics(df_in: pd.DataFrame, result: AugmentResult) -> dict:
         "rows_out": len(result.rows),
         "generated": dict(sorted(result.generated.items())),
         "added": {o: int(added.get(o, 0)) for o in sorted(result.generated)},
-        "dropped": {str(k): int(v) for k, v in sorted(result.dropped["reason"].value_counts().items())},
-        "dropped_total": len(result.dropped),
+        **drop_counts(result.dropped),
         "per_class": class_counts(result.rows["label"]),
     }
 

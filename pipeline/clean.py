@@ -14,8 +14,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.io import (DataError, class_counts, read_raw_table, setup_logging, stable_id, stage_args,
-                         write_json, write_table)
+from pipeline.io import (
+    DataError,
+    class_counts,
+    drop_counts,
+    read_raw_table,
+    setup_logging,
+    stable_id,
+    stage_args,
+    write_json,
+    write_table,
+)
 from pipeline.params import CleanParams, load_params
 
 log = logging.getLogger(__name__)
@@ -147,8 +156,7 @@ def stage_metrics(result: CleanResult) -> dict:
     return {
         "rows_in": result.rows_in,
         "rows_out": len(result.kept),
-        "dropped": {str(k): int(v) for k, v in sorted(result.dropped["reason"].value_counts().items())},
-        "dropped_total": len(result.dropped),
+        **drop_counts(result.dropped),
         "per_class": class_counts(result.kept["label"]),
     }
 

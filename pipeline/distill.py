@@ -10,20 +10,17 @@ smaller model named in `distill.student`, fine-tuned from its own pre-trained we
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.io import DataError, read_table, setup_logging
+from pipeline.io import DataError, read_table, setup_logging, stage_args
 from pipeline.modeling import ModelError, load_classifier, load_tokenizer
 from pipeline.params import DistillParams, load_params
 from pipeline.train import encoder_layers
-from pipeline.training import (callbacks, check_splits, compute_metrics_fn, encode, fingerprint, lineage_record,
-                               resume_checkpoint, save_model, training_arguments)
+from pipeline.training import check_splits, encode, finish, fit, lineage_record
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +41,9 @@ def truncate(teacher: Any, layers: list[int]) -> Any:
 
     n = teacher.config.num_hidden_layers
     if max(layers) >= n:
-        raise ModelError(f"distill.layers: {layers} names layer {max(layers)}, but the teacher has {n} layers (0..{n - 1})")
+        raise ModelError(
+            f"distill.layers: {layers} names layer {max(layers)}, but the teacher has {n} layers (0..{n - 1})"
+        )
     student = copy.deepcopy(teacher)
     old = encoder_layers(student)
     kept = torch.nn.ModuleList([old[i] for i in layers])
@@ -93,16 +92,10 @@ def build_student(p: DistillParams, teacher_dir: str, label_names: list[str]) ->
     return model, tokenizer
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("params", "teacher", "logits", "train", "val", "output", "checkpoints", "live"):
-        ap.add_argument(f"--{name}", required=name != "params", default="params.yaml" if name == "params" else None)
-    return ap.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    args = parse_args(argv)
+    args = stage_args(__doc__.splitlines()[0], "teacher", "logits", "train", "val", "output", "checkpoints", "live",
+                      argv=argv)
     params = load_params(args.params)
     p, seed = params.distill, params.seed
     train_df, val_df = read_table(args.train), read_table(args.val)
@@ -120,34 +113,17 @@ def main(argv: list[str] | None = None) -> None:
                       extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})
     val_ds = encode(val_df, tokenizer, label_names, p.max_length, sort_by_length=True)
 
-    ckpt = Path(args.checkpoints)
-    fp = fingerprint(p, seed, [args.train, args.val, args.logits])
-    resume = resume_checkpoint(ckpt, fp, True)
-    from transformers import DataCollatorWithPadding
-
-    trainer = distill_trainer_class(p)(
-        model=model,
-        # teacher_logits is not a model input: keep the column (we drop the text column ourselves in encode()).
-        args=training_arguments(p, ckpt, seed, remove_unused_columns=False),
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics_fn(label_names),
-        callbacks=callbacks(p, args.live),
+    trainer, result, best = fit(
+        distill_trainer_class(p), model, tokenizer, p, seed, train_ds, val_ds, label_names,
+        checkpoints=args.checkpoints, data_files=[args.train, args.val, args.logits], resume=True, live=args.live,
+        # teacher_logits is not a model input: keep the column (encode() already dropped the text).
+        remove_unused_columns=False,
     )
-    result = trainer.train(resume_from_checkpoint=resume or None)
-    best = trainer.evaluate()
     log.info("student best val: %s", best)
     lineage = lineage_record("distill", p, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
                              label_names=label_names, teacher=args.teacher, val_metrics=best,
                              train_metrics=result.metrics, train_rows=len(train_df))
-    save_model(trainer, trainer.model, tokenizer, Path(args.output), lineage)
-    if trainer.is_world_process_zero():
-        import shutil
-
-        shutil.rmtree(ckpt, ignore_errors=True)
-
+    finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""evaluate: teacher, student and baseline on data/processed/test.parquet -> metrics + packaged models/ (params: evaluate).
+"""evaluate: teacher, student, baseline on data/processed/test.parquet -> metrics, models/ (params: evaluate).
 
 Writes one metrics file keyed by model (accuracy, macro/weighted F1, per-class precision/recall/F1, parameter
 count, size on disk, CPU throughput at batch 32 and latency at batch 1), confusion matrices as `dvc plots`
@@ -10,7 +10,6 @@ student/teacher ratio is fair on a noisy shared machine even when absolute figur
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -22,8 +21,21 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.io import DataError, atomic_path, read_table, setup_logging, write_csv, write_json
-from pipeline.modeling import classification_metrics, load_classifier, load_tokenizer, predict_logits
+from pipeline.io import (
+    DataError,
+    atomic_path,
+    read_table,
+    setup_logging,
+    stage_args,
+    write_csv,
+    write_json,
+)
+from pipeline.modeling import (
+    classification_metrics,
+    load_classifier,
+    load_tokenizer,
+    predict_logits,
+)
 from pipeline.params import EvaluateParams, load_params
 
 log = logging.getLogger(__name__)
@@ -91,7 +103,8 @@ def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_name
     }[name]
     use = (f'```python\nfrom transformers import pipeline\nclf = pipeline("text-classification", model="{folder}")\n'
            'clf("WINNER!! Claim your prize now")\n```' if name != "baseline" else
-           f'```python\nimport joblib\nclf = joblib.load("{folder}/model.joblib")\nclf.predict(["WINNER!! Claim your prize now"])\n```')
+           f'```python\nimport joblib\nclf = joblib.load("{folder}/model.joblib")\n'
+           'clf.predict(["WINNER!! Claim your prize now"])\n```')
     return f"""{chr(10).join(front)}
 # {name}
 
@@ -136,17 +149,10 @@ def package(name: str, src: Path, dest: Path, card: str) -> None:
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    for name in ("test", "teacher", "student", "baseline", "metrics", "plots_dir", "misclassified", "models_dir"):
-        ap.add_argument(f"--{name}", required=True)
-    return ap.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    args = parse_args(argv)
+    args = stage_args(__doc__.splitlines()[0], "test", "teacher", "student", "baseline", "metrics", "plots_dir",
+                      "misclassified", "models_dir", argv=argv)
     params = load_params(args.params)
     p = params.evaluate
     if p.num_threads:
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
                                    "predicted": [label_names[i] for i in pred[miss]],
                                    "confidence": conf[miss].round(4), "text": test["text"][miss]}))
     wrong_df = pd.concat(wrong, ignore_index=True).sort_values(["model", "confidence"], ascending=[True, False])
-    write_csv(wrong_df.head(p.max_misclassified * 3), args.misclassified)
+    write_csv(wrong_df.groupby("model", sort=False).head(p.max_misclassified), args.misclassified)
     write_json(results, args.metrics)
     for name, d in dirs.items():
         dest = Path(args.models_dir) / name

@@ -37,13 +37,13 @@ def setup_logging() -> None:
     )
 
 
-def stage_args(description: str, *names: str) -> argparse.Namespace:
+def stage_args(description: str, *names: str, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse `--name path` options for a stage; dvc.yaml passes every path, so none has a default."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml")
     for n in names:
         p.add_argument(f"--{n}", required=True)
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def stable_id(*parts: object) -> str:
@@ -111,6 +111,11 @@ def file_md5(path: str | Path) -> str:
 
 def class_counts(labels: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(labels.value_counts().items())}
+
+
+def drop_counts(dropped: pd.DataFrame) -> dict:
+    """The `dropped` (per reason) and `dropped_total` entries of a stage's data metrics."""
+    return {"dropped": class_counts(dropped["reason"]), "dropped_total": len(dropped)}
 
 
 # ---------------------------------------------------------------------------------------------- raw input

@@ -87,7 +87,7 @@ def pick_device(device: str = "auto") -> str:
 
 
 def precision_flags(precision: str) -> dict[str, bool]:
-    """TrainingArguments flags for `precision`; `auto` is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    """TrainingArguments flags for `precision`; `auto`: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."""
     import torch
 
     if precision == "auto":
@@ -101,7 +101,11 @@ def precision_flags(precision: str) -> dict[str, bool]:
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     labels = list(range(len(label_names)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.io import class_counts, read_table, setup_logging, stable_id, stage_args, write_json, write_table
+from pipeline.io import (
+    class_counts,
+    drop_counts,
+    read_table,
+    setup_logging,
+    stable_id,
+    stage_args,
+    write_json,
+    write_table,
+)
 from pipeline.params import RebalanceParams, load_params
 
 log = logging.getLogger(__name__)
@@ -66,8 +75,7 @@ def stage_metrics(df_in: pd.DataFrame, result: RebalanceResult) -> dict:
         "rows_in": len(df_in),
         "rows_out": len(result.rows),
         "added": int((result.rows["origin"] == "oversample").sum() - (df_in["origin"] == "oversample").sum()),
-        "dropped": {str(k): int(v) for k, v in sorted(result.dropped["reason"].value_counts().items())},
-        "dropped_total": len(result.dropped),
+        **drop_counts(result.dropped),
         "per_class": class_counts(result.rows["label"]),
     }
 

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.io import DataError, class_counts, read_table, setup_logging, stage_args, write_json, write_table
+from pipeline.io import (
+    DataError,
+    class_counts,
+    drop_counts,
+    read_table,
+    setup_logging,
+    stage_args,
+    write_json,
+    write_table,
+)
 from pipeline.params import SplitParams, load_params
 
 log = logging.getLogger(__name__)
@@ -73,8 +82,7 @@ def stage_metrics(df_in: pd.DataFrame, result: SplitResult) -> dict:
     return {
         "rows_in": len(df_in),
         "rows_out": sum(len(d) for d in result.splits.values()),
-        "dropped": {str(k): int(v) for k, v in sorted(result.dropped["reason"].value_counts().items())},
-        "dropped_total": len(result.dropped),
+        **drop_counts(result.dropped),
         "per_split": {
             name: {"rows": len(d), "originals": int((d["origin"] == "original").sum()),
                    "per_class": class_counts(d["label"])}

@@ -8,18 +8,22 @@ resume from the last checkpoint of the same job, DVCLive curves. Runs unchanged 
 """
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.io import read_table, setup_logging
+from pipeline.io import read_table, setup_logging, stage_args
 from pipeline.modeling import ModelError, load_classifier, load_tokenizer
 from pipeline.params import TrainParams, load_params
-from pipeline.training import (callbacks, check_splits, compute_metrics_fn, encode, fingerprint, label_names_of,
-                               lineage_record, resume_checkpoint, save_model, training_arguments)
+from pipeline.training import (
+    check_splits,
+    encode,
+    finish,
+    fit,
+    label_names_of,
+    lineage_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,8 @@ def build_model(p: TrainParams, label_names: list[str]) -> Any:
         ignore_mismatched_sizes=True,  # a checkpoint with a head for other labels gets a new head
     )
     if p.freeze_layers > model.config.num_hidden_layers:
-        raise ModelError(f"train.freeze_layers: {p.freeze_layers} > the model's {model.config.num_hidden_layers} layers")
+        n = model.config.num_hidden_layers
+        raise ModelError(f"train.freeze_layers: {p.freeze_layers} > the model's {n} layers")
     if p.freeze_embeddings:
         for param in model.base_model.embeddings.parameters():
             param.requires_grad = False
@@ -87,20 +92,9 @@ def build_model(p: TrainParams, label_names: list[str]) -> Any:
     return model
 
 
-def precision_name(args: Any) -> str:
-    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("params", "train", "val", "output", "checkpoints", "live"):
-        ap.add_argument(f"--{name}", required=name != "params", default="params.yaml" if name == "params" else None)
-    return ap.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    args = parse_args(argv)
+    args = stage_args(__doc__.splitlines()[0], "train", "val", "output", "checkpoints", "live", argv=argv)
     params = load_params(args.params)
     p, seed = params.train, params.seed
     train_df, val_df = read_table(args.train), read_table(args.val)
@@ -115,35 +109,16 @@ def main(argv: list[str] | None = None) -> None:
     if weights is not None:
         log.info("class weights %s", dict(zip(label_names, weights.round(3))))
 
-    ckpt = Path(args.checkpoints)
-    fp = fingerprint(p, seed, [args.train, args.val])
-    resume = resume_checkpoint(ckpt, fp, p.resume)
-    from transformers import DataCollatorWithPadding
-
-    trainer = weighted_trainer_class(weights)(
-        model=model,
-        args=training_arguments(p, ckpt, seed),
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics_fn(label_names),
-        callbacks=callbacks(p, args.live),
+    trainer, result, best = fit(
+        weighted_trainer_class(weights), model, tokenizer, p, seed, train_ds, val_ds, label_names,
+        checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
     )
-    result = trainer.train(resume_from_checkpoint=resume or None)
-    best = trainer.evaluate()
     log.info("train: %s; best val: %s", result.metrics, best)
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model
     lineage = lineage_record("train", p, seed, {"train": args.train, "val": args.val}, label_names=label_names,
                              base_model=p.model, val_metrics=best, train_metrics=result.metrics,
-                             train_rows=len(train_df), world_size=trainer.args.world_size,
-                             precision=precision_name(trainer.args))
-    save_model(trainer, final, tokenizer, Path(args.output), lineage)
-    if trainer.is_world_process_zero():
-        import shutil
-
-        shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next run of this job starts from scratch
-
+                             train_rows=len(train_df))
+    finish(trainer, final, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":
     main()

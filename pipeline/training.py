@@ -176,6 +176,37 @@ def save_model(trainer: Any, model: Any, tokenizer: Any, out_dir: Path, lineage:
         (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
 
 
+def fit(trainer_cls: type, model: Any, tokenizer: Any, p: FitParams, seed: int, train_ds: Any, val_ds: Any,
+        label_names: list[str], *, checkpoints: str, data_files: list[str], resume: bool, live: str | None,
+        **arg_overrides: Any) -> tuple[Any, Any, dict]:
+    """Train (resuming this very job's checkpoints if any), then evaluate the best model on validation."""
+    from transformers import DataCollatorWithPadding
+
+    ckpt = Path(checkpoints)
+    resuming = resume_checkpoint(ckpt, fingerprint(p, seed, data_files), resume)
+    trainer = trainer_cls(
+        model=model,
+        args=training_arguments(p, ckpt, seed, **arg_overrides),
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics_fn(label_names),
+        callbacks=callbacks(p, live),
+    )
+    result = trainer.train(resume_from_checkpoint=resuming or None)
+    return trainer, result, trainer.evaluate()
+
+
+def finish(trainer: Any, model: Any, tokenizer: Any, output: str, checkpoints: str, lineage: dict) -> None:
+    """Save the model with its lineage (main process only), then drop the finished job's checkpoints."""
+    args = trainer.args
+    lineage.update(world_size=args.world_size, precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32")
+    save_model(trainer, model, tokenizer, Path(output), lineage)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the next run of this job starts from scratch
+
+
 def lineage_record(stage: str, params: Any, seed: int, data_files: dict[str, str], **extra: Any) -> dict:
     return {
         "stage": stage,

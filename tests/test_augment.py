@@ -1,16 +1,23 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pandas as pd
 import pytest
-
 from conftest import frame
-from pipeline.augment import ApertiumTranslator, HFTranslator, Job, SynonymSwapper, augment, build_jobs, select_classes
+
+from pipeline.augment import (
+    ApertiumTranslator,
+    HFTranslator,
+    Job,
+    SynonymSwapper,
+    augment,
+    build_jobs,
+    select_classes,
+)
 from pipeline.clean import dedup_key
 from pipeline.io import DataError
-from pipeline.params import AugmentParams, BackTranslationParams, SynonymParams
+from pipeline.params import BackTranslationParams, SynonymParams
 from pipeline.resources import ResourceError, ensure_apertium
 
 SPAM = [

@@ -80,3 +80,36 @@ def test_split_checks_before_training():
         check_splits({"train": train, "val": pd.DataFrame({"text": ["c"], "label": ["z"]})}, ["x", "y"])
     with pytest.raises(DataError, match="test split is empty"):
         check_splits({"test": train.iloc[:0]}, ["x", "y"])
+
+
+def test_resume_only_from_checkpoints_of_the_same_job(tmp_path):
+    from pipeline.training import resume_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    assert resume_checkpoint(ckpt, "fp1", True) is False  # nothing yet
+    (ckpt / "checkpoint-10").mkdir()
+    assert resume_checkpoint(ckpt, "fp1", True) is True
+    assert resume_checkpoint(ckpt, "fp1", False) is False and not (ckpt / "checkpoint-10").exists()
+    (ckpt / "checkpoint-20").mkdir()
+    assert resume_checkpoint(ckpt, "other-params", True) is False  # stale job: start afresh
+    assert not (ckpt / "checkpoint-20").exists() and (ckpt / "fingerprint").read_text() == "other-params"
+
+
+def test_freezing_and_lora_change_what_trains():
+    import dataclasses
+
+    from pipeline.params import LoraParams, TrainParams
+    from pipeline.train import build_model
+
+    def trainable(m):
+        return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+    full = build_model(TrainParams(), ["ham", "spam"])
+    frozen = build_model(TrainParams(freeze_embeddings=True, freeze_layers=3), ["ham", "spam"])
+    emb = sum(p.numel() for p in full.bert.embeddings.parameters())
+    per_layer = sum(p.numel() for p in full.bert.encoder.layer[0].parameters())
+    assert trainable(full) - trainable(frozen) == emb + 3 * per_layer
+    lora = build_model(dataclasses.replace(TrainParams(), lora=LoraParams(enabled=True, r=4)), ["ham", "spam"])
+    assert 0 < trainable(lora) < trainable(full) // 20  # adapters (and the head) only
+    with pytest.raises(ModelError, match="train.freeze_layers: 7"):
+        build_model(TrainParams(freeze_layers=7), ["ham", "spam"])

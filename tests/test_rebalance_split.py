@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import frame
+
 from pipeline.augment import augment, build_jobs
 from pipeline.clean import clean
 from pipeline.io import DataError
