@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from transformers import set_seed
 
 from pipeline.io import DataError, read_table, setup_logging, stage_args
 from pipeline.modeling import ModelError, load_classifier, load_tokenizer
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"{args.logits}: no teacher logits for {int(logits.isna().sum())} training rows; "
                         "rerun the teacher_logits stage")
 
+    # Seed before the model is built: a new classification head is initialised randomly right here, before
+    # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
+    set_seed(seed)
     model, tokenizer = build_student(p, args.teacher, label_names)
     train_ds = encode(train_df, tokenizer, label_names, p.max_length,
                       extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from transformers import set_seed
 
 from pipeline.io import read_table, setup_logging, stage_args
 from pipeline.modeling import ModelError, load_classifier, load_tokenizer
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     label_names = label_names_of(train_df)
     check_splits({"train": train_df, "val": val_df}, label_names)
 
+    # Seed before the model is built: a new classification head is initialised randomly right here, before
+    # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
+    set_seed(seed)
     tokenizer = load_tokenizer(p.model, "train.model")
     model = build_model(p, label_names)
     train_ds = encode(train_df, tokenizer, label_names, p.max_length)

@@ -124,3 +124,11 @@ def test_missing_empty_and_unknown_files(tmp_path):
     df, name = read_raw_table(str(tmp_path / "header.csv"))
     with pytest.raises(DataError, match="no data rows"):
         clean(df, CleanParams(), name)
+
+
+def test_hub_dataset_source_errors_clearly_offline():
+    # Real loading code for users with internet; here (HF_HUB_OFFLINE=1) it must fail fast, naming the source.
+    with pytest.raises(DataError, match="hf:nobody/no-such-dataset:train: cannot load Hub dataset"):
+        read_raw_table("hf:nobody/no-such-dataset:train")
+    with pytest.raises(DataError, match="expected hf:<dataset>:<split>"):
+        read_raw_table("hf:just-a-name")

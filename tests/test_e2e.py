@@ -104,6 +104,14 @@ def test_second_repro_does_nothing(repo, env):
     assert "up to date" in dvc("status", repo=repo, env=env).stdout
 
 
+def test_forced_retrain_gives_a_byte_identical_teacher(repo, env):
+    """Same seed, same data: a forced rerun of train writes the very model dvc.lock recorded, so nothing downstream
+    becomes stale (DVC compares the output's md5)."""
+    out = dvc("repro", "-f", "-s", "train", repo=repo, env=env)
+    assert ran_stages(out.stdout) == {"train"}, out.stdout
+    assert "up to date" in dvc("status", repo=repo, env=env).stdout
+
+
 def test_exp_run_of_a_distill_param_reruns_only_distill_and_evaluate(repo, env):
     out = dvc("exp", "run", "-S", "distill.alpha=0.9", repo=repo, env=env)
     assert ran_stages(out.stdout) == {"distill", "evaluate"}, out.stdout
