@@ -207,7 +207,15 @@ def finish(trainer: Any, model: Any, tokenizer: Any, output: str, checkpoints: s
         shutil.rmtree(checkpoints, ignore_errors=True)  # the next run of this job starts from scratch
 
 
+def _without_timings(value: Any) -> Any:
+    """Drop wall-clock figures: a model folder's hash must depend only on params, data and seed."""
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if not k.endswith(("runtime", "_per_second"))}
+    return value
+
+
 def lineage_record(stage: str, params: Any, seed: int, data_files: dict[str, str], **extra: Any) -> dict:
+    extra = {k: _without_timings(v) for k, v in extra.items()}
     return {
         "stage": stage,
         "seed": seed,
