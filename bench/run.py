@@ -133,7 +133,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def bench_overhead(steps: int = 30, batch: int = 32, rounds: int = 2) -> dict:
+def bench_overhead(steps: int = 60, batch: int = 32, rounds: int = 3) -> dict:
     """Wall time of `python -m pipeline.train` vs a bare script doing the same work, alternated per round."""
     import yaml
 
