@@ -157,10 +157,12 @@ def resume_checkpoint(checkpoint_dir: Path, fp: str, enabled: bool) -> bool:
     if enabled and has_ckpt and stamp.is_file() and stamp.read_text().strip() == fp:
         log.info("resuming from the last checkpoint in %s", checkpoint_dir)
         return True
-    if checkpoint_dir.exists() and int(os.environ.get("RANK", "0")) == 0:
-        shutil.rmtree(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fp)
+    # Only the main process touches the folder (under torchrun every rank gets here); the others reach the same
+    # decision, since a job that resumes deletes nothing.
+    if int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fp)
     return False
 
 
