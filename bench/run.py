@@ -277,6 +277,32 @@ def bench_full_repro() -> dict:
             "note": "peak RSS of the largest single process (GNU time -v)"}
 
 
+# ---------------------------------------------------------------------------------------------- 8. label audit
+def bench_audit(rounds: int = 3) -> dict:
+    """The audit stage's core on the cleaned default data, next to one fit of the same TF-IDF + LR model."""
+    from pipeline.audit import audit
+    from pipeline.clean import clean
+    from pipeline.io import read_raw_table
+    from pipeline.modeling import tfidf_logreg
+
+    p = load_params(ROOT / "params.yaml")
+    raw, name = read_raw_table(str(ROOT / "data" / "raw" / "sms-spam.csv"), p.clean.format, p.clean.encoding)
+    kept = clean(raw, p.clean, name).kept
+    a = p.audit
+    audit_s, fit_s, flagged = [], [], 0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        flagged = len(audit(kept, a, p.seed).issues)
+        audit_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        tfidf_logreg("word", a.ngram_max, 1, 100_000, True, a.C, "balanced", a.max_iter, p.seed).fit(
+            kept["text"], kept["label"])
+        fit_s.append(time.perf_counter() - t0)
+    audit_med, fit_med = statistics.median(audit_s), statistics.median(fit_s)
+    return {"rows": len(kept), "folds": a.folds, "flagged": flagged, "audit_seconds": audit_med,
+            "one_fit_seconds": fit_med, "ratio": audit_med / fit_med}
+
+
 # ---------------------------------------------------------------------------------------------- 7. GPU
 def bench_gpu(steps: int = 60, batch: int = 64) -> dict:
     import torch
@@ -295,7 +321,7 @@ def bench_gpu(steps: int = 60, batch: int = 64) -> dict:
 
 
 BENCHES = {"train": bench_train, "overhead": bench_overhead, "dvc": bench_dvc, "augment": bench_augment,
-           "student": bench_student, "gpu": bench_gpu}
+           "student": bench_student, "gpu": bench_gpu, "audit": bench_audit}
 
 
 def markdown(results: dict) -> str:
@@ -336,6 +362,11 @@ def markdown(results: dict) -> str:
     if "full_repro" in r:
         f = r["full_repro"]
         lines.append(f"| 6 | whole default `dvc repro -f` | {f['seconds'] / 60:.1f} min, peak RSS {f['peak_rss_mib']:.0f} MiB | | | ≤ 15 min |")
+    if "audit" in r:
+        a = r["audit"]
+        lines.append(f"| 8 | label audit (cleanlab, {a['folds']}-fold TF-IDF + LR) on {a['rows']} rows: {a['flagged']} flagged | "
+                     f"{a['audit_seconds']:.1f} s | {a['one_fit_seconds']:.1f} s (one fit of the same model) | "
+                     f"{a['ratio']:.1f}× | |")
     if "gpu" in r:
         g = r["gpu"]
         if "skipped" in g:

@@ -1,9 +1,13 @@
 """augment: data/interim/clean.parquet -> data/interim/augmented.parquet (params: seed, augment).
 
 Adds synonym-swap (nlpaug + WordNet, offline) and back-translation (Apertium offline, or any Hugging Face
-translation pair) variants of the original rows of the chosen classes. A variant keeps its source's
-`source_id`, so the split stage keeps it in the same split as its source. A variant that is empty, identical to
-its source or a duplicate of a text already present is dropped and counted.
+translation pair) variants of original rows, balance-aware: only classes below `minority_ratio` of the largest
+are "minority", and a class gets variants only until it reaches `max_ratio` of the largest (plan()). URLs,
+e-mails, handles, hashtags, numbers and amounts are masked before a method runs and restored after it
+(pipeline/protect.py). A variant keeps its source's `source_id`, so the split stage keeps it in the same split
+as its source. A variant that lost a protected token, is empty, identical to its source, out of the length-ratio
+bounds, too dissimilar to its source (sentence-embedding cosine) or a duplicate of a text already present is
+dropped and counted with that reason.
 
 Each variant is seeded from (seed, row id, method, variant number), not from its position in a batch, so the
 output does not depend on batch size or row order.
@@ -12,10 +16,11 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import random
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Sequence
 
@@ -39,8 +44,10 @@ from pipeline.params import (
     AugmentParams,
     BackTranslationParams,
     SynonymParams,
+    VariantFilterParams,
     load_params,
 )
+from pipeline.protect import mask, restore
 
 log = logging.getLogger(__name__)
 
@@ -59,58 +66,132 @@ class Job:
 @dataclass
 class AugmentResult:
     rows: pd.DataFrame
-    dropped: pd.DataFrame  # id, source_id, origin, reason, text, label
+    dropped: pd.DataFrame  # id, source_id, origin, reason, text, label, similarity
     generated: dict[str, int]
+    planned: dict[str, dict[str, int]]  # per class: budget and variants planned
+    similarity: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of every scored variant
+    skipped: bool = False
 
 
 def row_seed(seed: int, *parts: object) -> int:
     return int(stable_id(seed, *parts), 16) % (2**32)
 
 
-def select_classes(labels: pd.Series, selector: str | list[str], key: str) -> frozenset[str]:
+def select_classes(labels: pd.Series, selector: str | list[str], key: str, minority_ratio: float = 0.8
+                   ) -> frozenset[str]:
+    """`all`, a list, or `minority`: the classes with fewer than minority_ratio x the largest class's rows."""
     counts = labels.value_counts()
     if selector == "all":
         return frozenset(counts.index)
     if selector == "minority":
-        return frozenset(counts.index[counts < counts.max()])
+        return frozenset(counts.index[counts < minority_ratio * counts.max()])
     unknown = sorted(set(selector) - set(counts.index))
     if unknown:
         raise DataError(f"{key}: unknown class(es) {unknown}; the data has {sorted(counts.index)}")
     return frozenset(selector)
 
 
-def augment(df: pd.DataFrame, jobs: Sequence[Job]) -> AugmentResult:
-    """Pure core: run each job on the original rows of its classes and keep the variants that add something."""
-    seen = set(df["text"].map(dedup_key))
-    originals = df[df["origin"] == "original"]
-    new_rows, dropped, generated = [], [], {}
-    for job in jobs:
-        src = originals[originals["label"].isin(job.classes)]
-        if src.empty:
+def plan(df: pd.DataFrame, jobs: Sequence[Job], max_ratio: float, seed: int) -> tuple[list[list[int]], dict]:
+    """Which original rows each job augments, so that no class grows past max_ratio x the largest class.
+
+    A class's budget is `max_ratio * largest - its rows`, lowered so that it never passes a class that was
+    larger than it (classes keep their order of size); it is spent one variant per source row per round
+    (rows in a seeded order, the method rotating from row to row so both methods get used), so the number of
+    variants per row follows from the budget and never exceeds the number of jobs covering the class.
+    Returns row positions per job and, per class, the budget and the variants planned.
+    """
+    counts = df["label"].value_counts()
+    cap = math.floor(max_ratio * counts.max())
+    originals = df.index[(df["origin"] == "original").to_numpy()]
+    assigned: list[list[int]] = [[] for _ in jobs]
+    info: dict[str, dict[str, int]] = {}
+    final: dict[str, int] = {}
+    # Largest class first: a class may not grow past the final size of any class that was larger than it, so
+    # augmentation never reorders class sizes (a non-augmented second class caps the third).
+    for label in sorted(counts.index, key=lambda c: (-counts[c], str(c))):
+        n = int(counts[label])
+        ceiling = min([cap] + [final[d] for d in final if counts[d] > n])
+        covering = [i for i, job in enumerate(jobs) if label in job.classes]
+        pos = [int(i) for i in originals if df.at[i, "label"] == label] if covering else []
+        pos.sort(key=lambda i: row_seed(seed, df.at[i, "id"], "plan"))
+        budget = max(0, ceiling - n)
+        take = min(budget, len(covering) * len(pos))
+        for k in range(take):
+            r, i = divmod(k, len(pos))
+            assigned[covering[(i + r) % len(covering)]].append(pos[i])
+        final[label] = n + take
+        if covering:
+            info[str(label)] = {"budget": budget, "planned": take}
+    return [sorted(a) for a in assigned], info
+
+
+# Returns the cosine similarity of each (source, variant) pair.
+Similarity = Callable[[list[str], list[str]], np.ndarray]
+
+
+def augment(df: pd.DataFrame, jobs: Sequence[Job], p: AugmentParams, seed: int,
+            similarity: Similarity | None = None) -> AugmentResult:
+    """Pure core: plan the variants per class, generate them (protected tokens masked), keep those that add
+    something and stay close to their source. Every generated variant is either added or dropped with a reason."""
+    df = df.reset_index(drop=True)
+    drop_cols = ["id", "source_id", "origin", "reason", "text", "label", "similarity"]
+    if p.max_rows and len(df) > p.max_rows:
+        log.info("augment: %d rows > augment.max_rows %d: passing rows through unchanged", len(df), p.max_rows)
+        return AugmentResult(df, pd.DataFrame(columns=drop_cols), {}, {}, skipped=True)
+    assigned, planned = plan(df, jobs, p.max_ratio, seed)
+    cands, generated = [], {}
+    for job, rows in zip(jobs, assigned):
+        if not rows:
             continue
-        out = job.generate(src["text"].tolist(), src["id"].tolist())
+        src = df.loc[rows]
+        masked = [mask(t) if p.protect_tokens else (t, []) for t in src["text"]]
+        out = job.generate([m for m, _ in masked], src["id"].tolist())
         if len(out) != len(src):
             raise RuntimeError(f"{job.origin}: generator returned {len(out)} texts for {len(src)} inputs")
         generated[job.origin] = generated.get(job.origin, 0) + len(out)
-        for (_, row), text in zip(src.iterrows(), out):
+        for (_, row), (_, tokens), text in zip(src.iterrows(), masked, out):
             text = re.sub(r"\s+", " ", text or "").strip()
-            key = dedup_key(text)
-            new = {"id": stable_id(row["id"], job.origin, job.variant), "source_id": row["source_id"],
-                   "origin": job.origin, "text": text, "label": row["label"]}
-            if not key:
-                reason = "empty_variant"
-            elif key == dedup_key(row["text"]):
-                reason = "identical_to_source"
-            elif key in seen:
-                reason = "duplicate_of_existing_text"
-            else:
-                seen.add(key)
-                new_rows.append(new)
-                continue
-            dropped.append({**new, "reason": reason})
+            restored = restore(text, tokens) if p.protect_tokens else text
+            # A variant inherits every other column of its source (raw_row, kept raw columns): it points at the
+            # same raw line and belongs to the same slices.
+            cands.append({**row.to_dict(), "id": stable_id(row["id"], job.origin, job.variant),
+                          "source_id": row["source_id"], "origin": job.origin,
+                          "text": text if restored is None else restored, "source_text": row["text"],
+                          "reason": "protected_token_lost" if restored is None else None, "similarity": np.nan})
+    f = p.filter
+    for c in cands:
+        if c["reason"]:
+            continue
+        key, ratio = dedup_key(c["text"]), len(c["text"]) / max(1, len(c["source_text"]))
+        if not key:
+            c["reason"] = "empty_variant"
+        elif key == dedup_key(c["source_text"]):
+            c["reason"] = "identical_to_source"
+        elif f.enabled and not f.min_length_ratio <= ratio <= f.max_length_ratio:
+            c["reason"] = "length_ratio"
+    alive = [c for c in cands if not c["reason"]]
+    if f.enabled and similarity is not None and alive:
+        sims = similarity([c["source_text"] for c in alive], [c["text"] for c in alive])
+        for c, s in zip(alive, sims):
+            c["similarity"] = round(float(s), 4)
+            if s < f.min_similarity:
+                c["reason"] = "low_similarity"
+    seen = set(df["text"].map(dedup_key))
+    for c in cands:  # after the filter: a drifted variant must not block a later faithful one
+        if c["reason"]:
+            continue
+        key = dedup_key(c["text"])
+        if key in seen:
+            c["reason"] = "duplicate_of_existing_text"
+        else:
+            seen.add(key)
+    new_rows = [{k: c[k] for k in df.columns if k in c} for c in cands if not c["reason"]]
     rows = pd.concat([df, pd.DataFrame(new_rows, columns=df.columns)], ignore_index=True)
-    drop_cols = ["id", "source_id", "origin", "reason", "text", "label"]
-    return AugmentResult(rows=rows, dropped=pd.DataFrame(dropped, columns=drop_cols), generated=generated)
+    dropped = pd.DataFrame([c for c in cands if c["reason"]], columns=drop_cols + [
+        c for c in df.columns if c not in drop_cols])
+    sims = pd.Series([c["similarity"] for c in cands], dtype=float)
+    return AugmentResult(rows=rows, dropped=dropped, generated=generated, planned=planned,
+                         similarity=sims.dropna().to_numpy())
 
 
 # ---------------------------------------------------------------------------------------------- synonym swap
@@ -266,11 +347,11 @@ def build_jobs(df: pd.DataFrame, p: AugmentParams, seed: int) -> list[Job]:
     jobs: list[Job] = []
     syn, bt = p.synonym, p.back_translation
     if syn.enabled:
-        classes = select_classes(df["label"], syn.classes, "augment.synonym.classes")
+        classes = select_classes(df["label"], syn.classes, "augment.synonym.classes", p.minority_ratio)
         swapper = SynonymSwapper(syn, seed)
         jobs += [Job("synonym", k, classes, swapper(k)) for k in range(syn.variants)]
     if bt.enabled:
-        classes = select_classes(df["label"], bt.classes, "augment.back_translation.classes")
+        classes = select_classes(df["label"], bt.classes, "augment.back_translation.classes", p.minority_ratio)
         if bt.backend == "apertium":
             from pipeline.resources import ensure_apertium
 
@@ -284,15 +365,42 @@ def build_jobs(df: pd.DataFrame, p: AugmentParams, seed: int) -> list[Job]:
     return jobs
 
 
+class EmbeddingSimilarity:
+    """Cosine similarity of sentence embeddings (sentence-transformers; the bundled MiniLM offline)."""
+
+    def __init__(self, p: VariantFilterParams):
+        from pipeline.modeling import load_sentence_encoder
+
+        self.p = p
+        self.model = load_sentence_encoder(p.model, "augment.filter.model")
+
+    def __call__(self, a: list[str], b: list[str]) -> np.ndarray:
+        texts = sorted(set(a) | set(b))
+        emb = self.model.encode(texts, batch_size=self.p.batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=len(texts) > 2000)
+        at = {t: i for i, t in enumerate(texts)}
+        return np.einsum("ij,ij->i", emb[[at[t] for t in a]], emb[[at[t] for t in b]])
+
+
+def needs_filter(p: AugmentParams) -> bool:
+    return p.filter.enabled and (p.synonym.enabled or p.back_translation.enabled)
+
+
 def stage_metrics(df_in: pd.DataFrame, result: AugmentResult) -> dict:
     added = result.rows["origin"].value_counts()
+    sims = result.similarity
+    quantiles = {f"p{q}": round(float(np.quantile(sims, q / 100)), 4) for q in (1, 5, 10, 25, 50)} if len(sims) else {}
     return {
         "rows_in": len(df_in),
         "rows_out": len(result.rows),
+        "skipped_large_data": result.skipped,
         "generated": dict(sorted(result.generated.items())),
         "added": {o: int(added.get(o, 0)) for o in sorted(result.generated)},
         **drop_counts(result.dropped),
+        "per_class_before": class_counts(df_in["label"]),
         "per_class": class_counts(result.rows["label"]),
+        "plan": result.planned,
+        "similarity": quantiles,
     }
 
 
@@ -300,14 +408,17 @@ def main() -> None:
     setup_logging()
     args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
     params = load_params(args.params)
+    p = params.augment
     df = read_table(args.input)
-    jobs = build_jobs(df, params.augment, params.seed)
-    result = augment(df, jobs)
+    jobs = build_jobs(df, p, params.seed)
+    similarity = EmbeddingSimilarity(p.filter) if needs_filter(p) else None
+    result = augment(df, jobs, p, params.seed, similarity)
     metrics = stage_metrics(df, result)
     write_table(result.rows, args.output)
     write_table(result.dropped, args.dropped)
     write_json(metrics, args.metrics)
-    log.info("added %s variants; dropped %s", metrics["added"], metrics["dropped"])
+    log.info("per class %s -> %s; added %s; dropped %s; similarity quantiles %s", metrics["per_class_before"],
+             metrics["per_class"], metrics["added"], metrics["dropped"], metrics["similarity"])
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ import logging
 from pathlib import Path
 
 import joblib
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from pipeline.io import atomic_path, read_table, setup_logging, stage_args
-from pipeline.modeling import classification_metrics
+from pipeline.modeling import classification_metrics, tfidf_logreg
 from pipeline.params import BaselineParams, load_params
 from pipeline.training import check_splits, label_names_of, lineage_record
 
@@ -23,12 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def build(p: BaselineParams, seed: int) -> Pipeline:
-    return Pipeline([
-        ("tfidf", TfidfVectorizer(analyzer=p.analyzer, ngram_range=(1, p.ngram_max), min_df=p.min_df,
-                                  max_features=p.max_features, sublinear_tf=p.sublinear_tf)),
-        ("clf", LogisticRegression(C=p.C, class_weight=None if p.class_weight == "none" else p.class_weight,
-                                   max_iter=p.max_iter, random_state=seed)),
-    ])
+    return tfidf_logreg(p.analyzer, p.ngram_max, p.min_df, p.max_features, p.sublinear_tf, p.C,
+                        None if p.class_weight == "none" else p.class_weight, p.max_iter, seed)
 
 
 def main() -> None:

@@ -79,7 +79,9 @@ def _label_name(raw: object, p: CleanParams) -> str:
 
 def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
     """Pure core. `df` is the raw table; `source_name` seeds the stable row ids."""
-    for col, key in ((p.text_column, "text_column"), (p.label_column, "label_column")):
+    wanted = [(p.text_column, "text_column"), (p.label_column, "label_column")]
+    wanted += [(c, "keep_columns") for c in p.keep_columns]
+    for col, key in wanted:
         if col not in df.columns:
             raise DataError(f"{source_name}: no column {col!r} (clean.{key}); columns are {list(df.columns)}")
     rows_in = len(df)
@@ -114,6 +116,8 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
         raise DataError(f"{source_name}: every text in column {p.text_column!r} is empty")
 
     frame = pd.DataFrame({"id": ids, "raw_row": row_no, "text": texts, "label": labels})
+    for c in p.keep_columns:
+        frame[c] = df[c].to_numpy()
     reason = pd.Series([None] * rows_in, dtype=object)
     reason[label_missing.to_numpy()] = "missing_label"
     n_chars = frame["text"].str.len()
@@ -137,7 +141,8 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
 
     keep = reason.isna()
     kept = frame[keep].assign(source_id=frame["id"][keep], origin="original")
-    kept = kept[["id", "source_id", "origin", "text", "label"]].reset_index(drop=True)
+    # raw_row: the 1-based data row of the raw file, so every row (and every variant of it) points at its line.
+    kept = kept[["id", "source_id", "origin", "text", "label", "raw_row", *p.keep_columns]].reset_index(drop=True)
     raw_as_text = raw_text.where(raw_text.isna(), raw_text.astype(str))
     dropped = pd.DataFrame({
         "id": frame["id"][~keep], "raw_row": frame["raw_row"][~keep], "reason": reason[~keep],

@@ -1,9 +1,12 @@
 """evaluate: teacher, student, baseline on data/processed/test.parquet -> metrics, models/ (params: evaluate).
 
-Writes one metrics file keyed by model (accuracy, macro/weighted F1, per-class precision/recall/F1, parameter
-count, size on disk, CPU throughput at batch 32 and latency at batch 1), confusion matrices as `dvc plots`
-sources, the misclassified test rows, and `models/<name>/`: each trained model with a model card (README.md)
-giving its test metrics, params and the md5 (as in dvc.lock) of the data it was trained on.
+Writes two metrics files keyed by model: quality (`eval.json`: accuracy and macro-F1 with bootstrap 95% CIs,
+weighted F1, per-class precision/recall/F1, parameter count, size on disk, and paired comparisons on the same
+test rows — teacher vs baseline, student vs teacher — with the CI of the macro-F1 difference and McNemar's exact
+p) and speed (`speed.json`: CPU throughput at batch 32, latency at batch 1), so that `dvc metrics diff` of two
+runs with identical models shows no quality change. Also a readable `REPORT.md`, confusion matrices as
+`dvc plots` sources, the misclassified test rows, and `models/<name>/`: each trained model with a model card
+(README.md) giving its test metrics, params and the md5 (as in dvc.lock) of the data it was trained on.
 
 Speeds are measured in interleaved rounds (teacher, student, teacher, …) in one process, so the
 student/teacher ratio is fair on a noisy shared machine even when absolute figures drift.
@@ -29,6 +32,7 @@ from pipeline.io import (
     stage_args,
     write_csv,
     write_json,
+    write_text,
 )
 from pipeline.modeling import (
     classification_metrics,
@@ -37,6 +41,16 @@ from pipeline.modeling import (
     predict_logits,
 )
 from pipeline.params import EvaluateParams, load_params
+from pipeline.stats import (
+    accuracy,
+    expected_calibration_error,
+    fit_temperature,
+    macro_f1_fn,
+    metric_ci,
+    paired_comparison,
+    reliability_table,
+    softmax,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +100,21 @@ def transformer_predictor(model: Any, tokenizer: Any, max_length: int) -> Callab
     return predict
 
 
-def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_names: list[str]) -> str:
+def calibration_note(cal: dict) -> str:
+    if "temperature" in cal:
+        return (f"expected calibration error {cal['ece']:.4f} on test (before temperature scaling "
+                f"{cal['ece_before_scaling']:.4f}). The classification layer of this packaged model is divided by "
+                f"T = {cal['temperature']} (fitted on validation; `calibration_temperature` in config.json), so its "
+                "probabilities are the scaled ones and its predicted labels are unchanged.")
+    return f"expected calibration error {cal.get('ece', float('nan')):.4f} on test (not rescaled)."
+
+
+def _ci(m: dict) -> str:
+    return f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+
+
+def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_names: list[str],
+               speed: dict, verdicts: list[str], worst: list[str], example: str) -> str:
     base = lineage.get("base_model") or lineage.get("teacher") or ""
     front = ["---", "library_name: " + ("sklearn" if name == "baseline" else "transformers"),
              "pipeline_tag: text-classification", "tags: [finetune-pipeline, dvc]"]
@@ -102,9 +130,9 @@ def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_name
         "baseline": "TF-IDF + logistic regression (scikit-learn) by the `baseline` stage.",
     }[name]
     use = (f'```python\nfrom transformers import pipeline\nclf = pipeline("text-classification", model="{folder}")\n'
-           'clf("WINNER!! Claim your prize now")\n```' if name != "baseline" else
+           f'clf({example!r})\n```' if name != "baseline" else
            f'```python\nimport joblib\nclf = joblib.load("{folder}/model.joblib")\n'
-           'clf.predict(["WINNER!! Claim your prize now"])\n```')
+           f'clf.predict([{example!r}])\n```')
     return f"""{chr(10).join(front)}
 # {name}
 
@@ -113,13 +141,21 @@ def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_name
 ## Test metrics
 | metric | value |
 |---|---|
-| accuracy | {metrics['accuracy']:.4f} |
-| macro F1 | {metrics['macro_f1']:.4f} |
+| accuracy [95% CI] | {_ci(metrics['accuracy_ci'])} |
+| macro F1 [95% CI] | {_ci(metrics['macro_f1_ci'])} |
 | weighted F1 | {metrics['weighted_f1']:.4f} |
 | parameters | {metrics.get('parameters', 'n/a')} |
 | size on disk (bytes) | {metrics['size_bytes']} |
-| CPU samples/s (batch {metrics.get('batch_size', '')}) | {metrics.get('cpu_samples_per_s_batch', 'n/a')} |
-| CPU latency ms (batch 1) | {metrics.get('cpu_latency_ms_batch1', 'n/a')} |
+| CPU samples/s (batch {speed.get('batch_size', '')}) | {speed.get('cpu_samples_per_s_batch', 'n/a')} |
+| CPU latency ms (batch 1) | {speed.get('cpu_latency_ms_batch1', 'n/a')} |
+
+Confidence intervals: bootstrap over the test rows (BCa, seeded). Paired comparisons on the same test rows:
+{chr(10).join('- ' + v for v in verdicts) or '- none'}
+
+Weakest slices (lowest macro-F1 per slice column, at least 10 test rows; all in `metrics/slices.json`):
+{chr(10).join('- ' + w for w in worst) or '- none'}
+
+Calibration: {calibration_note(metrics.get('calibration', {}))}
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
@@ -143,16 +179,67 @@ Trained with seed {lineage.get('seed')} on these files (md5 as recorded in `dvc.
 """
 
 
-def package(name: str, src: Path, dest: Path, card: str) -> None:
+def package(name: str, src: Path, dest: Path, card: str, temperature: float | None = None) -> None:
+    """Copy a trained model into models/ with its card; with a temperature, its classification layer is divided by
+    it, so every consumer (transformers.pipeline included) gets calibrated probabilities with unchanged argmax."""
     with atomic_path(dest) as tmp:
         shutil.copytree(src, tmp)
+        if temperature is not None:
+            scale_classifier(tmp, temperature)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+
+
+def scale_classifier(folder: Path, temperature: float) -> None:
+    import torch
+
+    model = load_classifier(str(folder), str(folder))
+    n = model.config.num_labels
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n]
+    if not heads:
+        raise RuntimeError(f"{folder}: no linear layer with {n} outputs to scale by the temperature")
+    with torch.no_grad():  # logits = W h + b, so (W / T) h + b / T = logits / T exactly
+        heads[-1].weight.div_(temperature)
+        if heads[-1].bias is not None:
+            heads[-1].bias.div_(temperature)
+    model.config.calibration_temperature = temperature
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def slice_metrics(test: pd.DataFrame, preds: dict[str, np.ndarray], y: np.ndarray, label_names: list[str],
+                  columns: list[str]) -> dict:
+    """Per slice (each value of each kept column, and text-length quartiles): support, accuracy, macro-F1."""
+    lengths = test["text"].str.len()
+    edges = np.unique(np.quantile(lengths, [0, 0.25, 0.5, 0.75, 1.0]).round())
+    groups = {"text_length": pd.cut(lengths, edges, include_lowest=True, duplicates="drop").astype(str)}
+    for c in columns:
+        if c in test.columns:
+            groups[c] = test[c].astype(object).where(test[c].notna(), "(missing)").astype(str)
+    out: dict[str, dict] = {}
+    for col, values in groups.items():
+        out[col] = {}
+        for value in sorted(values.unique()):
+            m = (values == value).to_numpy()
+            out[col][value] = {"support": int(m.sum()), **{
+                name: {k: round(v, 4) for k, v in classification_metrics(y[m], pred[m], label_names).items()
+                       if k in ("accuracy", "macro_f1")} for name, pred in preds.items()}}
+    return out
+
+
+def worst_slices(slices: dict, model: str, min_support: int = 10) -> list[str]:
+    """Per slice column, the slice (with at least min_support rows) where `model` has its lowest macro-F1."""
+    lines = []
+    for col, values in slices.items():
+        cands = [(v[model]["macro_f1"], k, v["support"]) for k, v in values.items() if v["support"] >= min_support]
+        if cands:
+            f1, k, n = min(cands)
+            lines.append(f"{col} = {k}: macro-F1 {f1:.4f} on {n} rows")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    args = stage_args(__doc__.splitlines()[0], "test", "teacher", "student", "baseline", "metrics", "plots_dir",
-                      "misclassified", "models_dir", argv=argv)
+    args = stage_args(__doc__.splitlines()[0], "test", "val", "teacher", "student", "baseline", "metrics", "speed",
+                      "slices", "report", "plots_dir", "misclassified", "models_dir", argv=argv)
     params = load_params(args.params)
     p = params.evaluate
     if p.num_threads:
@@ -172,17 +259,29 @@ def main(argv: list[str] | None = None) -> None:
     to_id = {n: i for i, n in enumerate(label_names)}
     y = test["label"].map(to_id).to_numpy()
     texts = test["text"].tolist()
+    val = read_table(args.val)
+    y_val = val["label"].map(to_id).to_numpy()
 
     results: dict[str, dict] = {}
     preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    probs: dict[str, np.ndarray] = {}
+    raw_probs: dict[str, np.ndarray] = {}
+    temperatures: dict[str, float] = {}
     predictors: dict[str, Callable] = {}
     for name in TRANSFORMERS:
         model, tok = load_classifier(str(dirs[name]), name), load_tokenizer(str(dirs[name]), name)
         max_length = lineage[name]["params"]["max_length"]
         logits = predict_logits(model, tok, texts, p.batch_size, max_length, device="cpu", progress=False)
-        prob = np.exp(logits - logits.max(1, keepdims=True))
-        prob /= prob.sum(1, keepdims=True)
-        preds[name] = (prob.argmax(1), prob.max(1))
+        prob = softmax(logits)
+        probs[name] = raw_probs[name] = prob
+        if p.calibrate:
+            # Temperature scaling, fitted on validation (never on test): argmax and so every label metric are
+            # unchanged; only the probabilities move.
+            val_logits = predict_logits(model, tok, val["text"].tolist(), p.batch_size, max_length, device="cpu",
+                                        progress=False)
+            temperatures[name] = round(fit_temperature(val_logits, y_val), 4)
+            probs[name] = softmax(logits / temperatures[name])
+        preds[name] = (prob.argmax(1), probs[name].max(1))
         results[name] = {**classification_metrics(y, preds[name][0], label_names),
                          "parameters": int(sum(x.numel() for x in model.parameters())),
                          "size_bytes": dir_size(dirs[name])}
@@ -192,22 +291,47 @@ def main(argv: list[str] | None = None) -> None:
     baseline = joblib.load(dirs["baseline"] / "model.joblib")
     bprob = baseline.predict_proba(texts)
     preds["baseline"] = (bprob.argmax(1), bprob.max(1))
+    probs["baseline"] = bprob
     results["baseline"] = {**classification_metrics(y, preds["baseline"][0], label_names),
                            "size_bytes": dir_size(dirs["baseline"])}
     predictors["baseline"] = baseline.predict_proba
 
-    log.info("timing CPU inference (%d rounds, interleaved)", ROUNDS)
-    for name, speed in measure_speed(predictors, texts, p).items():
-        results[name].update(speed, batch_size=p.batch_size)
+    metric = macro_f1_fn(len(label_names))
+    boot = dict(n_resamples=p.bootstrap_resamples, confidence=p.confidence, seed=params.seed)
+    for name, (pred, _) in preds.items():
+        results[name]["macro_f1_ci"] = metric_ci(y, pred, metric, **boot)
+        results[name]["accuracy_ci"] = metric_ci(y, pred, accuracy, **boot)
+    calibration: dict[str, pd.DataFrame] = {}
+    for name, prob in probs.items():
+        cal = {"ece": round(expected_calibration_error(y, prob, p.calibration_bins), 4)}
+        if name in temperatures:
+            cal.update(temperature=temperatures[name],
+                       ece_before_scaling=round(expected_calibration_error(y, raw_probs[name], p.calibration_bins), 4))
+        results[name]["calibration"] = cal
+        calibration[name] = pd.DataFrame(reliability_table(y, prob, p.calibration_bins),
+                                         columns=["bin", "confidence", "accuracy", "count"])
+    slices = slice_metrics(test, {k: v[0] for k, v in preds.items()}, y, label_names, params.clean.keep_columns)
+    comparisons = {
+        f"{a}_vs_{b}": paired_comparison(y, preds[a][0], preds[b][0], metric, name_a=a, name_b=b, **boot)
+        for a, b in (("teacher", "baseline"), ("student", "teacher"), ("student", "baseline"))
+    }
+    t, s = results["teacher"], results["student"]
+    retained = round(s["macro_f1"] / t["macro_f1"], 4) if t["macro_f1"] else 0.0
+    comparisons["student_vs_teacher"]["macro_f1_retained"] = retained
+    verdicts = {k: c.pop("verdict") for k, c in comparisons.items()}
+    for c in comparisons.values():
+        c["significant"] = int(c["significant"])  # numbers only: dvc metrics diff compares numbers
+    results["comparisons"] = comparisons
 
-    t, s, b = results["teacher"], results["student"], results["baseline"]
-    results["student_vs_teacher"] = {
-        "macro_f1_retained": round(s["macro_f1"] / t["macro_f1"], 4) if t["macro_f1"] else 0.0,
-        "throughput_speedup": round(s["cpu_samples_per_s_batch"] / t["cpu_samples_per_s_batch"], 3),
-        "latency_speedup": round(t["cpu_latency_ms_batch1"] / s["cpu_latency_ms_batch1"], 3),
+    log.info("timing CPU inference (%d rounds, interleaved)", ROUNDS)
+    speed: dict[str, dict] = {name: {**v, "batch_size": p.batch_size} for name, v in
+                              measure_speed(predictors, texts, p).items()}
+    ts, ss = speed["teacher"], speed["student"]
+    speed["student_vs_teacher"] = {
+        "throughput_speedup": round(ss["cpu_samples_per_s_batch"] / ts["cpu_samples_per_s_batch"], 3),
+        "latency_speedup": round(ts["cpu_latency_ms_batch1"] / ss["cpu_latency_ms_batch1"], 3),
         "size_ratio": round(s["size_bytes"] / t["size_bytes"], 3),
     }
-    results["teacher_vs_baseline"] = {"macro_f1_delta": round(t["macro_f1"] - b["macro_f1"], 4)}
 
     plots = Path(args.plots_dir)
     wrong = []
@@ -220,13 +344,50 @@ def main(argv: list[str] | None = None) -> None:
                                    "confidence": conf[miss].round(4), "text": test["text"][miss]}))
     wrong_df = pd.concat(wrong, ignore_index=True).sort_values(["model", "confidence"], ascending=[True, False])
     write_csv(wrong_df.groupby("model", sort=False).head(p.max_misclassified), args.misclassified)
+    for name, table in calibration.items():
+        write_csv(table, plots / f"calibration_{name}.csv")
     write_json(results, args.metrics)
+    write_json(speed, args.speed)
+    write_json(slices, args.slices)
+    write_text(report(results, speed, verdicts, len(test), slices), args.report)
     for name, d in dirs.items():
         dest = Path(args.models_dir) / name
-        package(name, d, dest, model_card(name, dest, results[name], lineage[name], label_names))
-    log.info("test macro-F1: teacher %.4f, student %.4f, baseline %.4f; student keeps %.1f%% at %.2fx throughput",
-             t["macro_f1"], s["macro_f1"], b["macro_f1"], 100 * results["student_vs_teacher"]["macro_f1_retained"],
-             results["student_vs_teacher"]["throughput_speedup"])
+        mine = [v for k, v in verdicts.items() if name in k.split("_vs_")]
+        card = model_card(name, dest, results[name], lineage[name], label_names, speed[name], mine,
+                          worst_slices(slices, name), test["text"].iloc[0])
+        package(name, d, dest, card, temperatures.get(name))
+    for v in verdicts.values():
+        log.info("%s", v)
+    log.info("student keeps %.1f%% of the teacher's macro-F1 at %.2fx throughput",
+             100 * comparisons["student_vs_teacher"]["macro_f1_retained"],
+             speed["student_vs_teacher"]["throughput_speedup"])
+
+
+def report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, slices: dict) -> str:
+    """metrics/REPORT.md: what `dvc metrics show` cannot print readably — one row per model, then the verdicts."""
+    rows, weak = [], []
+    for name in ("teacher", "student", "baseline"):
+        r, sp = results[name], speed[name]
+        cal = r["calibration"]
+        ece = f"{cal['ece']:.4f}" + (f" (T={cal['temperature']:.2f}; {cal['ece_before_scaling']:.4f} before)"
+                                     if "temperature" in cal else "")
+        rows.append(f"| {name} | {_ci(r['macro_f1_ci'])} | {_ci(r['accuracy_ci'])} | {ece} | "
+                    f"{sp['cpu_samples_per_s_batch']:.0f} | {sp['cpu_latency_ms_batch1']:.1f} | "
+                    f"{r['size_bytes'] / 2**20:.1f} MiB |")
+        weak += [f"- {name}: {w}" for w in worst_slices(slices, name)]
+    return "\n".join([
+        f"# Test results ({n_test} test rows)", "",
+        "| model | macro-F1 [95% CI] | accuracy [95% CI] | ECE | CPU samples/s (batch 32) | CPU latency ms "
+        "(batch 1) | size |",
+        "|---|---|---|---|---|---|---|", *rows, "",
+        "Paired comparisons on the same test rows (bootstrap CI of the difference, McNemar exact test):", "",
+        *[f"- {v}" for v in verdicts.values()], "",
+        "Weakest slice per column (lowest macro-F1, >= 10 rows; every slice in `metrics/slices.json`):", "",
+        *weak, "",
+        "Speeds are CPU figures of this run's machine (`metrics/speed.json`); quality figures are in "
+        "`metrics/eval.json`.",
+        "",
+    ])
 
 
 if __name__ == "__main__":

@@ -76,6 +76,18 @@ def load_seq2seq(name: str, key: str) -> Any:
     return _load(AutoModelForSeq2SeqLM, name, key)
 
 
+def load_sentence_encoder(name: str, key: str) -> Any:
+    """A sentence-transformers encoder (for similarity); never runs remote code."""
+    from sentence_transformers import SentenceTransformer
+
+    source = resolve_model(name, key)
+    try:
+        return SentenceTransformer(source, device=pick_device("auto"), trust_remote_code=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelError(f"{key}: cannot load sentence encoder {name!r} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:300]})") from e
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 
@@ -138,3 +150,17 @@ def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int
         with torch.inference_mode():
             out[idx] = model(**enc).logits.float().cpu().numpy()
     return out
+
+
+def tfidf_logreg(analyzer: str, ngram_max: int, min_df: int, max_features: int, sublinear_tf: bool, C: float,
+                 class_weight: str | None, max_iter: int, seed: int) -> Any:
+    """TF-IDF + logistic regression: the baseline model, and the cheap model of the label audit."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([
+        ("tfidf", TfidfVectorizer(analyzer=analyzer, ngram_range=(1, ngram_max), min_df=min_df,
+                                  max_features=max_features, sublinear_tf=sublinear_tf)),
+        ("clf", LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter, random_state=seed)),
+    ])

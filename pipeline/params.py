@@ -49,10 +49,36 @@ class CleanParams:
     min_chars: int = _f(1, ge=1)
     max_chars: int = _f(5000, ge=1)
     dedup: Literal["none", "exact", "normalised"] = "normalised"
+    # Extra raw columns (e.g. a group, source or language) carried through every stage to the test split;
+    # evaluate reports metrics per value of each (slices).
+    keep_columns: list[str] = _f([])
 
     def validate(self, key: str) -> None:
         if self.min_chars > self.max_chars:
             raise ParamsError(f"{key}.min_chars: {self.min_chars} is larger than max_chars {self.max_chars}")
+        clash = sorted(set(self.keep_columns) & RESERVED_COLUMNS)
+        if clash:
+            raise ParamsError(f"{key}.keep_columns: {clash} are names the pipeline uses itself; rename the column(s)")
+        if len(set(self.keep_columns)) != len(self.keep_columns):
+            raise ParamsError(f"{key}.keep_columns: lists a column twice: {self.keep_columns}")
+
+
+# Columns the stages write themselves; a kept raw column may not take one of these names.
+RESERVED_COLUMNS = frozenset({"id", "source_id", "origin", "text", "label", "raw_row", "reason", "similarity"})
+
+
+@dataclass(frozen=True)
+class AuditParams:
+    """Label-noise audit: confident learning (cleanlab) on out-of-fold probabilities of TF-IDF + logistic reg."""
+
+    enabled: bool = True
+    action: Literal["report", "drop"] = "report"  # drop: flagged rows are removed, counted as `label_issue`
+    folds: int = _f(5, ge=2, le=20)
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+                       "predicted_neq_given"] = "prune_by_noise_rate"
+    ngram_max: int = _f(2, ge=1, le=6)
+    C: float = _f(10.0, gt=0)
+    max_iter: int = _f(2000, ge=1)
 
 
 ClassSelector = Union[Literal["all", "minority"], list[str]]
@@ -63,7 +89,7 @@ class SynonymParams:
     enabled: bool = True
     variants: int = _f(1, ge=1, le=20)
     classes: ClassSelector = "minority"
-    aug_p: float = _f(0.2, gt=0, le=1)
+    aug_p: float = _f(0.1, gt=0, le=1)
     aug_min: int = _f(1, ge=1)
     aug_max: int = _f(10, ge=1)
     pos_tagger: Literal["textblob", "none"] = "textblob"
@@ -97,7 +123,30 @@ class BackTranslationParams:
 
 
 @dataclass(frozen=True)
+class VariantFilterParams:
+    """Drop variants that drift from their source (cosine similarity of sentence embeddings, length ratio)."""
+
+    enabled: bool = True
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"  # any sentence-transformers model; bundled one offline
+    min_similarity: float = _f(0.7, ge=0, le=1)
+    min_length_ratio: float = _f(0.5, gt=0, le=1)  # variant characters / source characters
+    max_length_ratio: float = _f(2.0, ge=1)
+    batch_size: int = _f(64, ge=1)
+
+
+@dataclass(frozen=True)
 class AugmentParams:
+    # `classes: minority` means classes with fewer than minority_ratio x the largest class's rows: a balanced
+    # set augments nothing.
+    minority_ratio: float = _f(0.8, gt=0, le=1)
+    # Variants are added to a class only until it has max_ratio x the largest class's rows (before
+    # augmentation); <= 1 never makes a minority class larger than the majority. The number of variants per
+    # source row follows from that budget, capped by the methods' `variants`.
+    max_ratio: float = _f(1.0, gt=0, le=10)
+    # Skip augmentation (pass rows through) when the cleaned data has more than this many rows; 0 = no limit.
+    max_rows: int = _f(0, ge=0)
+    protect_tokens: bool = True  # URLs, e-mails, @handles, #hashtags, numbers, amounts stay unchanged
+    filter: VariantFilterParams = field(default_factory=VariantFilterParams)
     synonym: SynonymParams = field(default_factory=SynonymParams)
     back_translation: BackTranslationParams = field(default_factory=BackTranslationParams)
 
@@ -206,12 +255,17 @@ class EvaluateParams:
     throughput_batches: int = _f(8, ge=1)
     num_threads: int = _f(0, ge=0)
     max_misclassified: int = _f(500, ge=0)
+    bootstrap_resamples: int = _f(1000, ge=100)  # test-row resamples for each confidence interval
+    confidence: float = _f(0.95, gt=0.5, lt=1)
+    calibrate: bool = True  # temperature scaling fitted on validation, applied to the packaged transformer models
+    calibration_bins: int = _f(15, ge=2, le=100)
 
 
 @dataclass(frozen=True)
 class Params:
     seed: int = _f(42, ge=0)
     clean: CleanParams = field(default_factory=CleanParams)
+    audit: AuditParams = field(default_factory=AuditParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
     rebalance: RebalanceParams = field(default_factory=RebalanceParams)
     split: SplitParams = field(default_factory=SplitParams)

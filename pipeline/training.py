@@ -120,10 +120,44 @@ def callbacks(p: FitParams, live_dir: str | None) -> list:
     if p.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
     if live_dir and int(os.environ.get("RANK", "0")) == 0:
-        from transformers.integrations import DVCLiveCallback
-
-        cbs.append(DVCLiveCallback(live=_live_class()(dir=live_dir, save_dvc_exp=False, dvcyaml=None)))
+        cbs.append(_step_live_callback()(live=_live_class()(dir=live_dir, save_dvc_exp=False, dvcyaml=None)))
     return cbs
+
+
+def is_timing(key: str) -> bool:
+    """Wall-clock figures (Trainer's `*_runtime`, `*_per_second`): they differ between identical runs."""
+    return key.endswith(("runtime", "_per_second"))
+
+
+def _step_live_callback() -> type:
+    from transformers.integrations import DVCLiveCallback
+
+    class StepLiveCallback(DVCLiveCallback):
+        """transformers' DVCLive callback, with two fixes: the curves' x-axis is the optimiser step (the stock
+        callback counts log calls: a 150-step run ended at step 17), and wall-clock timings stay out of the
+        metrics file, so `dvc metrics diff` of two runs of identical models shows no change."""
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            if not self._initialized:
+                self.setup(args, state, model)
+            if not state.is_world_process_zero:
+                return
+            from dvclive.plots import Metric
+            from dvclive.utils import standardize_metric_name
+
+            self.live.step = state.global_step
+            logged = self.__dict__.setdefault("_logged", set())
+            for key, value in (logs or {}).items():
+                if is_timing(key) or not Metric.could_log(value):
+                    continue
+                # The evaluation of the best model after training repeats the last step: it goes to the summary
+                # (metrics.json shows the kept model's figures), not as a second point at that step.
+                again = (key, state.global_step) in logged
+                logged.add((key, state.global_step))
+                self.live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value, plot=not again)
+            self.live.sync()
+
+    return StepLiveCallback
 
 
 def _live_class() -> type:
@@ -212,7 +246,7 @@ def finish(trainer: Any, model: Any, tokenizer: Any, output: str, checkpoints: s
 def _without_timings(value: Any) -> Any:
     """Drop wall-clock figures: a model folder's hash must depend only on params, data and seed."""
     if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if not k.endswith(("runtime", "_per_second"))}
+        return {k: _without_timings(v) for k, v in value.items() if not is_timing(k)}
     return value
 
 

@@ -132,3 +132,22 @@ def test_hub_dataset_source_errors_clearly_offline():
         read_raw_table("hf:nobody/no-such-dataset:train")
     with pytest.raises(DataError, match="expected hf:<dataset>:<split>"):
         read_raw_table("hf:just-a-name")
+
+
+def test_kept_columns_and_raw_row_travel_with_each_row():
+    df = pd.DataFrame({"text": ["good film", "bad film", "good film", "awful plot"],
+                       "label": ["pos", "neg", "pos", "neg"], "lang": ["en", "en", "fr", None]})
+    kept = clean(df, CleanParams(keep_columns=["lang"]), "f.csv").kept
+    assert kept["raw_row"].tolist() == [1, 2, 4] and kept["lang"].iloc[:2].tolist() == ["en", "en"]
+    assert kept["lang"].isna().iloc[2]
+    with pytest.raises(DataError, match=r"no column 'group' \(clean.keep_columns\)"):
+        clean(df, CleanParams(keep_columns=["group"]), "f.csv")
+
+
+def test_kept_column_may_not_shadow_a_pipeline_column(tmp_path):
+    from pipeline.params import ParamsError, load_params
+
+    p = tmp_path / "params.yaml"
+    p.write_text("clean:\n  keep_columns: [source_id]\n")
+    with pytest.raises(ParamsError, match="clean.keep_columns"):
+        load_params(p)

@@ -65,7 +65,7 @@ def repo(tmp_path_factory, env, raw_sms) -> Path:
     dvc("init", "-q", repo=repo, env=env)
     dvc("config", "core.site_cache_dir", str(repo / ".dvc-site"), repo=repo, env=env)
     out = dvc("repro", repo=repo, env=env)
-    assert ran_stages(out.stdout) == {"clean", "augment", "rebalance", "split", "train", "teacher_logits",
+    assert ran_stages(out.stdout) == {"clean", "audit", "augment", "rebalance", "split", "train", "teacher_logits",
                                       "distill", "baseline", "evaluate"}, out.stdout
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "first run"], repo, env)
@@ -74,11 +74,25 @@ def repo(tmp_path_factory, env, raw_sms) -> Path:
 
 def test_full_pipeline_outputs(repo):
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
+    speed = json.loads((repo / "metrics" / "speed.json").read_text())
     for name in ("teacher", "student", "baseline"):
         m = metrics[name]
         assert 0 <= m["macro_f1"] <= 1 and set(m["per_class"]) == {"ham", "spam"}
-        assert m["cpu_samples_per_s_batch"] > 0 and m["size_bytes"] > 0
+        ci = m["macro_f1_ci"]
+        assert ci["ci_low"] <= ci["value"] == round(m["macro_f1"], 4) <= ci["ci_high"]
+        assert speed[name]["cpu_samples_per_s_batch"] > 0 and m["size_bytes"] > 0
         assert (repo / "metrics" / "eval" / f"confusion_{name}.csv").is_file()
+    assert not any(k.startswith("cpu_") for m in metrics.values() for k in m), "timings belong in speed.json"
+    cmp = metrics["comparisons"]["teacher_vs_baseline"]
+    assert cmp["ci_low"] <= cmp["delta"] <= cmp["ci_high"] and 0 <= cmp["mcnemar"]["p_value"] <= 1
+    report = (repo / "metrics" / "REPORT.md").read_text()
+    assert "teacher" in report and "McNemar" in report
+    # DVCLive curves: x is the optimiser step, and no wall-clock timing reaches the metrics file.
+    live = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
+    assert live["step"] == TINY["train"]["max_steps"]
+    assert "runtime" not in json.dumps(live) and "per_second" not in json.dumps(live)
+    curve = pd.read_csv(repo / "metrics" / "train" / "plots" / "metrics" / "eval" / "macro_f1.tsv", sep="\t")
+    assert curve["step"].tolist() == [6, 12]
     assert metrics["student"]["parameters"] < metrics["teacher"]["parameters"]
     split = json.loads((repo / "metrics" / "data" / "split.json").read_text())
     assert split["per_split"]["test"]["rows"] == len(pd.read_parquet(repo / "data" / "processed" / "test.parquet"))
@@ -110,6 +124,14 @@ def test_forced_retrain_gives_a_byte_identical_teacher(repo, env):
     out = dvc("repro", "-f", "-s", "train", repo=repo, env=env)
     assert ran_stages(out.stdout) == {"train"}, out.stdout
     assert "up to date" in dvc("status", repo=repo, env=env).stdout
+
+
+def test_rerun_with_identical_models_changes_no_quality_metric(repo, env):
+    """Speeds vary run to run; quality figures of identical models must not, or `dvc metrics diff` is noise."""
+    out = dvc("repro", "-f", "-s", "evaluate", repo=repo, env=env)
+    assert ran_stages(out.stdout) == {"evaluate"}, out.stdout
+    diff = json.loads(dvc("metrics", "diff", "--json", repo=repo, env=env).stdout)
+    assert not diff.get("metrics/eval.json") and not diff.get("metrics/train/metrics.json"), diff
 
 
 def test_exp_run_of_a_distill_param_reruns_only_distill_and_evaluate(repo, env):

@@ -15,6 +15,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_repo_params_load_and_match_defaults(params):
+    from pipeline.params import AugmentParams
+
+    # One source for each default: the code's augment defaults are what params.yaml runs.
+    assert params.augment == AugmentParams()
     assert params.split.train == 0.8
     assert params.train.model == "sentence-transformers/all-MiniLM-L6-v2"
     assert params.clean.label_names == {"0": "ham", "1": "spam"}

@@ -51,7 +51,7 @@ def test_allocate_is_exact(n):
 def pipeline_data(sms_slice, params):
     """The real data stages on a real slice: clean -> augment -> rebalance."""
     kept = clean(sms_slice, params.clean, "sms.csv").kept
-    aug = augment(kept, build_jobs(kept, params.augment, params.seed)).rows
+    aug = augment(kept, build_jobs(kept, params.augment, params.seed), params.augment, params.seed).rows
     return rebalance(aug, params.rebalance, np.random.default_rng(params.seed)).rows
 
 
@@ -61,6 +61,11 @@ def test_split_invariants_on_real_data(pipeline_data, params):
     # No source row (nor any copy or variant of it) in two splits.
     sources = [set(parts[s]["source_id"]) for s in SPLITS]
     assert all(sources[i].isdisjoint(sources[j]) for i in range(3) for j in range(i + 1, 3))
+    # Every row, variants and copies included, points at its raw line: its source's raw_row.
+    train = parts["train"]
+    raw_of = train[train["origin"] == "original"].set_index("id")["raw_row"]
+    derived = train[train["origin"] != "original"]
+    assert train["raw_row"].notna().all() and (derived["raw_row"] == derived["source_id"].map(raw_of)).all()
     # Validation and test: only real text.
     assert (parts["val"]["origin"] == "original").all() and (parts["test"]["origin"] == "original").all()
     assert (parts["train"]["origin"] != "original").any()
@@ -97,12 +102,17 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 def test_same_seed_gives_byte_identical_outputs(sms_slice, params):
     """Two full runs of the data stages, each building its own augmenters, write the same bytes."""
     def run(seed: int) -> list[bytes]:
+        from pipeline.audit import audit
+        from pipeline.augment import EmbeddingSimilarity
+
         kept = clean(sms_slice, params.clean, "sms.csv").kept
-        aug = augment(kept, build_jobs(kept, params.augment, seed)).rows
+        audited = audit(kept, params.audit, seed).rows
+        p = params.augment
+        aug = augment(audited, build_jobs(audited, p, seed), p, seed, EmbeddingSimilarity(p.filter)).rows
         bal = rebalance(aug, params.rebalance, np.random.default_rng(seed)).rows
         parts = split(bal, params.split, np.random.default_rng(seed)).splits
-        return [parquet_bytes(x) for x in (kept, aug, bal, *parts.values())]
+        return [parquet_bytes(x) for x in (kept, audited, aug, bal, *parts.values())]
 
     first, second = run(3), run(3)
     assert first == second
-    assert run(4)[1:] != first[1:]  # and the seed matters
+    assert run(4)[2:] != first[2:]  # and the seed matters
