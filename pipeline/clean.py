@@ -29,8 +29,21 @@ from pipeline.params import CleanParams, load_params
 
 log = logging.getLogger(__name__)
 
-_TAG = re.compile(r"<[^>]{0,200}>")
-_CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028\u2029\ufeff]")
+# Only real HTML tags: a known element name, optional attributes. A bare `<[^>]*>` ate "I <3 you … x > 5 ok" and
+# placeholders such as SMS's `<DECIMAL>`.
+_HTML_ELEMENTS = (
+    "a abbr address article aside b big blockquote body br button caption center cite code col dd del div dl dt em "
+    "font footer form h1 h2 h3 h4 h5 h6 head header hr html i iframe img input ins label li link main meta nav "
+    "noscript ol option p pre q s script section select small span strike strong style sub sup table tbody td "
+    "textarea tfoot th thead title tr tt u ul"
+).split()
+_TAG = re.compile(r"</?(?:%s)(?:\s[^<>]{0,200})?\s*/?>" % "|".join(_HTML_ELEMENTS), re.IGNORECASE)
+_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+# C0/C1 controls, zero-width characters, line/paragraph separators, BOM, and the bidi embedding/override/isolate
+# controls (U+202A-U+202E, U+2066-U+2069), which can make a text display differently from what a model reads.
+_CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+# A row whose text lost more than this many characters to normalisation (beyond whitespace) is counted.
+CHANGED_CHARS = 5
 _SPACE = re.compile(r"\s+")
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -43,6 +56,8 @@ class CleanResult:
     kept: pd.DataFrame  # LINEAGE_COLUMNS
     dropped: pd.DataFrame  # id, reason, raw_row, text, label
     rows_in: int
+    text_changed_rows: int = 0  # rows that lost more than CHANGED_CHARS characters (beyond whitespace)
+    chars_removed: int = 0
 
 
 def normalise_text(text: str, p: CleanParams) -> str:
@@ -52,7 +67,7 @@ def normalise_text(text: str, p: CleanParams) -> str:
         text = ftfy.fix_text(text)  # mojibake such as "donâ€™t" -> "don't"; also applies NFC
     text = unicodedata.normalize("NFKC", text)
     if p.strip_html:
-        text = html.unescape(_TAG.sub(" ", text))
+        text = html.unescape(_TAG.sub(" ", _SCRIPT.sub(" ", text)))
     text = _CONTROL.sub(" ", text)
     if p.mask_emails:
         text = _EMAIL.sub("[EMAIL]", text)
@@ -70,10 +85,15 @@ def dedup_key(text: str) -> str:
     return _NOT_WORD.sub(" ", text.casefold()).strip()
 
 
+_INTEGRAL_FLOAT = re.compile(r"^[+-]?\d+\.0*$")
+
+
 def _label_name(raw: object, p: CleanParams) -> str:
     if isinstance(raw, float) and raw.is_integer():
         raw = int(raw)  # JSON/Parquet integer labels read as floats when a column has gaps
     s = str(raw).strip()
+    if _INTEGRAL_FLOAT.match(s):
+        s = str(int(float(s)))  # "1.0" in a CSV is the integer label 1 (spreadsheets write them so)
     return p.label_names.get(s, s)
 
 
@@ -111,15 +131,28 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
                 f"{p.allowed_labels} ({int(unknown.sum())} such rows)"
             )
 
+    non_string = pd.Series([not isinstance(t, str) and not pd.isna(t) for t in raw_text], dtype=bool)
+    if non_string.any() and non_string.sum() == raw_text.notna().sum():
+        i = int(non_string.to_numpy().nonzero()[0][0])
+        raise DataError(
+            f"{source_name}: column {p.text_column!r} holds no strings (data row {i + 1}: "
+            f"{type(raw_text.iloc[i]).__name__.removesuffix('64')} {raw_text.iloc[i]}); is clean.text_column the "
+            "right column?"
+        )
     texts = [normalise_text(t, p) if isinstance(t, str) else "" for t in raw_text]
     if not any(texts):
         raise DataError(f"{source_name}: every text in column {p.text_column!r} is empty")
+    # Characters removed by normalisation beyond whitespace and entity decoding (`&lt;` is one character, not four):
+    # counted, never lost silently.
+    removed = [len(_SPACE.sub(" ", html.unescape(t) if p.strip_html else t).strip()) - len(n) if isinstance(t, str)
+               else 0 for t, n in zip(raw_text, texts)]
 
     frame = pd.DataFrame({"id": ids, "raw_row": row_no, "text": texts, "label": labels})
     for c in p.keep_columns:
         frame[c] = df[c].to_numpy()
     reason = pd.Series([None] * rows_in, dtype=object)
     reason[label_missing.to_numpy()] = "missing_label"
+    reason[reason.isna() & non_string.to_numpy()] = "non_string_text"
     n_chars = frame["text"].str.len()
     reason[reason.isna() & n_chars.eq(0)] = "empty_text"
     reason[reason.isna() & n_chars.between(1, p.min_chars - 1)] = "too_short"
@@ -154,7 +187,9 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
             f"{source_name}: after cleaning only {kept['label'].nunique()} class is left "
             f"({class_counts(kept['label'])}): a classifier needs at least two"
         )
-    return CleanResult(kept=kept, dropped=dropped, rows_in=rows_in)
+    changed = [r > CHANGED_CHARS for r in removed]
+    return CleanResult(kept=kept, dropped=dropped, rows_in=rows_in, text_changed_rows=int(sum(changed)),
+                       chars_removed=int(sum(max(r, 0) for r in removed)))
 
 
 def stage_metrics(result: CleanResult) -> dict:
@@ -162,6 +197,8 @@ def stage_metrics(result: CleanResult) -> dict:
         "rows_in": result.rows_in,
         "rows_out": len(result.kept),
         **drop_counts(result.dropped),
+        "text_changed_rows": result.text_changed_rows,
+        "chars_removed": result.chars_removed,
         "per_class": class_counts(result.kept["label"]),
     }
 

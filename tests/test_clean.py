@@ -151,3 +151,33 @@ def test_kept_column_may_not_shadow_a_pipeline_column(tmp_path):
     p.write_text("clean:\n  keep_columns: [source_id]\n")
     with pytest.raises(ParamsError, match="clean.keep_columns"):
         load_params(p)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("I <3 you so much, call me when x > 5 ok", "I <3 you so much, call me when x > 5 ok"),
+    ("Price is <DECIMAL> pounds, reply <TIME>", "Price is <DECIMAL> pounds, reply <TIME>"),
+    ("<p>Great <b>film</b></p><br/>really", "Great film really"),
+    ('<a href="http://x.y">link</a> &amp; more', "link & more"),
+    ("<script>alert(1)</script>hello", "hello"),
+    ("safe\u202etext\u2066here\u2069", "safe text here"),  # bidi controls
+])
+def test_html_stripping_keeps_text_that_is_not_html(raw, expected):
+    assert normalise_text(raw, CleanParams()) == expected
+
+
+def test_float_labels_map_like_integers_and_non_string_text_is_named():
+    df = pd.DataFrame({"text": ["good film", "bad film", "fine film"], "label": ["1.0", "0.0", "1"]})
+    kept = clean(df, CleanParams(label_names={"0": "neg", "1": "pos"}), "f.csv").kept
+    assert kept["label"].tolist() == ["pos", "neg", "pos"]
+    with pytest.raises(DataError, match=r"holds no strings \(data row 1: int 12345\)"):
+        clean(pd.DataFrame({"text": [12345, 678], "label": ["a", "b"]}), CleanParams(), "f.jsonl")
+    mixed = pd.DataFrame({"text": ["good film", 12345, "bad film"], "label": ["a", "a", "b"]})
+    r = clean(mixed, CleanParams(), "f.jsonl")
+    assert r.dropped["reason"].tolist() == ["non_string_text"] and len(r.kept) == 2
+
+
+def test_characters_removed_by_normalisation_are_counted():
+    df = pd.DataFrame({"text": ["<div>hello there</div>", "plain   text", "x&amp;y"], "label": ["a", "b", "a"]})
+    m = stage_metrics(clean(df, CleanParams(), "f.csv"))
+    # 11 characters of tags (one row over the threshold of 5); spacing and decoded entities are not counted.
+    assert m["text_changed_rows"] == 1 and m["chars_removed"] == 11
