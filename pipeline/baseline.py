@@ -1,7 +1,10 @@
-"""baseline: data/processed/{train,val}.parquet -> data/models/baseline/model.joblib (params: baseline).
+"""baseline: data/processed/{train,val}.parquet -> data/models/baseline/model.skops (params: baseline).
 
 TF-IDF + logistic regression (scikit-learn) on the same train split as the teacher: the bar a fine-tuned model
 must clear to be worth its cost. Validation macro-F1 is logged into the model's lineage.
+
+Saved with skops, not pickle/joblib: a model file from a shared DVC cache or remote must not be able to run code
+when loaded. `pipeline.modeling.load_baseline` loads it trusting only skops' default safe types.
 """
 from __future__ import annotations
 
@@ -9,11 +12,11 @@ import json
 import logging
 from pathlib import Path
 
-import joblib
+import skops.io as sio
 from sklearn.pipeline import Pipeline
 
 from pipeline.io import atomic_path, read_table, setup_logging, stage_args
-from pipeline.modeling import classification_metrics, tfidf_logreg
+from pipeline.modeling import BASELINE_FILE, classification_metrics, tfidf_logreg
 from pipeline.params import BaselineParams, load_params
 from pipeline.training import check_splits, label_names_of, lineage_record
 
@@ -44,7 +47,7 @@ def main() -> None:
     out = Path(args.output)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        joblib.dump(model, tmp / "model.joblib")
+        sio.dump(model, tmp / BASELINE_FILE)
         (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
 
 

@@ -152,6 +152,27 @@ def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int
     return out
 
 
+BASELINE_FILE = "model.skops"
+
+
+def load_baseline(folder: str | Path) -> Any:
+    """The TF-IDF + logistic-regression baseline, loaded without executing anything from the file.
+
+    skops refuses every type outside its default trusted set (numpy, scipy, scikit-learn estimators): a crafted
+    file names some other callable and is rejected before anything runs. joblib/pickle files are never read.
+    """
+    import skops.io as sio
+
+    path = Path(folder) / BASELINE_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: no baseline model (run `dvc repro baseline`); pickle/joblib files are not loaded")
+    try:
+        return sio.load(path)
+    except Exception as e:  # skops raises UntrustedTypesFoundException, or zip/JSON errors for a damaged file
+        raise ModelError(f"{path}: refused or unreadable ({type(e).__name__}: {str(e)[:300]}); a baseline file "
+                         "from an untrusted cache may only contain scikit-learn/numpy types") from e
+
+
 def tfidf_logreg(analyzer: str, ngram_max: int, min_df: int, max_features: int, sublinear_tf: bool, C: float,
                  class_weight: str | None, max_iter: int, seed: int) -> Any:
     """TF-IDF + logistic regression: the baseline model, and the cheap model of the label audit."""

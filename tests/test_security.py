@@ -1,0 +1,44 @@
+"""Nothing executes from data, params or a shared cache."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from pipeline.modeling import BASELINE_FILE, ModelError, load_baseline, tfidf_logreg
+
+
+class Payload:
+    """Runs a command when unpickled: what a crafted model file in a shared DVC cache or remote could do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_baseline_round_trips_without_pickle(tmp_path):
+    import skops.io as sio
+
+    model = tfidf_logreg("word", 2, 1, 1000, True, 10.0, "balanced", 200, 0)
+    model.fit(["good film", "bad film", "great plot", "awful acting"], ["pos", "neg", "pos", "neg"])
+    sio.dump(model, tmp_path / BASELINE_FILE)
+    assert list(load_baseline(tmp_path).predict(["good plot"])) == list(model.predict(["good plot"]))
+
+
+def test_crafted_baseline_files_execute_nothing(tmp_path):
+    import skops.io as sio
+
+    marker = tmp_path / "pwned"
+    # 1. A pickle/joblib payload where the old format lived is never read.
+    (tmp_path / "model.joblib").write_bytes(pickle.dumps(Payload(str(marker))))
+    with pytest.raises(ModelError, match="no baseline model"):
+        load_baseline(tmp_path)
+    # 2. A skops file naming an untrusted type is refused before anything is built.
+    sio.dump({"clf": Payload(str(marker))}, tmp_path / BASELINE_FILE)
+    with pytest.raises(ModelError, match="refused or unreadable"):
+        load_baseline(tmp_path)
+    assert not marker.exists()
