@@ -116,3 +116,23 @@ def test_same_seed_gives_byte_identical_outputs(sms_slice, params):
     first, second = run(3), run(3)
     assert first == second
     assert run(4)[2:] != first[2:]  # and the seed matters
+
+
+def test_kept_columns_reach_the_test_split(sms_slice, params):
+    """A raw column named in clean.keep_columns travels clean -> audit -> augment -> rebalance -> split with each
+    row, variants and copies included, so evaluate can report per-slice metrics on the test split."""
+    import dataclasses
+
+    from pipeline.audit import audit
+
+    raw = sms_slice.assign(group=[f"g{i % 3}" for i in range(len(sms_slice))])
+    cp = dataclasses.replace(params.clean, keep_columns=["group"])
+    kept = clean(raw, cp, "sms.csv").kept
+    audited = audit(kept, params.audit, params.seed).rows
+    aug = augment(audited, build_jobs(audited, params.augment, params.seed), params.augment, params.seed).rows
+    bal = rebalance(aug, params.rebalance, np.random.default_rng(params.seed)).rows
+    parts = split(bal, params.split, np.random.default_rng(params.seed)).splits
+    expected = raw["group"].set_axis(range(1, len(raw) + 1))  # by raw_row
+    for name, part in parts.items():
+        assert (part["group"] == part["raw_row"].map(expected)).all(), name
+    assert (parts["train"]["origin"] != "original").any()  # variants and copies were checked too
