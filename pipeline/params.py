@@ -144,7 +144,7 @@ class AugmentParams:
     # source row follows from that budget, capped by the methods' `variants`.
     max_ratio: float = _f(1.0, gt=0, le=10)
     # Skip augmentation (pass rows through) when the cleaned data has more than this many rows; 0 = no limit.
-    max_rows: int = _f(0, ge=0)
+    max_rows: int = _f(2000, ge=0)
     protect_tokens: bool = True  # URLs, e-mails, @handles, #hashtags, numbers, amounts stay unchanged
     filter: VariantFilterParams = field(default_factory=VariantFilterParams)
     synonym: SynonymParams = field(default_factory=SynonymParams)
@@ -204,7 +204,8 @@ class LoraParams:
 @dataclass(frozen=True)
 class TrainParams(FitParams):
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    # Prefix of the train stage's command in dvc.yaml: "python" or e.g. "torchrun --nproc_per_node 2".
+    # "python", or e.g. "torchrun --nproc_per_node 2" / "accelerate launch": the train stage restarts itself under
+    # it (an argument list, no shell). Not a result-changing param: dvc.yaml does not track it.
     launcher: str = "python"
     class_weights: bool = False
     freeze_embeddings: bool = False

@@ -4,11 +4,13 @@ Fine-tunes the teacher with `transformers.Trainer`: dynamic padding, length-grou
 validation macro-F1, optional class-weighted loss (weights from the train split), optional freezing of the
 embeddings / lower layers, optional LoRA (merged into the saved weights), bf16/fp16 on a GPU that supports it,
 resume from the last checkpoint of the same job, DVCLive curves. Runs unchanged under
-`torchrun --nproc_per_node N -m pipeline.train …` (set train.launcher).
+`torchrun --nproc_per_node N -m pipeline.train …`: set `train.launcher` and the stage starts itself under it
+(an argument list, never a shell; see training.launch_argv).
 """
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from pipeline.training import (
     fit,
     label_names_of,
     lineage_record,
+    relaunch_if_needed,
 )
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     args = stage_args(__doc__.splitlines()[0], "train", "val", "output", "checkpoints", "live", argv=argv)
     params = load_params(args.params)
     p, seed = params.train, params.seed
+    relaunch_if_needed(p.launcher, "pipeline.train", sys.argv[1:] if argv is None else argv)
     train_df, val_df = read_table(args.train), read_table(args.val)
     label_names = label_names_of(train_df)
     check_splits({"train": train_df, "val": val_df}, label_names)

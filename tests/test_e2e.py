@@ -151,12 +151,34 @@ def test_rebalance_change_reruns_only_rebalance_and_split(repo, env):
 
 
 def test_train_runs_under_torchrun_with_two_processes(repo, env, tmp_path):
-    """DDP on CPU (gloo): the unchanged stage module, launched as a user would on a multi-GPU box."""
+    """DDP on CPU (gloo): the unchanged stage, started under torchrun by itself from `train.launcher` (an argument
+    list, no shell), as a user would on a multi-GPU box."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["launcher"] = "torchrun --nproc_per_node 2 --master_port 29517"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out_dir = tmp_path / "teacher"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "pipeline.train", "--train", "data/processed/train.parquet", "--val", "data/processed/val.parquet",
+    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(tmp_path / "params.yaml"),
+           "--train", "data/processed/train.parquet", "--val", "data/processed/val.parquet",
            "--output", str(out_dir), "--checkpoints", str(tmp_path / "ckpt"), "--live", str(tmp_path / "live")]
     proc = run(cmd, repo, env)
     lineage = json.loads((out_dir / "lineage.json").read_text())
     assert lineage["world_size"] == 2, proc.stderr[-3000:]
     assert lineage["train_metrics"]["epoch"] > 0 and (out_dir / "model.safetensors").is_file()
+
+
+def test_launcher_threads_and_resume_do_not_invalidate_the_cached_model(repo, env):
+    """Earlier tests may have left upstream stages changed: compare DVC's view before and after the switch."""
+    params_file = repo / "params.yaml"
+    before = params_file.read_text()
+    status_before = json.loads(dvc("status", "--json", repo=repo, env=env).stdout)
+    params = yaml.safe_load(before)
+    params["train"].update(launcher="torchrun --nproc_per_node 2", num_threads=1, resume=False)
+    params["distill"]["num_threads"] = 1
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        assert json.loads(dvc("status", "--json", repo=repo, env=env).stdout) == status_before
+        params["train"]["learning_rate"] = 1e-3  # while a result-changing key does make train stale
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert "train" in json.loads(dvc("status", "--json", repo=repo, env=env).stdout)
+    finally:
+        params_file.write_text(before)

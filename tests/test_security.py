@@ -42,3 +42,32 @@ def test_crafted_baseline_files_execute_nothing(tmp_path):
     with pytest.raises(ModelError, match="refused or unreadable"):
         load_baseline(tmp_path)
     assert not marker.exists()
+
+
+def test_launcher_is_an_argument_list_never_a_shell():
+    import sys
+
+    from pipeline.params import ParamsError
+    from pipeline.training import launch_argv
+
+    assert launch_argv("python", "pipeline.train", ["--x", "1"]) is None
+    argv = launch_argv("torchrun --nproc_per_node 2", "pipeline.train", ["--train", "a b.parquet"])
+    assert argv == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.train",
+                    "--train", "a b.parquet"]
+    assert launch_argv("accelerate launch --num_processes=2", "pipeline.train", [])[:3] == [
+        sys.executable, "-m", "accelerate.commands.launch"]
+    for bad in ("touch x; python", "bash -c 'touch x'", "torchrun $(touch x)", "torchrun --a;b", "rm -rf /"):
+        with pytest.raises(ParamsError, match="train.launcher"):
+            launch_argv(bad, "pipeline.train", [])
+
+
+def test_no_stage_command_is_built_from_params():
+    """dvc.yaml used to interpolate train.launcher into the stage's shell command: params must never reach a shell."""
+    import re
+
+    import yaml
+    from conftest import ROOT
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        assert set(re.findall(r"\$\{([^}]+)\}", stage["cmd"])) <= {"raw"}, (name, stage["cmd"])
