@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.checks import check_splittable
 from pipeline.io import (
     class_counts,
     drop_counts,
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     df = read_table(args.input)
     t0 = time.perf_counter()
     result = audit(df, params.audit, params.seed)
+    check_splittable(result.rows["label"], params, f"{args.input} after audit.action: drop")
     metrics = stage_metrics(df, result, params.audit)
     write_table(result.rows, args.output)
     write_table(result.issues, args.issues)

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipeline.clean import dedup_key
 from pipeline.io import (
     DataError,
     class_counts,
@@ -48,6 +47,7 @@ from pipeline.params import (
     load_params,
 )
 from pipeline.protect import mask, restore
+from pipeline.text import dedup_key
 
 log = logging.getLogger(__name__)
 

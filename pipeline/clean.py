@@ -9,11 +9,11 @@ from __future__ import annotations
 import html
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass
 
 import pandas as pd
 
+from pipeline.checks import check_splittable
 from pipeline.io import (
     DataError,
     class_counts,
@@ -26,29 +26,9 @@ from pipeline.io import (
     write_table,
 )
 from pipeline.params import CleanParams, load_params
+from pipeline.text import CHANGED_CHARS, SPACE, dedup_key, normalise_text
 
 log = logging.getLogger(__name__)
-
-# Only real HTML tags: a known element name, optional attributes. A bare `<[^>]*>` ate "I <3 you … x > 5 ok" and
-# placeholders such as SMS's `<DECIMAL>`.
-_HTML_ELEMENTS = (
-    "a abbr address article aside b big blockquote body br button caption center cite code col dd del div dl dt em "
-    "font footer form h1 h2 h3 h4 h5 h6 head header hr html i iframe img input ins label li link main meta nav "
-    "noscript ol option p pre q s script section select small span strike strong style sub sup table tbody td "
-    "textarea tfoot th thead title tr tt u ul"
-).split()
-_TAG = re.compile(r"</?(?:%s)(?:\s[^<>]{0,200})?\s*/?>" % "|".join(_HTML_ELEMENTS), re.IGNORECASE)
-_SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-# C0/C1 controls, zero-width characters, line/paragraph separators, BOM, and the bidi embedding/override/isolate
-# controls (U+202A-U+202E, U+2066-U+2069), which can make a text display differently from what a model reads.
-_CONTROL = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
-# A row whose text lost more than this many characters to normalisation (beyond whitespace) is counted.
-CHANGED_CHARS = 5
-_SPACE = re.compile(r"\s+")
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
-_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
-_NOT_WORD = re.compile(r"[\W_]+")
 
 
 @dataclass
@@ -58,31 +38,6 @@ class CleanResult:
     rows_in: int
     text_changed_rows: int = 0  # rows that lost more than CHANGED_CHARS characters (beyond whitespace)
     chars_removed: int = 0
-
-
-def normalise_text(text: str, p: CleanParams) -> str:
-    if p.fix_unicode:
-        import ftfy
-
-        text = ftfy.fix_text(text)  # mojibake such as "donâ€™t" -> "don't"; also applies NFC
-    text = unicodedata.normalize("NFKC", text)
-    if p.strip_html:
-        text = html.unescape(_TAG.sub(" ", _SCRIPT.sub(" ", text)))
-    text = _CONTROL.sub(" ", text)
-    if p.mask_emails:
-        text = _EMAIL.sub("[EMAIL]", text)
-    if p.mask_urls:
-        text = _URL.sub("[URL]", text)
-    if p.mask_phones:
-        text = _PHONE.sub("[PHONE]", text)
-    if p.lowercase:
-        text = text.lower()
-    return _SPACE.sub(" ", text).strip()
-
-
-def dedup_key(text: str) -> str:
-    """Texts that differ only in case, punctuation or spacing are the same text for de-duplication."""
-    return _NOT_WORD.sub(" ", text.casefold()).strip()
 
 
 _INTEGRAL_FLOAT = re.compile(r"^[+-]?\d+\.0*$")
@@ -144,7 +99,7 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
         raise DataError(f"{source_name}: every text in column {p.text_column!r} is empty")
     # Characters removed by normalisation beyond whitespace and entity decoding (`&lt;` is one character, not four):
     # counted, never lost silently.
-    removed = [len(_SPACE.sub(" ", html.unescape(t) if p.strip_html else t).strip()) - len(n) if isinstance(t, str)
+    removed = [len(SPACE.sub(" ", html.unescape(t) if p.strip_html else t).strip()) - len(n) if isinstance(t, str)
                else 0 for t, n in zip(raw_text, texts)]
 
     frame = pd.DataFrame({"id": ids, "raw_row": row_no, "text": texts, "label": labels})
@@ -206,10 +161,13 @@ def stage_metrics(result: CleanResult) -> dict:
 def main() -> None:
     setup_logging()
     args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
-    p = load_params(args.params).clean
+    params = load_params(args.params)
+    p = params.clean
     df, source_name = read_raw_table(args.input, p.format, p.encoding)
     log.info("read %d rows from %s", len(df), args.input)
     result = clean(df, p, source_name)
+    # Before anything heavy: a class that cannot be split fails here, not after augmentation.
+    check_splittable(result.kept["label"], params, args.input)
     metrics = stage_metrics(result)
     write_table(result.kept, args.output)
     write_table(result.dropped, args.dropped)

@@ -18,9 +18,8 @@ import numpy as np
 from transformers import set_seed
 
 from pipeline.io import DataError, read_table, setup_logging, stage_args
-from pipeline.modeling import ModelError, load_classifier, load_tokenizer
+from pipeline.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
 from pipeline.params import DistillParams, load_params
-from pipeline.train import encoder_layers
 from pipeline.training import check_splits, encode, finish, fit, lineage_record
 
 log = logging.getLogger(__name__)

@@ -76,6 +76,17 @@ def load_seq2seq(name: str, key: str) -> Any:
     return _load(AutoModelForSeq2SeqLM, name, key)
 
 
+def encoder_layers(model: Any) -> Any:
+    """The transformer's ModuleList of layers (BERT/RoBERTa `encoder.layer`, DistilBERT `transformer.layer`, …)."""
+    import torch
+
+    n = model.config.num_hidden_layers
+    for _, module in model.base_model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ModelError(f"cannot find the {n} transformer layers of {type(model).__name__}")
+
+
 def load_sentence_encoder(name: str, key: str) -> Any:
     """A sentence-transformers encoder (for similarity); never runs remote code."""
     from sentence_transformers import SentenceTransformer

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.checks import allocate
 from pipeline.io import (
     DataError,
     class_counts,
@@ -38,15 +39,6 @@ SPLITS = ("train", "val", "test")
 class SplitResult:
     splits: dict[str, pd.DataFrame]
     dropped: pd.DataFrame
-
-
-def allocate(n: int, ratios: tuple[float, ...]) -> list[int]:
-    """Split n items by ratios with largest-remainder rounding (sums to n exactly)."""
-    raw = np.array(ratios) * n
-    counts = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    return counts.tolist()
 
 
 def split(df: pd.DataFrame, p: SplitParams, rng: np.random.Generator) -> SplitResult:

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from transformers import set_seed
 
+from pipeline.checks import check_student_layers
 from pipeline.io import read_table, setup_logging, stage_args
-from pipeline.modeling import ModelError, load_classifier, load_tokenizer
+from pipeline.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
 from pipeline.params import TrainParams, load_params
 from pipeline.training import (
     check_splits,
@@ -57,17 +58,6 @@ def weighted_trainer_class(weights: np.ndarray | None) -> type:
             return (loss, outputs) if return_outputs else loss
 
     return WeightedLossTrainer
-
-
-def encoder_layers(model: Any) -> Any:
-    """The transformer's ModuleList of layers (BERT/RoBERTa `encoder.layer`, DistilBERT `transformer.layer`, …)."""
-    import torch
-
-    n = model.config.num_hidden_layers
-    for _, module in model.base_model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise ModelError(f"cannot find the {n} transformer layers of {type(model).__name__}")
 
 
 def build_model(p: TrainParams, label_names: list[str]) -> Any:
@@ -111,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(seed)
     tokenizer = load_tokenizer(p.model, "train.model")
     model = build_model(p, label_names)
+    check_student_layers(params, model.config.num_hidden_layers)  # before training, not after
     train_ds = encode(train_df, tokenizer, label_names, p.max_length)
     val_ds = encode(val_df, tokenizer, label_names, p.max_length, sort_by_length=True)
     weights = class_weights(train_ds["label"], len(label_names)) if p.class_weights else None

@@ -19,11 +19,11 @@ from pipeline.augment import (
     select_classes,
     stage_metrics,
 )
-from pipeline.clean import dedup_key
 from pipeline.io import DataError
 from pipeline.params import AugmentParams, BackTranslationParams, SynonymParams, VariantFilterParams
 from pipeline.protect import mask, protected_tokens, restore
 from pipeline.resources import ResourceError, ensure_apertium
+from pipeline.text import dedup_key
 
 NO_FILTER = AugmentParams(filter=VariantFilterParams(enabled=False))
 

@@ -6,9 +6,10 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.clean import clean, normalise_text, stage_metrics
+from pipeline.clean import clean, stage_metrics
 from pipeline.io import DataError, read_raw_table
 from pipeline.params import CleanParams
+from pipeline.text import normalise_text
 
 SMS = CleanParams(label_column="spam", label_names={"0": "ham", "1": "spam"}, max_chars=1000)
 
@@ -181,3 +182,20 @@ def test_characters_removed_by_normalisation_are_counted():
     m = stage_metrics(clean(df, CleanParams(), "f.csv"))
     # 11 characters of tags (one row over the threshold of 5); spacing and decoded entities are not counted.
     assert m["text_changed_rows"] == 1 and m["chars_removed"] == 11
+
+
+def test_cheap_checks_fail_before_heavy_work(tmp_path, params):
+    import dataclasses
+
+    from pipeline.checks import check_splittable, check_student_layers
+    from pipeline.params import ParamsError
+
+    labels = pd.Series(["a"] * 50 + ["b"] * 10)
+    check_splittable(labels, params, "f.csv")
+    with pytest.raises(DataError, match="class 'b' has only 10 row"):
+        check_splittable(labels, dataclasses.replace(params, split=dataclasses.replace(params.split, train=0.9,
+                                                                                         val=0.05, test=0.05)), "f.csv")
+    check_student_layers(params, 6)
+    bad = dataclasses.replace(params, distill=dataclasses.replace(params.distill, layers=[0, 11]))
+    with pytest.raises(ParamsError, match=r"distill.layers: \[0, 11\] names layer 11, but the teacher"):
+        check_student_layers(bad, 6)

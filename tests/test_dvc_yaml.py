@@ -53,3 +53,12 @@ def test_result_changing_params_are_tracked_per_key():
         tracked = {p.split(".", 1)[1] for p in stages[stage]["params"] if isinstance(p, str) and "." in p}
         assert tracked == {f.name for f in dataclasses.fields(cls)} - untracked, stage
         assert "seed" in stages[stage]["params"]
+
+
+def test_no_stage_imports_another_stage():
+    """What two stages share lives in shared machinery; a stage importing a stage drags its deps along."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    modules = {re.search(r"-m pipeline\.(\w+)", s["cmd"]).group(1) for s in stages.values()}
+    for m in modules:
+        others = (pipeline_imports(m) - {m}) & modules
+        assert not others, f"stage module {m} imports stage module(s) {sorted(others)}"

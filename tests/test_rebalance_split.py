@@ -8,11 +8,12 @@ import pytest
 from conftest import frame
 
 from pipeline.augment import augment, build_jobs
+from pipeline.checks import allocate
 from pipeline.clean import clean
 from pipeline.io import DataError
 from pipeline.params import RebalanceParams, SplitParams
 from pipeline.rebalance import rebalance
-from pipeline.split import SPLITS, allocate, split
+from pipeline.split import SPLITS, split
 
 
 def imbalanced(n_a: int = 60, n_b: int = 12) -> pd.DataFrame:

@@ -1,0 +1,41 @@
+"""Cheap checks that must fail before any heavy work: a class too small to split, student layers the teacher
+does not have. Each stage that can see the problem first calls them (clean and audit for class sizes, train for
+the student's layers), so a run fails in seconds instead of after augmentation or a teacher's training."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.io import DataError
+from pipeline.params import Params, ParamsError
+
+
+def allocate(n: int, ratios: tuple[float, ...]) -> list[int]:
+    """Split n items by ratios with largest-remainder rounding (sums to n exactly)."""
+    raw = np.array(ratios) * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def check_splittable(labels: pd.Series, params: Params, where: str) -> None:
+    """Every class needs at least one original row in each of train/val/test with the configured ratios."""
+    s = params.split
+    for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0])):
+        n_train, n_val, n_test = allocate(int(n), (s.train, s.val, s.test))
+        if min(n_train, n_val, n_test) == 0:
+            raise DataError(
+                f"{where}: class {label!r} has only {n} row(s): too few to put one in each of train/val/test with "
+                f"split {s.train:g}/{s.val:g}/{s.test:g}; add rows, merge the class, or change the split ratios"
+            )
+
+
+def check_student_layers(params: Params, teacher_layers: int) -> None:
+    """distill.layers must index the teacher's layers (checked when the teacher is built, not after training)."""
+    d = params.distill
+    if not d.student and max(d.layers) >= teacher_layers:
+        raise ParamsError(
+            f"distill.layers: {d.layers} names layer {max(d.layers)}, but the teacher ({params.train.model}) has "
+            f"{teacher_layers} layers (0..{teacher_layers - 1}); fix it before the teacher trains for nothing"
+        )
