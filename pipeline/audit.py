@@ -21,6 +21,7 @@ from pipeline.io import (
     class_counts,
     drop_counts,
     read_table,
+    run_stage,
     setup_logging,
     stage_args,
     write_json,
@@ -123,4 +124,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -33,6 +33,7 @@ from pipeline.io import (
     class_counts,
     drop_counts,
     read_table,
+    run_stage,
     setup_logging,
     stable_id,
     stage_args,
@@ -422,4 +423,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -15,7 +15,7 @@ from pathlib import Path
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from pipeline.io import atomic_path, read_table, setup_logging, stage_args
+from pipeline.io import atomic_path, read_table, run_stage, setup_logging, stage_args
 from pipeline.modeling import BASELINE_FILE, classification_metrics, tfidf_logreg
 from pipeline.params import BaselineParams, load_params
 from pipeline.training import check_splits, label_names_of, lineage_record
@@ -52,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -19,6 +19,7 @@ from pipeline.io import (
     class_counts,
     drop_counts,
     read_raw_table,
+    run_stage,
     setup_logging,
     stable_id,
     stage_args,
@@ -176,4 +177,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

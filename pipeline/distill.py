@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from transformers import set_seed
 
-from pipeline.io import DataError, read_table, setup_logging, stage_args
+from pipeline.io import DataError, read_table, run_stage, setup_logging, stage_args
 from pipeline.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
 from pipeline.params import DistillParams, load_params
 from pipeline.training import check_splits, encode, finish, fit, lineage_record
@@ -129,4 +129,4 @@ def main(argv: list[str] | None = None) -> None:
     finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -29,6 +29,7 @@ from pipeline.io import (
     DataError,
     atomic_path,
     read_table,
+    run_stage,
     setup_logging,
     stage_args,
     write_csv,
@@ -401,4 +402,4 @@ def report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, sl
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -15,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -25,8 +26,31 @@ log = logging.getLogger(__name__)
 LINEAGE_COLUMNS = ["id", "source_id", "origin", "text", "label"]
 
 
-class DataError(ValueError):
+class KnownError(Exception):
+    """A problem with the user's input, params, model or output (not a bug): reported in one line by run_stage."""
+
+
+class DataError(KnownError, ValueError):
     """Bad input data; the message names the file and, where it can, the row and column."""
+
+
+class OutputError(KnownError, OSError):
+    """An output cannot be written (read-only folder, full disk); the message names the output path."""
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(): a known bad input, param, model or output ends with one line naming the culprit and
+    exit status 1; the traceback only with PIPELINE_LOG_LEVEL=DEBUG. Anything else is a bug and keeps its
+    traceback."""
+    from pipeline.params import ParamsError
+
+    try:
+        main()
+    except (KnownError, ParamsError) as e:
+        setup_logging()
+        log.debug("traceback", exc_info=True)
+        log.error("%s", e)
+        raise SystemExit(1) from None
 
 
 def setup_logging() -> None:
@@ -56,8 +80,12 @@ def stable_id(*parts: object) -> str:
 def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `dest`; on success it is renamed to `dest` (file or directory)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent)) / (dest.name + suffix)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent)) / (dest.name + suffix)
+    except OSError as e:
+        raise OutputError(f"{dest}: cannot write here ({e.strerror}); check the folder's permissions and free space") \
+            from e
     try:
         yield tmp
         if dest.is_dir() and not dest.is_symlink():
@@ -65,6 +93,10 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         elif dest.exists() or dest.is_symlink():
             dest.unlink()
         os.replace(tmp, dest)
+    except OSError as e:
+        if isinstance(e, OutputError) or e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise
+        raise OutputError(f"{dest}: cannot write it ({e.strerror}); nothing was left half-written") from e
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
@@ -141,6 +173,8 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> t
     if source.startswith("hf:"):
         return _read_hub_dataset(source), source
     path = Path(source)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; point `raw` in dvc.yaml at the data file inside it")
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
     fmt = detect_format(path, fmt)
@@ -155,8 +189,16 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> t
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         import gzip
+        import zlib
 
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: not a valid gzip file ({e}); re-create it with gzip, or unpack it") from None
+    if raw[:4] == b"PK\x03\x04":
+        raise DataError(f"{path}: is a zip archive, not {fmt.upper()}: unzip it and point `raw` at the file inside")
+    if raw[:4] == b"PAR1" and fmt != "parquet":
+        raise DataError(f"{path}: is a Parquet file: rename it to .parquet or set clean.format: parquet")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
@@ -170,6 +212,10 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> t
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise DataError(f"{path}: file is empty")
+    if fmt == "jsonl":
+        _check_jsonl_lines(path, text)
+    else:
+        _check_header(path, text, fmt)
     try:
         if fmt == "jsonl":
             df = pd.read_json(io.StringIO(text), lines=True, dtype=False)
@@ -179,6 +225,38 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> t
     except (ValueError, pd.errors.ParserError) as e:
         raise DataError(f"{path}: cannot parse as {fmt}: {e}") from e
     return df, path.name
+
+
+def _check_jsonl_lines(path: Path, text: str) -> None:
+    """pandas reports a JSONL error as a character offset; find the line and say what is wrong with it."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {i} is not valid JSON ({e.msg} at column {e.colno}): "
+                            f"{line[:80]!r}") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {i} is a JSON {type(obj).__name__}, not an object with named fields")
+
+
+def _check_header(path: Path, text: str, fmt: str) -> None:
+    import csv
+
+    first = text.split("\n", 1)[0]
+    header = next(csv.reader([first], delimiter="\t" if fmt == "tsv" else ","), [])
+    if fmt == "csv" and len(header) == 1 and "\t" in first:
+        raise DataError(f"{path}: the header has tabs but no commas: the file looks tab-separated; "
+                        "set clean.format: tsv (or rename it .tsv)")
+    seen, dupes = set(), []
+    for name in (h.strip() for h in header):
+        if name in seen:
+            dupes.append(name)
+        seen.add(name)
+    if dupes:
+        raise DataError(f"{path}: the header names column(s) {sorted(set(dupes))} more than once; rename them "
+                        "(pandas would silently read the first and rename the others)")
 
 
 def _read_hub_dataset(source: str) -> pd.DataFrame:

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.io import KnownError
+
 log = logging.getLogger(__name__)
 
 
-class ModelError(ValueError):
-    pass
+class ModelError(KnownError, ValueError):
+    """A model that cannot be resolved or loaded; the message names the params key."""
 
 
 # Hub name -> (python package, function returning the local folder).
@@ -50,7 +52,9 @@ def _load(loader: Any, name: str, key: str, **kwargs: Any) -> Any:
     source = resolve_model(name, key)
     try:
         return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, safetensors' SafetensorError (truncated file), …
+        if not isinstance(e, (OSError, ValueError, KeyError, RuntimeError)) and "Safetensor" not in type(e).__name__:
+            raise
         raise ModelError(
             f"{key}: cannot load {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}). "
             "Name a local folder saved with save_pretrained, a Hub model (needs internet or a warm HF cache), "

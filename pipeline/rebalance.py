@@ -18,6 +18,7 @@ from pipeline.io import (
     class_counts,
     drop_counts,
     read_table,
+    run_stage,
     setup_logging,
     stable_id,
     stage_args,
@@ -94,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -11,14 +11,16 @@ import shutil
 import sys
 from pathlib import Path
 
+from pipeline.io import KnownError
+
 log = logging.getLogger(__name__)
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 APERTIUM_MODES = Path("/usr/share/apertium/modes")
 
 
-class ResourceError(RuntimeError):
-    pass
+class ResourceError(KnownError, RuntimeError):
+    """A missing offline resource (WordNet, an Apertium pair); the message names the Debian package."""
 
 
 # lexnames(5WN): Debian ships WordNet without the `lexnames` file that NLTK's reader opens.

@@ -23,6 +23,7 @@ from pipeline.io import (
     class_counts,
     drop_counts,
     read_table,
+    run_stage,
     setup_logging,
     stage_args,
     write_json,
@@ -98,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,7 +9,7 @@ import logging
 
 import pandas as pd
 
-from pipeline.io import read_table, setup_logging, stage_args, write_table
+from pipeline.io import read_table, run_stage, setup_logging, stage_args, write_table
 from pipeline.modeling import load_classifier, load_tokenizer, predict_logits
 from pipeline.params import load_params
 
@@ -30,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

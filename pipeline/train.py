@@ -17,7 +17,7 @@ import numpy as np
 from transformers import set_seed
 
 from pipeline.checks import check_student_layers
-from pipeline.io import read_table, setup_logging, stage_args
+from pipeline.io import read_table, run_stage, setup_logging, stage_args
 from pipeline.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
 from pipeline.params import TrainParams, load_params
 from pipeline.training import (
@@ -120,4 +120,4 @@ def main(argv: list[str] | None = None) -> None:
     finish(trainer, final, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)
