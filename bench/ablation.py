@@ -155,6 +155,9 @@ def main() -> None:
     ap.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                     help="split ratios, e.g. 0.2 0.1 0.7: a low-data regime scored on a large test set")
     ap.add_argument("--steps", type=int, default=150, help="teacher optimiser steps per cell (fixed budget)")
+    ap.add_argument("--seeds", nargs="+", type=int,
+                    help="rerun every cell with each seed (default: params.yaml's seed); training noise shows "
+                         "as disagreement between seeds")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"), help="base params; cells override augment etc.")
     ap.add_argument("--workdir", default=str(ROOT / "bench" / "work" / "ablation"))
     ap.add_argument("--out", default=str(OUT))
@@ -169,52 +172,69 @@ def main() -> None:
     # Several invocations (other datasets, sizes, splits) add up in one results file.
     results = json.loads(previous.read_text()) if previous.is_file() else {"datasets": {}}
     results.update(machine=machine(), steps=args.steps, grid=args.grid)
+    seeds = args.seeds or [int(base.get("seed", 42))]
     for ds_name, (raw, clean_over) in datasets(args, workdir).items():
         if args.split:
             ds_name += "-split" + "-".join(f"{x:g}" for x in args.split)
         ds_res: dict = {"raw": str(raw.relative_to(ROOT) if raw.is_relative_to(ROOT) else raw), "cells": {},
-                        "split": args.split or [0.8, 0.1, 0.1], "steps": args.steps}
-        preds: dict[str, pd.Series] = {}
-        for cell, (aug, reb) in cells(args.grid).items():
-            reb_params, train_over = REBALANCE[reb]
-            fit = {"max_steps": args.steps, "eval_steps": max(1, args.steps // 3), "early_stopping_patience": 0,
-                   "resume": False, **train_over}
-            over = {"augment": AUG[aug], "rebalance": reb_params, "train": fit, **({"clean": clean_over} if clean_over
-                                                                                    else {})}
-            if args.split:
-                over["split"] = dict(zip(("train", "val", "test"), args.split))
-            params = merge(base, over)
-            d = workdir / ds_name / cell
-            t0 = time.time()
-            print(f"[{ds_name}] {cell}: running", flush=True)
-            teacher = run_cell(d, raw, params, d / "stages.log")
-            test = pd.read_parquet(d / "test.parquet")
-            pred, label_names = predict(teacher, test)
-            preds[cell] = pd.Series([label_names[i] for i in pred], index=test["id"])
-            split = json.loads((d / "split.json").read_text())
-            augm = json.loads((d / "augment.json").read_text())
-            ds_res["cells"][cell] = {"augment": aug, "rebalance": reb,
-                                     "train_per_class": split["per_split"]["train"]["per_class"],
-                                     "augment_added": augm["added"], "augment_dropped": augm["dropped"],
-                                     "labels": label_names, "seconds": round(time.time() - t0, 1)}
-            print(f"[{ds_name}] {cell}: done in {time.time() - t0:.0f} s", flush=True)
-        ref = preds["none"]
-        test = pd.read_parquet(workdir / ds_name / "none" / "test.parquet").set_index("id")
-        label_names = ds_res["cells"]["none"]["labels"]
-        to_id = {n: i for i, n in enumerate(label_names)}
-        metric = macro_f1_fn(len(label_names))
-        y = test["label"].map(to_id).to_numpy()
-        ds_res["test_rows"] = len(test)
-        ds_res["test_per_class"] = {k: int(v) for k, v in test["label"].value_counts().sort_index().items()}
-        for cell, p in preds.items():
-            if not p.index.equals(ref.index):
-                sys.exit(f"[{ds_name}] {cell}: test rows differ from the reference cell's: not a paired comparison")
-            yp, yr = p.map(to_id).to_numpy(), ref.map(to_id).to_numpy()
-            r = ds_res["cells"][cell]
-            r["macro_f1"] = metric_ci(y, yp, metric, seed=0)
-            r["accuracy"] = round(float(np.mean(y == yp)), 4)
-            if cell != "none":
-                r["vs_none"] = paired_comparison(y, yp, yr, metric, name_a=cell, name_b="none", seed=0)
+                        "split": args.split or [0.8, 0.1, 0.1], "steps": args.steps, "seeds": seeds}
+        for seed in seeds:
+            preds: dict[str, pd.Series] = {}
+            for cell, (aug, reb) in cells(args.grid).items():
+                reb_params, train_over = REBALANCE[reb]
+                fit = {"max_steps": args.steps, "eval_steps": max(1, args.steps // 3), "early_stopping_patience": 0,
+                       "resume": False, **train_over}
+                # max_rows: 0 — the ablation measures augmentation at every size, whatever the default skips.
+                over = {"seed": seed, "augment": {**AUG[aug], "max_rows": 0}, "rebalance": reb_params, "train": fit}
+                if clean_over:
+                    over["clean"] = clean_over
+                if args.split:
+                    over["split"] = dict(zip(("train", "val", "test"), args.split))
+                params = merge(base, over)
+                # The seed drives augmentation, the split and training alike: each seed is a whole rerun.
+                d = workdir / ds_name / (cell if seed == seeds[0] and seed == base.get("seed", 42) else
+                                         f"{cell}@seed{seed}")
+                t0 = time.time()
+                print(f"[{ds_name}] seed {seed} {cell}: running", flush=True)
+                teacher = run_cell(d, raw, params, d / "stages.log")
+                test = pd.read_parquet(d / "test.parquet")
+                pred, label_names = predict(teacher, test)
+                preds[cell] = pd.Series([label_names[i] for i in pred], index=test["id"])
+                split = json.loads((d / "split.json").read_text())
+                augm = json.loads((d / "augment.json").read_text())
+                c = ds_res["cells"].setdefault(cell, {"augment": aug, "rebalance": reb, "labels": label_names,
+                                                      "seeds": {}})
+                c["seeds"][str(seed)] = {"train_per_class": split["per_split"]["train"]["per_class"],
+                                         "augment_added": augm["added"], "augment_dropped": augm["dropped"],
+                                         "seconds": round(time.time() - t0, 1)}
+                print(f"[{ds_name}] seed {seed} {cell}: done in {time.time() - t0:.0f} s", flush=True)
+            # Within one seed every cell is scored on the same test rows: paired comparisons with the reference.
+            ref = preds["none"]
+            test = pd.read_parquet(workdir / ds_name / ("none" if seed == base.get("seed", 42) and seed == seeds[0]
+                                                        else f"none@seed{seed}") / "test.parquet").set_index("id")
+            label_names = ds_res["cells"]["none"]["labels"]
+            to_id = {n: i for i, n in enumerate(label_names)}
+            metric = macro_f1_fn(len(label_names))
+            y = test["label"].map(to_id).to_numpy()
+            ds_res["test_rows"] = len(test)
+            ds_res["test_per_class"] = {k: int(v) for k, v in test["label"].value_counts().sort_index().items()}
+            for cell, p in preds.items():
+                if not p.index.equals(ref.index):
+                    sys.exit(f"[{ds_name}] {cell}: test rows differ from the reference cell's: not paired")
+                yp, yr = p.map(to_id).to_numpy(), ref.map(to_id).to_numpy()
+                r = ds_res["cells"][cell]["seeds"][str(seed)]
+                r["macro_f1"] = metric_ci(y, yp, metric, seed=0)
+                r["accuracy"] = round(float(np.mean(y == yp)), 4)
+                if cell != "none":
+                    r["vs_none"] = paired_comparison(y, yp, yr, metric, name_a=cell, name_b="none", seed=0)
+        for c in ds_res["cells"].values():
+            runs = list(c["seeds"].values())
+            c["mean_macro_f1"] = round(float(np.mean([r["macro_f1"]["value"] for r in runs])), 4)
+            if "vs_none" in runs[0]:
+                deltas = [r["vs_none"]["delta"] for r in runs]
+                c["mean_delta"] = round(float(np.mean(deltas)), 4)
+                c["seeds_better"] = sum(r["vs_none"]["ci_low"] > 0 for r in runs)
+                c["seeds_worse"] = sum(r["vs_none"]["ci_high"] < 0 for r in runs)
         results["datasets"][ds_name] = ds_res
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -224,23 +244,33 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}; "
-             f"teacher trained {results['steps']} steps per cell, seed from params.yaml.", ""]
+    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}.", ""]
     for ds, r in results["datasets"].items():
+        seeds = r.get("seeds", [42])
         lines += [f"**{ds}** (`{r['raw']}`, split {'/'.join(f'{x:g}' for x in r.get('split', [0.8, 0.1, 0.1]))}, "
-                  f"{r.get('steps', results['steps'])} steps): test {r['test_rows']} rows {r['test_per_class']}", "",
-                  "| cell | train rows per class | test macro-F1 [95% CI] | accuracy | Δ macro-F1 vs none [95% CI] | "
-                  "McNemar p | verdict |", "|---|---|---|---|---|---|---|"]
+                  f"{r.get('steps', results['steps'])} steps, seed(s) {', '.join(map(str, seeds))}): test "
+                  f"{r['test_rows']} rows {r['test_per_class']}" + (f"; {r['note']}" if r.get("note") else ""), "",
+                  "| cell | train rows per class | test macro-F1 [95% CI] per seed | "
+                  "Δ macro-F1 vs none [95% CI] per seed | McNemar p | verdict |", "|---|---|---|---|---|---|"]
         for cell, c in r["cells"].items():
-            f = c["macro_f1"]
-            vs = c.get("vs_none")
-            delta = f"{vs['delta']:+.4f} [{vs['ci_low']:+.4f}, {vs['ci_high']:+.4f}]" if vs else "reference"
-            p = f"{vs['mcnemar']['p_value']:.3g}" if vs else ""
-            verdict = ("**better**" if vs["delta"] > 0 else "**worse**") if vs and vs["significant"] else (
-                "no significant difference" if vs else "")
-            per_class = ", ".join(f"{k} {v}" for k, v in c["train_per_class"].items())
-            lines.append(f"| {cell} | {per_class} | {f['value']:.4f} [{f['ci_low']:.4f}, {f['ci_high']:.4f}] | "
-                         f"{c['accuracy']:.4f} | {delta} | {p} | {verdict} |")
+            runs = c["seeds"] if "seeds" in c else {str(seeds[0]): c}
+            first = next(iter(runs.values()))
+            per_class = ", ".join(f"{k} {v}" for k, v in first["train_per_class"].items())
+            f1 = "; ".join(f"{x['macro_f1']['value']:.4f} [{x['macro_f1']['ci_low']:.4f}, "
+                           f"{x['macro_f1']['ci_high']:.4f}]" for x in runs.values())
+            if "vs_none" in first:
+                delta = "; ".join(f"{x['vs_none']['delta']:+.4f} [{x['vs_none']['ci_low']:+.4f}, "
+                                  f"{x['vs_none']['ci_high']:+.4f}]" for x in runs.values())
+                p = "; ".join(f"{x['vs_none']['mcnemar']['p_value']:.3g}" for x in runs.values())
+                better = sum(x["vs_none"]["ci_low"] > 0 for x in runs.values())
+                worse = sum(x["vs_none"]["ci_high"] < 0 for x in runs.values())
+                n = len(runs)
+                verdict = ("**better**" if better == n else "**worse**" if worse == n else
+                           f"no consistent difference ({better} better, {worse} worse of {n})" if n > 1 else
+                           "no significant difference")
+            else:
+                delta, p, verdict = "reference", "", ""
+            lines.append(f"| {cell} | {per_class} | {f1} | {delta} | {p} | {verdict} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -326,8 +326,12 @@ BENCHES = {"train": bench_train, "overhead": bench_overhead, "dvc": bench_dvc, "
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}.", "",
-             "| # | figure | ours | reference | ratio | target |", "|---|---|---|---|---|---|"]
+    lines = [f"Last run {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}.", ""]
+    where = {name: v.get("_measured") for name, v in results.items() if isinstance(v, dict) and name != "machine"}
+    if len(set(where.values())) > 1:  # `--only` reruns some figures: say where and when each one was measured
+        lines += ["Figures measured in different runs: " + "; ".join(
+            f"{name}: {w or 'an earlier run'}" for name, w in where.items()) + ".", ""]
+    lines += ["| # | figure | ours | reference | ratio | target |", "|---|---|---|---|---|---|"]
     r = results
     if "train" in r:
         t = r["train"]
@@ -390,10 +394,12 @@ def main() -> None:
     results["machine"] = machine()
     for name in args.only or list(BENCHES):
         print(f"bench: {name} …", flush=True)
-        results[name] = BENCHES[name]()
+        m = results["machine"]
+        results[name] = {**BENCHES[name](), "_measured": f"{m['date']}, {m['cores']} cores ({m['cpu']})"}
         print(json.dumps(results[name], indent=1), flush=True)
     if args.full_repro:
-        results["full_repro"] = bench_full_repro()
+        m = results["machine"]
+        results["full_repro"] = {**bench_full_repro(), "_measured": f"{m['date']}, {m['cores']} cores ({m['cpu']})"}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(markdown(results))
     print(markdown(results))
