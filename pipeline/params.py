@@ -86,7 +86,7 @@ ClassSelector = Union[Literal["all", "minority"], list[str]]
 
 @dataclass(frozen=True)
 class SynonymParams:
-    enabled: bool = True
+    enabled: bool = False
     variants: int = _f(1, ge=1, le=20)
     classes: ClassSelector = "minority"
     aug_p: float = _f(0.1, gt=0, le=1)
@@ -97,7 +97,7 @@ class SynonymParams:
 
 @dataclass(frozen=True)
 class BackTranslationParams:
-    enabled: bool = True
+    enabled: bool = False
     backend: Literal["apertium", "hf"] = "apertium"
     classes: ClassSelector = "minority"
     # apertium: one variant per pivot language (eng -> pivot -> eng); a rule-based system is deterministic.
@@ -144,7 +144,7 @@ class AugmentParams:
     # source row follows from that budget, capped by the methods' `variants`.
     max_ratio: float = _f(1.0, gt=0, le=10)
     # Skip augmentation (pass rows through) when the cleaned data has more than this many rows; 0 = no limit.
-    max_rows: int = _f(2000, ge=0)
+    max_rows: int = _f(0, ge=0)
     protect_tokens: bool = True  # URLs, e-mails, @handles, #hashtags, numbers, amounts stay unchanged
     filter: VariantFilterParams = field(default_factory=VariantFilterParams)
     synonym: SynonymParams = field(default_factory=SynonymParams)
@@ -153,7 +153,7 @@ class AugmentParams:
 
 @dataclass(frozen=True)
 class RebalanceParams:
-    strategy: Literal["oversample", "undersample", "none"] = "oversample"
+    strategy: Literal["oversample", "undersample", "none"] = "none"
     # After rebalancing every class has at least (oversample) / the largest at most (undersample)
     # target_ratio x ... of the other side: minority/majority >= target_ratio.
     target_ratio: float = _f(0.5, gt=0, le=1)

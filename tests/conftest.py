@@ -23,6 +23,19 @@ def params() -> Params:
 
 
 @pytest.fixture(scope="session")
+def data_stages_on(params: Params) -> Params:
+    """params.yaml with both augmentation methods and oversampling switched on (off by default since the
+    ablation): tests of those stages must not depend on the defaults."""
+    import dataclasses
+
+    a = params.augment
+    aug = dataclasses.replace(a, synonym=dataclasses.replace(a.synonym, enabled=True),
+                              back_translation=dataclasses.replace(a.back_translation, enabled=True))
+    return dataclasses.replace(params, augment=aug,
+                               rebalance=dataclasses.replace(params.rebalance, strategy="oversample"))
+
+
+@pytest.fixture(scope="session")
 def raw_sms() -> pd.DataFrame:
     return pd.read_csv(RAW, dtype=str, keep_default_na=False, na_values=[""])
 

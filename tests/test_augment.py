@@ -110,7 +110,8 @@ def test_missing_apertium_and_missing_pair_are_clear(monkeypatch):
         ensure_apertium("eng", ["spa"])
 
 
-def test_build_jobs_runs_the_configured_methods(sms_slice, params):
+def test_build_jobs_runs_the_configured_methods(sms_slice, data_stages_on):
+    params = data_stages_on
     from pipeline.clean import clean
 
     kept = clean(sms_slice, params.clean, "sms.csv").kept

@@ -16,6 +16,9 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 TINY = {
+    # Augmentation and oversampling are off by default (the ablation): the e2e run switches them on to cover them.
+    "augment": {"synonym": {"enabled": True}, "back_translation": {"enabled": True}},
+    "rebalance": {"strategy": "oversample"},
     "train": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
     "distill": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
     "evaluate": {"throughput_batches": 1, "latency_runs": 3},
@@ -55,7 +58,11 @@ def repo(tmp_path_factory, env, raw_sms) -> Path:
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, values in TINY.items():
-        params[section].update(values)
+        for key, value in values.items():
+            if isinstance(value, dict):
+                params[section][key].update(value)
+            else:
+                params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "data" / "raw").mkdir(parents=True)
     # A real slice: 300 ham + 60 spam rows, written as the same file name dvc.yaml points at.

@@ -49,8 +49,9 @@ def test_allocate_is_exact(n):
 
 
 @pytest.fixture(scope="module")
-def pipeline_data(sms_slice, params):
+def pipeline_data(sms_slice, data_stages_on):
     """The real data stages on a real slice: clean -> augment -> rebalance."""
+    params = data_stages_on
     kept = clean(sms_slice, params.clean, "sms.csv").kept
     aug = augment(kept, build_jobs(kept, params.augment, params.seed), params.augment, params.seed).rows
     return rebalance(aug, params.rebalance, np.random.default_rng(params.seed)).rows
@@ -100,8 +101,9 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def test_same_seed_gives_byte_identical_outputs(sms_slice, params):
+def test_same_seed_gives_byte_identical_outputs(sms_slice, data_stages_on):
     """Two full runs of the data stages, each building its own augmenters, write the same bytes."""
+    params = data_stages_on
     def run(seed: int) -> list[bytes]:
         from pipeline.audit import audit
         from pipeline.augment import EmbeddingSimilarity
@@ -119,13 +121,14 @@ def test_same_seed_gives_byte_identical_outputs(sms_slice, params):
     assert run(4)[2:] != first[2:]  # and the seed matters
 
 
-def test_kept_columns_reach_the_test_split(sms_slice, params):
+def test_kept_columns_reach_the_test_split(sms_slice, data_stages_on):
     """A raw column named in clean.keep_columns travels clean -> audit -> augment -> rebalance -> split with each
     row, variants and copies included, so evaluate can report per-slice metrics on the test split."""
     import dataclasses
 
     from pipeline.audit import audit
 
+    params = data_stages_on
     raw = sms_slice.assign(group=[f"g{i % 3}" for i in range(len(sms_slice))])
     cp = dataclasses.replace(params.clean, keep_columns=["group"])
     kept = clean(raw, cp, "sms.csv").kept
