@@ -173,6 +173,11 @@ def main() -> None:
     results = json.loads(previous.read_text()) if previous.is_file() else {"datasets": {}}
     results.update(machine=machine(), steps=args.steps, grid=args.grid)
     seeds = args.seeds or [int(base.get("seed", 42))]
+
+    def cell_dir(cell: str, seed: int) -> Path:
+        # params.yaml's own seed keeps the plain folder name, so runs made before --seeds existed are reused.
+        return workdir / ds_name / (cell if seed == base.get("seed", 42) else f"{cell}@seed{seed}")
+
     for ds_name, (raw, clean_over) in datasets(args, workdir).items():
         if args.split:
             ds_name += "-split" + "-".join(f"{x:g}" for x in args.split)
@@ -192,8 +197,7 @@ def main() -> None:
                     over["split"] = dict(zip(("train", "val", "test"), args.split))
                 params = merge(base, over)
                 # The seed drives augmentation, the split and training alike: each seed is a whole rerun.
-                d = workdir / ds_name / (cell if seed == seeds[0] and seed == base.get("seed", 42) else
-                                         f"{cell}@seed{seed}")
+                d = cell_dir(cell, seed)
                 t0 = time.time()
                 print(f"[{ds_name}] seed {seed} {cell}: running", flush=True)
                 teacher = run_cell(d, raw, params, d / "stages.log")
@@ -210,8 +214,7 @@ def main() -> None:
                 print(f"[{ds_name}] seed {seed} {cell}: done in {time.time() - t0:.0f} s", flush=True)
             # Within one seed every cell is scored on the same test rows: paired comparisons with the reference.
             ref = preds["none"]
-            test = pd.read_parquet(workdir / ds_name / ("none" if seed == base.get("seed", 42) and seed == seeds[0]
-                                                        else f"none@seed{seed}") / "test.parquet").set_index("id")
+            test = pd.read_parquet(cell_dir("none", seed) / "test.parquet").set_index("id")
             label_names = ds_res["cells"]["none"]["labels"]
             to_id = {n: i for i, n in enumerate(label_names)}
             metric = macro_f1_fn(len(label_names))

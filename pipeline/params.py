@@ -214,10 +214,35 @@ class TrainParams(FitParams):
     resume: bool = True
 
     def validate(self, key: str) -> None:
-        if not re.fullmatch(r"(python3?|torchrun|accelerate launch)( [-\w=./:]+)*", self.launcher):
-            raise ParamsError(
-                f"{key}.launcher: expected 'python', 'torchrun …' or 'accelerate launch …', got {self.launcher!r}"
-            )
+        launcher_prefix(self.launcher, f"{key}.launcher")
+
+
+_FLAG = re.compile(r"[-\w=./:]+")
+
+
+def launcher_prefix(launcher: str, key: str = "train.launcher") -> list[str] | None:
+    """The argument list that starts a module under `launcher` (torchrun / accelerate launch, through this
+    interpreter), or None for plain `python`. The one grammar for launchers, used at load and at launch: a known
+    program and plain `--name=value`-like flags only, so `"touch x; python"` is an error, never a command."""
+    import shlex
+    import sys
+
+    try:
+        parts = shlex.split(launcher)
+    except ValueError:
+        parts = []
+    if parts in (["python"], ["python3"]):
+        return None
+    if parts[:1] == ["torchrun"]:
+        base, flags = [sys.executable, "-m", "torch.distributed.run"], parts[1:]
+    elif parts[:2] == ["accelerate", "launch"]:
+        base, flags = [sys.executable, "-m", "accelerate.commands.launch"], parts[2:]
+    else:
+        raise ParamsError(f"{key}: expected 'python', 'torchrun …' or 'accelerate launch …', got {launcher!r}")
+    bad = [f for f in flags if not _FLAG.fullmatch(f)]
+    if bad:
+        raise ParamsError(f"{key}: flag(s) {bad} are not plain options")
+    return [*base, *flags]
 
 
 @dataclass(frozen=True)

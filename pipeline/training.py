@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import pandas as pd
 
 from pipeline.io import DataError, file_md5, stable_id
 from pipeline.modeling import classification_metrics, precision_flags
-from pipeline.params import FitParams, ParamsError, as_dict
+from pipeline.params import FitParams, as_dict, launcher_prefix
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +116,10 @@ def training_arguments(p: FitParams, output_dir: Path, seed: int, **overrides: A
     return TrainingArguments(**kwargs)
 
 
-_FLAG = re.compile(r"[-\w=./:]+")
-
-
 def launch_argv(launcher: str, module: str, args: list[str]) -> list[str] | None:
-    """The argument list that runs `module` under `launcher` (torchrun / accelerate launch), or None to run it in
-    this process. Never a shell: the launcher is split like a command line, its program must be one of the known
-    ones (started through this interpreter) and every flag must be a plain `--name=value`-like word, so
-    `train.launcher: "touch x; python"` is an error, not a command."""
-    parts = shlex.split(launcher)
-    if parts in (["python"], ["python3"]):
-        return None
-    if parts[:1] == ["torchrun"]:
-        base, flags = [sys.executable, "-m", "torch.distributed.run"], parts[1:]
-    elif parts[:2] == ["accelerate", "launch"]:
-        base, flags = [sys.executable, "-m", "accelerate.commands.launch"], parts[2:]
-    else:
-        raise ParamsError(f"train.launcher: expected 'python', 'torchrun …' or 'accelerate launch …', got {launcher!r}")
-    bad = [f for f in flags if not _FLAG.fullmatch(f)]
-    if bad:
-        raise ParamsError(f"train.launcher: flag(s) {bad} are not plain options")
-    return [*base, *flags, "-m", module, *args]
+    """The argument list that runs `module` under `launcher`, or None to run it in this process (never a shell)."""
+    prefix = launcher_prefix(launcher)
+    return None if prefix is None else [*prefix, "-m", module, *args]
 
 
 def relaunch_if_needed(launcher: str, module: str, args: list[str]) -> None:
