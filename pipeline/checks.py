@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import DataError
-from pipeline.params import Params, ParamsError
+from pipeline.params import Params, ParamsError, SplitParams
 
 
 def allocate(n: int, ratios: tuple[float, ...]) -> list[int]:
@@ -19,12 +19,18 @@ def allocate(n: int, ratios: tuple[float, ...]) -> list[int]:
     return counts.tolist()
 
 
+def splittable(n: int, s: SplitParams) -> bool:
+    """Can a class of n source rows have one in each of train/val/test? (hash: any 3; exact: by the counts.)"""
+    if s.method == "hash":
+        return n >= 3
+    return min(allocate(n, (s.train, s.val, s.test))) > 0
+
+
 def check_splittable(labels: pd.Series, params: Params, where: str) -> None:
     """Every class needs at least one original row in each of train/val/test with the configured ratios."""
     s = params.split
     for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0])):
-        n_train, n_val, n_test = allocate(int(n), (s.train, s.val, s.test))
-        if min(n_train, n_val, n_test) == 0:
+        if not splittable(int(n), s):
             raise DataError(
                 f"{where}: class {label!r} has only {n} row(s): too few to put one in each of train/val/test with "
                 f"split {s.train:g}/{s.val:g}/{s.test:g}; add rows, merge the class, or change the split ratios"

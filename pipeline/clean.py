@@ -18,7 +18,6 @@ from pipeline.io import (
     DataError,
     class_counts,
     drop_counts,
-    read_raw_table,
     run_stage,
     setup_logging,
     stable_id,
@@ -27,6 +26,7 @@ from pipeline.io import (
     write_table,
 )
 from pipeline.params import CleanParams, load_params
+from pipeline.records import read_records
 from pipeline.text import CHANGED_CHARS, SPACE, dedup_key, normalise_text
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class CleanResult:
     kept: pd.DataFrame  # LINEAGE_COLUMNS
     dropped: pd.DataFrame  # id, reason, raw_row, text, label
     rows_in: int
+    restored_rows: int = 0  # rows split back out of quote-swallowed records (clean.multiline_records: recover)
     text_changed_rows: int = 0  # rows that lost more than CHANGED_CHARS characters (beyond whitespace)
     chars_removed: int = 0
 
@@ -53,8 +54,23 @@ def _label_name(raw: object, p: CleanParams) -> str:
     return p.label_names.get(s, s)
 
 
-def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
-    """Pure core. `df` is the raw table; `source_name` seeds the stable row ids."""
+def content_ids(raw_text: pd.Series) -> list[str]:
+    """Row ids from content, not position: a hash of the raw text (whitespace collapsed) and its occurrence number
+    among identical texts in file order. Adding, deleting, reordering other rows, renaming the file or correcting a
+    label keeps a row's id; only editing its own text (or an earlier identical copy's) gives a new one."""
+    seen: dict[str, int] = {}
+    ids = []
+    for t in raw_text:
+        key = "" if t is None or (isinstance(t, float) and pd.isna(t)) else SPACE.sub(" ", str(t)).strip()
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        ids.append(stable_id("row", key, k))
+    return ids
+
+
+def clean(df: pd.DataFrame, p: CleanParams, source_name: str, raw_row: list[int] | None = None) -> CleanResult:
+    """Pure core. `df` is the raw table, `raw_row` its rows' 1-based data rows in the file (default: 1..n);
+    `source_name` names the file in messages."""
     wanted = [(p.text_column, "text_column"), (p.label_column, "label_column")]
     wanted += [(c, "keep_columns") for c in p.keep_columns]
     for col, key in wanted:
@@ -67,8 +83,8 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
     raw_text = df[p.text_column]
     raw_label = df[p.label_column]
     # Row numbers as a user sees them in the file: 1-based data rows (the header is not counted).
-    row_no = pd.RangeIndex(1, rows_in + 1)
-    ids = [stable_id(source_name, i) for i in row_no]
+    row_no = pd.Index(raw_row if raw_row is not None else range(1, rows_in + 1))
+    ids = content_ids(raw_text)
 
     label_missing = raw_label.isna() | raw_label.astype(str).str.strip().eq("")
     if label_missing.any() and p.missing_label == "error":
@@ -83,7 +99,7 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
         if unknown.any():
             i = int(unknown.to_numpy().nonzero()[0][0])
             raise DataError(
-                f"{source_name}: data row {i + 1} has label {labels[i]!r}, not in clean.allowed_labels "
+                f"{source_name}: data row {row_no[i]} has label {labels[i]!r}, not in clean.allowed_labels "
                 f"{p.allowed_labels} ({int(unknown.sum())} such rows)"
             )
 
@@ -91,7 +107,7 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str) -> CleanResult:
     if non_string.any() and non_string.sum() == raw_text.notna().sum():
         i = int(non_string.to_numpy().nonzero()[0][0])
         raise DataError(
-            f"{source_name}: column {p.text_column!r} holds no strings (data row {i + 1}: "
+            f"{source_name}: column {p.text_column!r} holds no strings (data row {row_no[i]}: "
             f"{type(raw_text.iloc[i]).__name__.removesuffix('64')} {raw_text.iloc[i]}); is clean.text_column the "
             "right column?"
         )
@@ -152,6 +168,7 @@ def stage_metrics(result: CleanResult) -> dict:
     return {
         "rows_in": result.rows_in,
         "rows_out": len(result.kept),
+        "restored_rows": result.restored_rows,
         **drop_counts(result.dropped),
         "text_changed_rows": result.text_changed_rows,
         "chars_removed": result.chars_removed,
@@ -164,9 +181,13 @@ def main() -> None:
     args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
     params = load_params(args.params)
     p = params.clean
-    df, source_name = read_raw_table(args.input, p.format, p.encoding)
-    log.info("read %d rows from %s", len(df), args.input)
-    result = clean(df, p, source_name)
+    raw = read_records(args.input, p)
+    log.info("read %d rows from %s", len(raw.df), args.input)
+    if raw.restored_rows or raw.bare_cr:
+        log.warning("%s: restored %d row(s) from quote-swallowed records, replaced %d bare carriage return(s)",
+                    args.input, raw.restored_rows, raw.bare_cr)
+    result = clean(raw.df, p, raw.name, raw.raw_row)
+    result.restored_rows = raw.restored_rows
     # Before anything heavy: a class that cannot be split fails here, not after augmentation.
     check_splittable(result.kept["label"], params, args.input)
     metrics = stage_metrics(result)

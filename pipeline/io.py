@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -165,13 +166,21 @@ def detect_format(path: Path, fmt: str) -> str:
     raise DataError(f"{path}: cannot tell the format from the extension; set clean.format (csv, tsv, jsonl, parquet)")
 
 
-def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> tuple[pd.DataFrame, str]:
-    """Read a user's raw table. Returns (frame with string columns, a name used to derive stable row ids).
+def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8", bare_cr: str = "error"
+                   ) -> tuple[pd.DataFrame, str]:
+    """Read a user's raw table. Returns (frame with string columns, the file's name for messages).
 
-    `source` is a path, or `hf:<dataset>[:<config>]:<split>` for a Hugging Face Hub dataset (needs internet).
+    `bare_cr` is clean.multiline_records' policy for a bare carriage return in a CSV/TSV
+    (handle_bare_cr).
     """
+    df, name, _ = read_raw(source, fmt, encoding, bare_cr)
+    return df, name
+
+
+def read_raw(source: str, fmt: str, encoding: str, bare_cr: str) -> tuple[pd.DataFrame, str, int]:
+    """read_raw_table, also returning how many bare carriage returns were replaced."""
     if source.startswith("hf:"):
-        return _read_hub_dataset(source), source
+        return _read_hub_dataset(source), source, 0
     path = Path(source)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; point `raw` in dvc.yaml at the data file inside it")
@@ -185,7 +194,7 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> t
             df = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises several types for a corrupt file
             raise DataError(f"{path}: not a readable Parquet file: {e}") from e
-        return df, path.name
+        return df, path.name, 0
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         import gzip
@@ -212,10 +221,12 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> t
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise DataError(f"{path}: file is empty")
+    n_cr = 0
     if fmt == "jsonl":
         _check_jsonl_lines(path, text)
     else:
         _check_header(path, text, fmt)
+        text, n_cr = handle_bare_cr(text, str(path), bare_cr)
     try:
         if fmt == "jsonl":
             df = pd.read_json(io.StringIO(text), lines=True, dtype=False)
@@ -224,7 +235,31 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8") -> t
                              na_values=[""])
     except (ValueError, pd.errors.ParserError) as e:
         raise DataError(f"{path}: cannot parse as {fmt}: {e}") from e
-    return df, path.name
+    return df, path.name, n_cr
+
+
+_BARE_CR = re.compile(r"\r(?!\n)")
+
+
+def bare_cr_lines(text: str) -> list[int]:
+    """1-based line numbers (counting `\\n` only, as an editor does) that hold a bare carriage return."""
+    return [text.count("\n", 0, m.start()) + 1 for m in _BARE_CR.finditer(text)]
+
+
+def handle_bare_cr(text: str, source: str, policy: str) -> tuple[str, int]:
+    """Apply the policy to bare CRs in a CSV/TSV text before parsing; returns (text, how many were replaced)."""
+    if policy == "allow" or "\r" not in text:
+        return text, 0
+    lines = bare_cr_lines(text)
+    if not lines:
+        return text, 0
+    if policy == "error":
+        raise DataError(
+            f"{source}: line {lines[0]} has a bare carriage return (\\r) inside a field ({len(lines)} in the file); "
+            "CSV readers take it for a line break and split the record. Quote those fields or remove the \\r, or "
+            "set clean.multiline_records: recover (each bare \\r becomes a space)"
+        )
+    return _BARE_CR.sub(" ", text), len(lines)
 
 
 def _check_jsonl_lines(path: Path, text: str) -> None:

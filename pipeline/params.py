@@ -52,6 +52,9 @@ class CleanParams:
     # Extra raw columns (e.g. a group, source or language) carried through every stage to the test split;
     # evaluate reports metrics per value of each (slices).
     keep_columns: list[str] = _f([])
+    # CSV/TSV records folded into one field by a stray quote, and bare carriage returns (pipeline/records.py):
+    # error (stop, naming the row) | recover (split them back into rows, counted) | allow (keep what was read).
+    multiline_records: Literal["error", "recover", "allow"] = "error"
 
     def validate(self, key: str) -> None:
         if self.min_chars > self.max_chars:
@@ -161,6 +164,7 @@ class RebalanceParams:
 
 @dataclass(frozen=True)
 class SplitParams:
+    method: Literal["hash", "exact"] = "hash"  # hash: a row's split depends on its id, label and seed only
     train: float = _f(0.8, gt=0, lt=1)
     val: float = _f(0.1, gt=0, lt=1)
     test: float = _f(0.1, gt=0, lt=1)

@@ -58,11 +58,26 @@ def test_string_and_integer_labels_keep_names():
     assert set(clean(strs, CleanParams(), "t").kept["label"]) == {"pos", "neg"}
 
 
-def test_ids_are_stable_and_depend_on_source_and_row(sms_slice):
-    a = clean(sms_slice, SMS, "sms.csv").kept["id"]
-    b = clean(sms_slice, SMS, "sms.csv").kept["id"]
-    c = clean(sms_slice, SMS, "other.csv").kept["id"]
-    assert a.tolist() == b.tolist() and set(a).isdisjoint(c)
+def test_ids_come_from_content_and_survive_edits_of_other_rows(sms_slice):
+    base = clean(sms_slice, SMS, "sms.csv")
+    ids = dict(zip(base.kept["raw_row"], base.kept["id"]))
+    # Same data, another file name: same ids.
+    assert clean(sms_slice, SMS, "renamed.csv").kept["id"].tolist() == base.kept["id"].tolist()
+    # Reordered, 20% appended, some rows deleted: every surviving row keeps its id.
+    extra = pd.DataFrame({"text": [f"a brand new message number {i}" for i in range(60)], "spam": "0"})
+    edited = pd.concat([sms_slice.iloc[::-1].drop(index=sms_slice.index[:10]), extra], ignore_index=True)
+    by_text = dict(zip(clean(edited, SMS, "sms.csv").kept["text"], clean(edited, SMS, "sms.csv").kept["id"]))
+    kept_before = dict(zip(base.kept["text"], base.kept["id"]))
+    common = set(by_text) & set(kept_before)
+    assert len(common) > 200 and all(by_text[t] == kept_before[t] for t in common)
+    # A corrected label keeps the id (the row reads as relabelled, not as removed + added).
+    relabelled = sms_slice.copy()
+    relabelled.loc[relabelled.index[0], "spam"] = "1"
+    assert clean(relabelled, SMS, "sms.csv").kept["id"].iloc[0] == ids[1]
+    # Identical texts get distinct ids by occurrence.
+    dup = raw([("same", "a"), ("same", "b"), ("other", "a")])
+    got = clean(dup, CleanParams(dedup="none"), "t").kept["id"]
+    assert got.is_unique
 
 
 @pytest.mark.parametrize("rows, params, fragment", [
@@ -192,9 +207,11 @@ def test_cheap_checks_fail_before_heavy_work(tmp_path, params):
 
     labels = pd.Series(["a"] * 50 + ["b"] * 10)
     check_splittable(labels, params, "f.csv")
+    exact = dataclasses.replace(params.split, method="exact", train=0.9, val=0.05, test=0.05)
     with pytest.raises(DataError, match="class 'b' has only 10 row"):
-        check_splittable(labels, dataclasses.replace(params, split=dataclasses.replace(params.split, train=0.9,
-                                                                                         val=0.05, test=0.05)), "f.csv")
+        check_splittable(labels, dataclasses.replace(params, split=exact), "f.csv")
+    with pytest.raises(DataError, match="class 'b' has only 2 row"):  # hash: one row for each split
+        check_splittable(pd.Series(["a"] * 50 + ["b"] * 2), params, "f.csv")
     check_student_layers(params, 6)
     bad = dataclasses.replace(params, distill=dataclasses.replace(params.distill, layers=[0, 11]))
     with pytest.raises(ParamsError, match=r"distill.layers: \[0, 11\] names layer 11, but the teacher"):
