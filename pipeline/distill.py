@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("student best val: %s", best)
     lineage = lineage_record("distill", p, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
                              label_names=label_names, teacher=args.teacher, val_metrics=best,
-                             train_metrics=result.metrics, train_rows=len(train_df))
+                             train_metrics=result, train_rows=len(train_df))
     finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":

@@ -194,6 +194,14 @@ class FitParams:
     early_stopping_patience: int = _f(2, ge=0)  # 0 = off
     eval_steps: int = _f(0, ge=0)  # 0 = evaluate once per epoch
     num_threads: int = _f(0, ge=0)  # CPU threads for torch; 0 = torch's default
+    # A resumable checkpoint every this many optimiser steps, besides each evaluation's (0 = only those): bounds
+    # the work a kill loses. Does not change the model (a resumed run is byte-identical): not tracked by dvc.yaml.
+    checkpoint_steps: int = _f(200, ge=0)
+
+
+# Keys that change how a job runs, not what it produces: left out of dvc.yaml's params, the checkpoint
+# fingerprint and the model's lineage, so switching them neither retrains nor changes a model folder's hash.
+RUN_ONLY_KEYS = frozenset({"launcher", "resume", "num_threads", "checkpoint_steps"})
 
 
 @dataclass(frozen=True)
@@ -415,3 +423,8 @@ def _check_bounds(v: Any, bounds: typing.Mapping[str, float], key: str) -> None:
 
 def as_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
+
+
+def result_params(obj: Any) -> dict:
+    """A section's params without the RUN_ONLY_KEYS: what a model's identity depends on."""
+    return {k: v for k, v in as_dict(obj).items() if k not in RUN_ONLY_KEYS}

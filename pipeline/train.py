@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> None:
         weighted_trainer_class(weights), model, tokenizer, p, seed, train_ds, val_ds, label_names,
         checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
     )
-    log.info("train: %s; best val: %s", result.metrics, best)
+    log.info("train: %s; best val: %s", result, best)
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model
     lineage = lineage_record("train", p, seed, {"train": args.train, "val": args.val}, label_names=label_names,
-                             base_model=p.model, val_metrics=best, train_metrics=result.metrics,
+                             base_model=p.model, val_metrics=best, train_metrics=result,
                              train_rows=len(train_df))
     finish(trainer, final, tokenizer, args.output, args.checkpoints, lineage)
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.io import DataError, file_md5, stable_id
 from pipeline.modeling import classification_metrics, precision_flags
-from pipeline.params import FitParams, as_dict, launcher_prefix
+from pipeline.params import FitParams, launcher_prefix, result_params
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +134,95 @@ def relaunch_if_needed(launcher: str, module: str, args: list[str]) -> None:
     sys.exit(subprocess.run(argv, check=False).returncode)
 
 
-def callbacks(p: FitParams, live_dir: str | None) -> list:
+def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None) -> list:
     from transformers import EarlyStoppingCallback
 
-    cbs: list = []
+    cbs: list = [_checkpoint_callback()(p.checkpoint_steps)]
     if p.early_stopping_patience:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
     if live_dir and int(os.environ.get("RANK", "0")) == 0:
-        cbs.append(_step_live_callback()(live=_live_class()(dir=live_dir, save_dvc_exp=False, dvcyaml=None)))
+        if resumed_step is not None:
+            truncate_curves(Path(live_dir), resumed_step)
+        live = _live_class()(dir=live_dir, save_dvc_exp=False, dvcyaml=None, resume=resumed_step is not None)
+        cbs.append(_step_live_callback()(live=live))
     return cbs
+
+
+def truncate_curves(live_dir: Path, step: int) -> None:
+    """Resuming at `step`: keep the curves' points up to it (the run logged past it before the kill, and will log
+    those steps again), so the resumed curves continue the earlier ones without duplicates."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines(keepends=True)
+        if not lines:
+            continue
+        col = lines[0].rstrip("\n").split("\t").index("step")
+        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) <= step]
+        tsv.write_text("".join(kept))
+
+
+def _checkpoint_callback() -> type:
+    from transformers import TrainerCallback
+
+    class CheckpointCallback(TrainerCallback):
+        """A checkpoint every `every` steps besides the evaluations' (a kill loses at most that much work), and a
+        loss log at every checkpoint: Trainer averages the logged loss since the last log, and restarts that
+        average at a resume, so logging exactly where checkpoints are keeps a resumed run's log (and the lineage
+        computed from it) identical to an uninterrupted one's."""
+
+        def __init__(self, every: int) -> None:
+            self.every = every
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.every and state.global_step % self.every == 0:
+                control.should_save = True
+            if control.should_save:
+                control.should_log = True
+            return control
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if control.should_save:
+                control.should_log = True
+            return control
+
+    return CheckpointCallback
+
+
+def resumable(trainer_cls: type) -> type:
+    """`trainer_cls` with length-grouped batches drawn from a generator seeded by (data seed, epoch).
+
+    Trainer's LengthGroupedSampler shuffles with torch's global RNG when its iterator starts; a run resumed in the
+    middle of an epoch starts that iterator from another RNG state than the uninterrupted run did, so it skipped
+    the wrong batches and trained a different model. Seeding by epoch makes the order a function of the epoch."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthSampler(LengthGroupedSampler):
+        def set_epoch(self, epoch: int) -> None:
+            import torch
+
+            self.generator = torch.Generator().manual_seed(self.seed + epoch)
+
+    class Resumable(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                sampler.__class__ = EpochSeededLengthSampler
+                sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                sampler.set_epoch(0)
+            return sampler
+
+    Resumable.__name__ = Resumable.__qualname__ = trainer_cls.__name__
+    return Resumable
+
+
+def train_summary(state: Any) -> dict:
+    """Training loss and progress from the log history (restored from the checkpoint at a resume), so it is the
+    same for a resumed run; Trainer's own `train_loss` averages only the steps since the resume."""
+    losses = [(h["step"], h["loss"]) for h in state.log_history if "loss" in h]
+    total, prev = 0.0, 0
+    for step, loss in losses:
+        total, prev = total + loss * (step - prev), step
+    return {"train_loss": total / prev if prev else None, "global_step": state.global_step,
+            "epoch": state.epoch}
 
 
 def is_timing(key: str) -> bool:
@@ -167,8 +247,11 @@ def _step_live_callback() -> type:
             from dvclive.utils import standardize_metric_name
 
             self.live.step = state.global_step
+            logs = dict(logs or {})
+            if "train_loss" in logs:  # Trainer's averages only the steps since a resume: use the whole run's
+                logs["train_loss"] = train_summary(state)["train_loss"]
             logged = self.__dict__.setdefault("_logged", set())
-            for key, value in (logs or {}).items():
+            for key, value in logs.items():
                 if is_timing(key) or not Metric.could_log(value):
                     continue
                 # The evaluation of the best model after training repeats the last step: it goes to the summary
@@ -202,23 +285,58 @@ def _live_class() -> type:
 
 def fingerprint(params: Any, seed: int, data_files: list[str]) -> str:
     """Identifies one training job: resume only from checkpoints of the very same params and data."""
-    return stable_id(json.dumps(as_dict(params), sort_keys=True), seed, *[file_md5(f) for f in data_files])
+    return stable_id(json.dumps(result_params(params), sort_keys=True), seed, *[file_md5(f) for f in data_files])
 
 
-def resume_checkpoint(checkpoint_dir: Path, fp: str, enabled: bool) -> bool:
-    """True if `checkpoint_dir` holds checkpoints of this same job; otherwise start it afresh."""
+WEIGHTS = ("model.safetensors", "adapter_model.safetensors")
+STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def complete(ckpt: Path) -> bool:
+    """Trainer writes a checkpoint's weights, optimizer, scheduler and RNG state, and its trainer_state.json last:
+    a checkpoint is complete when all are there and the state file parses (a kill mid-save leaves it short)."""
+    if not all((ckpt / f).is_file() for f in STATE_FILES) or not any((ckpt / w).is_file() for w in WEIGHTS):
+        return False
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _step(ckpt: Path) -> int:
+    try:
+        return int(ckpt.name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def resume_checkpoint(checkpoint_dir: Path, fp: str, enabled: bool) -> Path | None:
+    """The newest complete checkpoint of this same job, or None to start it afresh.
+
+    Incomplete checkpoints (a kill while saving) are deleted and logged; a folder of another job (other params,
+    seed or data) is emptied."""
     stamp = checkpoint_dir / "fingerprint"
-    has_ckpt = any(checkpoint_dir.glob("checkpoint-*"))
-    if enabled and has_ckpt and stamp.is_file() and stamp.read_text().strip() == fp:
-        log.info("resuming from the last checkpoint in %s", checkpoint_dir)
-        return True
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if enabled and stamp.is_file() and stamp.read_text().strip() == fp:
+        best = None
+        for ckpt in sorted(checkpoint_dir.glob("checkpoint-*"), key=_step, reverse=True):
+            if best is None and complete(ckpt):
+                best = ckpt
+            elif best is None:
+                log.warning("%s is incomplete (killed while saving?): discarded", ckpt)
+                if main_process:
+                    shutil.rmtree(ckpt, ignore_errors=True)
+        if best is not None:
+            log.info("resuming from %s", best)
+            return best
     # Only the main process touches the folder (under torchrun every rank gets here); the others reach the same
-    # decision, since a job that resumes deletes nothing.
-    if int(os.environ.get("RANK", "0")) == 0:
+    # decision, since a job that resumes deletes nothing it resumes from.
+    if main_process:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fp)
-    return False
+    return None
 
 
 def save_model(trainer: Any, model: Any, tokenizer: Any, out_dir: Path, lineage: dict) -> None:
@@ -240,8 +358,9 @@ def fit(trainer_cls: type, model: Any, tokenizer: Any, p: FitParams, seed: int, 
     from transformers import DataCollatorWithPadding
 
     ckpt = Path(checkpoints)
-    resuming = resume_checkpoint(ckpt, fingerprint(p, seed, data_files), resume)
-    trainer = trainer_cls(
+    resume_from = resume_checkpoint(ckpt, fingerprint(p, seed, data_files), resume)
+    resumed_step = _step(resume_from) if resume_from else None
+    trainer = resumable(trainer_cls)(
         model=model,
         args=training_arguments(p, ckpt, seed, **arg_overrides),
         train_dataset=train_ds,
@@ -249,10 +368,10 @@ def fit(trainer_cls: type, model: Any, tokenizer: Any, p: FitParams, seed: int, 
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(label_names),
-        callbacks=callbacks(p, live),
+        callbacks=callbacks(p, live, resumed_step),
     )
-    result = trainer.train(resume_from_checkpoint=resuming or None)
-    return trainer, result, trainer.evaluate()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return trainer, train_summary(trainer.state), trainer.evaluate()
 
 
 def finish(trainer: Any, model: Any, tokenizer: Any, output: str, checkpoints: str, lineage: dict) -> None:
@@ -276,7 +395,7 @@ def lineage_record(stage: str, params: Any, seed: int, data_files: dict[str, str
     return {
         "stage": stage,
         "seed": seed,
-        "params": as_dict(params),
+        "params": result_params(params),
         "data": {name: {"path": path, "md5": file_md5(path)} for name, path in data_files.items()},
         **extra,
     }

@@ -45,10 +45,10 @@ def test_result_changing_params_are_tracked_per_key():
     thread count, so switching to torchrun or changing threads never invalidates a cached model."""
     import dataclasses
 
-    from pipeline.params import DistillParams, TrainParams
+    from pipeline.params import RUN_ONLY_KEYS, DistillParams, TrainParams
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    untracked = {"launcher", "resume", "num_threads"}
+    untracked = RUN_ONLY_KEYS
     for stage, cls in (("train", TrainParams), ("distill", DistillParams)):
         tracked = {p.split(".", 1)[1] for p in stages[stage]["params"] if isinstance(p, str) and "." in p}
         assert tracked == {f.name for f in dataclasses.fields(cls)} - untracked, stage

@@ -86,17 +86,49 @@ def test_split_checks_before_training():
         check_splits({"test": train.iloc[:0]}, ["x", "y"])
 
 
-def test_resume_only_from_checkpoints_of_the_same_job(tmp_path):
+def fake_checkpoint(path, complete=True):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    if complete:
+        for f in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            (path / f).write_bytes(b"x")
+        (path / "trainer_state.json").write_text('{"global_step": 1}')
+    else:  # killed while saving: config written, weights still a temp file, no state yet
+        (path / "tmp-model.safetensors").write_bytes(b"x")
+    return path
+
+
+def test_resume_only_from_complete_checkpoints_of_the_same_job(tmp_path):
     from pipeline.training import resume_checkpoint
 
     ckpt = tmp_path / "ckpt"
-    assert resume_checkpoint(ckpt, "fp1", True) is False  # nothing yet
-    (ckpt / "checkpoint-10").mkdir()
-    assert resume_checkpoint(ckpt, "fp1", True) is True
-    assert resume_checkpoint(ckpt, "fp1", False) is False and not (ckpt / "checkpoint-10").exists()
-    (ckpt / "checkpoint-20").mkdir()
-    assert resume_checkpoint(ckpt, "other-params", True) is False  # stale job: start afresh
-    assert not (ckpt / "checkpoint-20").exists() and (ckpt / "fingerprint").read_text() == "other-params"
+    assert resume_checkpoint(ckpt, "fp1", True) is None  # nothing yet
+    c10 = fake_checkpoint(ckpt / "checkpoint-10")
+    fake_checkpoint(ckpt / "checkpoint-20", complete=False)
+    # Issue 9 item 8: a half-saved newest checkpoint used to block every rerun; now the newest complete one wins.
+    assert resume_checkpoint(ckpt, "fp1", True) == c10 and not (ckpt / "checkpoint-20").exists()
+    (c10 / "trainer_state.json").write_text('{"global_st')  # truncated state file: incomplete too
+    assert resume_checkpoint(ckpt, "fp1", True) is None and not c10.exists()
+    fake_checkpoint(ckpt / "checkpoint-30")
+    assert resume_checkpoint(ckpt, "fp1", False) is None and not (ckpt / "checkpoint-30").exists()
+    fake_checkpoint(ckpt / "checkpoint-40")
+    assert resume_checkpoint(ckpt, "other-params", True) is None  # another job's checkpoints: start afresh
+    assert not (ckpt / "checkpoint-40").exists() and (ckpt / "fingerprint").read_text() == "other-params"
+
+
+def test_run_only_params_do_not_change_a_job_fingerprint(tmp_path):
+    import dataclasses
+
+    from pipeline.params import TrainParams
+    from pipeline.training import fingerprint
+
+    data = tmp_path / "d.parquet"
+    data.write_bytes(b"x")
+    p = TrainParams()
+    same = dataclasses.replace(p, launcher="torchrun --nproc_per_node 2", num_threads=3, resume=False,
+                               checkpoint_steps=7)
+    assert fingerprint(p, 1, [str(data)]) == fingerprint(same, 1, [str(data)])
+    assert fingerprint(p, 1, [str(data)]) != fingerprint(dataclasses.replace(p, learning_rate=1e-3), 1, [str(data)])
 
 
 def test_freezing_and_lora_change_what_trains():
