@@ -28,12 +28,14 @@ from sklearn.metrics import f1_score
 from pipeline.io import (
     DataError,
     atomic_path,
+    file_md5,
     read_table,
     run_stage,
     setup_logging,
     stage_args,
     write_csv,
     write_json,
+    write_table,
     write_text,
 )
 from pipeline.modeling import (
@@ -183,14 +185,33 @@ Trained with seed {lineage.get('seed')} on these files (md5 as recorded in `dvc.
 """
 
 
-def package(name: str, src: Path, dest: Path, card: str, temperature: float | None = None) -> None:
-    """Copy a trained model into models/ with its card; with a temperature, its classification layer is divided by
-    it, so every consumer (transformers.pipeline included) gets calibrated probabilities with unchanged argmax."""
+def package(name: str, src: Path, dest: Path, card: str, lineage: dict, temperature: float | None = None) -> None:
+    """Copy a trained model into models/ with its card and lineage (raw and test files added); with a temperature,
+    its classification layer is divided by it, so every consumer (transformers.pipeline included) gets calibrated
+    probabilities with unchanged argmax."""
     with atomic_path(dest) as tmp:
         shutil.copytree(src, tmp)
         if temperature is not None:
             scale_classifier(tmp, temperature)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        (tmp / "lineage.json").write_text(json.dumps({**lineage, "model": name, "temperature": temperature}, indent=2,
+                                                   sort_keys=True) + "\n")
+
+
+def prediction_table(test: pd.DataFrame, probs: dict[str, np.ndarray], label_names: list[str]) -> pd.DataFrame:
+    """Per test row and model: the prediction and each class's probability (as packaged: calibrated), so
+    `lineage diff` can compare two revisions' predictions row by row."""
+    cols = [c for c in ("id", "raw_row", "label") if c in test.columns]
+    parts = []
+    for name, prob in probs.items():
+        part = test[cols].copy()
+        part.insert(0, "model", name)
+        part["prediction"] = [label_names[i] for i in prob.argmax(1)]
+        part["confidence"] = prob.max(1).round(6)
+        for i, lab in enumerate(label_names):
+            part[f"p_{lab}"] = prob[:, i].round(6)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def scale_classifier(folder: Path, temperature: float) -> None:
@@ -252,7 +273,7 @@ def worst_slices(slices: dict, model: str, min_support: int = 10) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     args = stage_args(__doc__.splitlines()[0], "test", "val", "teacher", "student", "baseline", "metrics", "speed",
-                      "slices", "report", "plots_dir", "misclassified", "models_dir", argv=argv)
+                      "slices", "report", "plots_dir", "misclassified", "models_dir", "raw", "predictions", argv=argv)
     params = load_params(args.params)
     p = params.evaluate
     if p.num_threads:
@@ -357,16 +378,21 @@ def main(argv: list[str] | None = None) -> None:
     write_csv(wrong_df.groupby("model", sort=False).head(p.max_misclassified), args.misclassified)
     for name, table in calibration.items():
         write_csv(table, plots / f"calibration_{name}.csv")
+    write_table(prediction_table(test, probs, label_names), args.predictions)
     write_json(results, args.metrics)
     write_json(speed, args.speed)
     write_json(slices, args.slices)
     write_text(report(results, speed, verdicts, len(test), slices), args.report)
+    # The raw file and the test split are part of each packaged model's lineage (card and lineage.json).
+    evaluated = {"raw": {"path": args.raw, "md5": file_md5(args.raw)}, "test": {"path": args.test,
+                                                                             "md5": file_md5(args.test)}}
     for name, d in dirs.items():
         dest = Path(args.models_dir) / name
         mine = [v for k, v in verdicts.items() if name in k.split("_vs_")]
-        card = model_card(name, dest, results[name], lineage[name], label_names, speed[name], mine,
+        lin = {**lineage[name], "data": {**evaluated, **lineage[name].get("data", {})}}
+        card = model_card(name, dest, results[name], lin, label_names, speed[name], mine,
                           worst_slices(slices, name), test["text"].iloc[0])
-        package(name, d, dest, card, temperatures.get(name))
+        package(name, d, dest, card, lin, temperatures.get(name))
     for v in verdicts.values():
         log.info("%s", v)
     log.info("student keeps %.1f%% of the teacher's macro-F1 at %.2fx throughput",
