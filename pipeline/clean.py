@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.checks import check_splittable
+from pipeline.check import class_size_problems, data_problems
 from pipeline.io import (
     DataError,
     class_counts,
@@ -186,10 +186,18 @@ def main() -> None:
     if raw.restored_rows or raw.bare_cr:
         log.warning("%s: restored %d row(s) from quote-swallowed records, replaced %d bare carriage return(s)",
                     args.input, raw.restored_rows, raw.bare_cr)
+    # `check`'s data checks first: every problem of the file and params at once, not one per run.
+    report = data_problems(raw.df, raw.raw_row, args.input, params, run_clean=False)
+    for note in report.notes:
+        log.info("%s", note)
+    if report.errors:
+        raise DataError(f"{len(report.errors)} problem(s):\n  " + "\n  ".join(report.errors))
     result = clean(raw.df, p, raw.name, raw.raw_row)
     result.restored_rows = raw.restored_rows
     # Before anything heavy: a class that cannot be split fails here, not after augmentation.
-    check_splittable(result.kept["label"], params, args.input)
+    problems = class_size_problems(result.kept["label"], params, args.input)
+    if problems:
+        raise DataError("\n  ".join(problems))
     metrics = stage_metrics(result)
     write_table(result.kept, args.output)
     write_table(result.dropped, args.dropped)

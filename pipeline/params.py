@@ -315,42 +315,71 @@ class Params:
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_params(path: str | Path = "params.yaml") -> Params:
+    params, errors = load_params_all_errors(path)
+    if errors:
+        raise ParamsError(errors[0])
+    return params
+
+
+def load_params_all_errors(path: str | Path = "params.yaml") -> tuple[Params | None, list[str]]:
+    """Load params.yaml collecting every problem (the `check` command lists them all at once); each message
+    starts with the file and the dotted key. A key with a problem keeps its default in the returned Params."""
     path = Path(path)
     if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
+        return None, [f"{path}: params file not found"]
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+        return None, [f"{path}: not valid YAML: {e}"]
+    errors: list[str] = []
     try:
-        return build(Params, raw, "")
-    except ParamsError as e:
-        raise ParamsError(f"{path}: {e}") from None
+        params = build(Params, raw, "", errors)
+    except ParamsError as e:  # the file is not a mapping at all
+        return None, [f"{path}: {e}"]
+    return params, [f"{path}: {e}" for e in errors]
 
 
-def build(cls: type, data: Any, key: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys, types and bounds; `key` is the dotted prefix."""
+def build(cls: type, data: Any, key: str, errors: list[str] | None = None) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and bounds; `key` is the dotted prefix.
+
+    With `errors`, problems are appended there (the key keeps its default) instead of raised."""
     where = key or "params"
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+    collect = errors if errors is not None else None
+
+    def problem(e: ParamsError) -> None:
+        if collect is None:
+            raise e
+        collect.append(str(e))
+
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(map(str, data)) - set(fields))
-    if unknown:
-        k = f"{key}.{unknown[0]}" if key else unknown[0]
-        raise ParamsError(f"{k}: unknown key (known keys: {', '.join(sorted(fields))})")
+    for name in sorted(set(map(str, data)) - set(fields)):
+        k = f"{key}.{name}" if key else name
+        problem(ParamsError(f"{k}: unknown key (known keys: {', '.join(sorted(fields))})"))
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
         k = f"{key}.{name}" if key else name
         if name in data:
-            v = _coerce(data[name], hints[name], k)
-            _check_bounds(v, f.metadata, k)
+            try:
+                if dataclasses.is_dataclass(hints[name]):
+                    v = build(hints[name], data[name], k, collect)
+                else:
+                    v = _coerce(data[name], hints[name], k)
+                    _check_bounds(v, f.metadata, k)
+            except ParamsError as e:
+                problem(e)
+                continue
             values[name] = v
     obj = cls(**values)
     if hasattr(obj, "validate"):
-        obj.validate(where)
+        try:
+            obj.validate(where)
+        except ParamsError as e:
+            problem(e)
     return obj
 
 

@@ -1,0 +1,191 @@
+"""check: every problem with the raw data and params.yaml, listed at once, in seconds, before any heavy work.
+
+    pipeline-check [--params params.yaml] [--raw data/raw/your.csv]      (or python -m pipeline.check)
+
+Reads params.yaml (every section: a typo under `train:` is found even when only `clean` would run) and the raw
+file once, then lists: params errors; unreadable files and encodings; missing columns; records a stray quote
+folded together; empty labels and labels outside clean.allowed_labels; label_names that map none of the labels,
+or the bundled SMS names applied to another file; classes too small for the split (after cleaning); student layers
+the teacher does not have. `clean` runs the data checks at its start, so `dvc repro` fails on all of them at once.
+Exit status 1 if there is an error; notes (things that are counted and dropped, not errors) do not fail.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from pipeline.checks import splittable
+from pipeline.io import DataError, KnownError
+from pipeline.params import CleanParams, Params, load_params_all_errors
+
+log = logging.getLogger(__name__)
+
+# The label names params.yaml ships with: the bundled SMS file's. On another file with 0/1 labels they would
+# silently call its classes "ham" and "spam".
+BUNDLED_RAW = "data/raw/sms-spam.csv"
+BUNDLED_LABEL_NAMES = {"0": "ham", "1": "spam"}
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"ERROR {e}" for e in self.errors] + [f"note  {n}" for n in self.notes]
+        head = (f"{len(self.errors)} error(s), {len(self.notes)} note(s)" if lines else "no problems found")
+        return "\n".join([head, *lines])
+
+
+def raw_path_from_dvc_yaml(dvc_yaml: Path = Path("dvc.yaml")) -> str | None:
+    """The `raw` var of dvc.yaml (the file the pipeline reads), if there is one."""
+    try:
+        for v in yaml.safe_load(dvc_yaml.read_text()).get("vars", []):
+            if isinstance(v, dict) and "raw" in v:
+                return str(v["raw"])
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return None
+
+
+def data_problems(df: pd.DataFrame, raw_row: list[int], source: str, params: Params, run_clean: bool = True
+                  ) -> Report:
+    """Every problem of a raw table that is already read (clean's params apply). Pure: no I/O. Without
+    `run_clean`, the checks that need the cleaned rows (class sizes) are left to the caller (clean itself)."""
+    from pipeline.clean import clean
+
+    rep = Report()
+    p: CleanParams = params.clean
+    missing = [f"{col!r} (clean.{key})" for col, key in
+               [(p.text_column, "text_column"), (p.label_column, "label_column"),
+                *[(c, "keep_columns") for c in p.keep_columns]] if col not in df.columns]
+    if missing:
+        rep.errors.append(f"{source}: no column {', '.join(missing)}; columns are {list(df.columns)}")
+        return rep
+    if df.empty:
+        rep.errors.append(f"{source}: no data rows")
+        return rep
+    labels = df[p.label_column]
+    empty = labels.isna() | labels.astype(str).str.strip().eq("")
+    rows = pd.Series(raw_row)
+    if empty.any():
+        msg = (f"{source}: column {p.label_column!r} is empty in {int(empty.sum())} row(s), first at data row(s) "
+               f"{rows[empty.to_numpy()].head(5).tolist()}")
+        (rep.errors if p.missing_label == "error" else rep.notes).append(
+            msg + ("; fix the file or set clean.missing_label: drop" if p.missing_label == "error" else
+                   " (dropped and counted as missing_label)"))
+    raw_labels = {str(x).strip() for x in labels[~empty]}
+    raw_labels = {str(int(float(x))) if x.replace(".", "", 1).lstrip("+-").isdigit() and float(x).is_integer()
+                  else x for x in raw_labels}
+    if p.label_names and not raw_labels & set(p.label_names):
+        rep.errors.append(f"clean.label_names: maps {sorted(p.label_names)} but the labels of {source} are "
+                          f"{sorted(raw_labels)[:10]}; fix the keys or set label_names: {{}}")
+    elif (p.label_names == BUNDLED_LABEL_NAMES and Path(source).name != Path(BUNDLED_RAW).name
+          and raw_labels <= set(BUNDLED_LABEL_NAMES)):
+        rep.errors.append(f"clean.label_names: the bundled SMS names {BUNDLED_LABEL_NAMES} would rename the labels "
+                          f"{sorted(raw_labels)} of {source}; set your own names, or label_names: {{}} to keep them")
+    if p.allowed_labels:
+        names = {p.label_names.get(x, x) for x in raw_labels}
+        unknown = sorted(names - set(p.allowed_labels))
+        if unknown:
+            rep.errors.append(f"{source}: label(s) {unknown} not in clean.allowed_labels {p.allowed_labels}")
+    texts = df[p.text_column]
+    non_string = [not isinstance(t, str) and not pd.isna(t) for t in texts]
+    if any(non_string):
+        where = rows[pd.Series(non_string).to_numpy()].head(5).tolist()
+        rep.notes.append(f"{source}: {sum(non_string)} non-string text(s) in column {p.text_column!r} (data rows "
+                         f"{where}): dropped and counted as non_string_text")
+    if rep.errors or not run_clean:
+        return rep
+    try:
+        result = clean(df, p, source, raw_row)
+    except DataError as e:
+        rep.errors.append(str(e))
+        return rep
+    if len(result.dropped):
+        rep.notes.append(f"{source}: clean will drop {len(result.dropped)} of {len(df)} rows, each counted with its "
+                         f"reason: {result.dropped['reason'].value_counts().to_dict()}")
+    rep.errors += class_size_problems(result.kept["label"], params, source)
+    return rep
+
+
+def class_size_problems(labels: pd.Series, params: Params, source: str) -> list[str]:
+    s = params.split
+    return [f"{source}: class {label!r} has only {n} row(s) after cleaning: too few for one in each of "
+            f"train/val/test (split {s.method} {s.train:g}/{s.val:g}/{s.test:g}); add rows, merge the class, or "
+            "change the split"
+            for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0]))
+            if not splittable(int(n), s)]
+
+
+def model_problems(params: Params) -> Report:
+    """distill.layers against the teacher's layer count, read from its config (no weights loaded)."""
+    rep = Report()
+    d = params.distill
+    if d.student:
+        return rep
+    try:
+        from transformers import AutoConfig
+
+        from pipeline.modeling import resolve_model
+
+        cfg = AutoConfig.from_pretrained(resolve_model(params.train.model))
+    except Exception as e:  # offline Hub name, bad path: the train stage names it; here it is only a note
+        rep.notes.append(f"train.model: could not read its config to check distill.layers ({type(e).__name__})")
+        return rep
+    n = getattr(cfg, "num_hidden_layers", None)
+    if n is not None and max(d.layers) >= n:
+        rep.errors.append(f"distill.layers: {d.layers} names layer {max(d.layers)}, but train.model "
+                          f"({params.train.model}) has {n} layers (0..{n - 1})")
+    return rep
+
+
+def check(params_path: str, raw: str | None) -> Report:
+    from pipeline.records import read_records
+
+    params, errors = load_params_all_errors(params_path)
+    rep = Report(errors=list(errors))
+    if params is None:
+        return rep
+    raw = raw or raw_path_from_dvc_yaml(Path(params_path).parent / "dvc.yaml")
+    if raw is None:
+        rep.errors.append("no raw file: pass --raw, or run in the project folder (dvc.yaml's `raw` var)")
+        return rep
+    try:
+        table = read_records(raw, params.clean)
+    except KnownError as e:
+        rep.errors.append(str(e))
+    else:
+        if table.restored_rows or table.bare_cr:
+            rep.notes.append(f"{raw}: {table.restored_rows} row(s) restored from quote-swallowed records, "
+                             f"{table.bare_cr} bare carriage return(s) replaced (clean.multiline_records: recover)")
+        d = data_problems(table.df, table.raw_row, raw, params)
+        rep.errors += d.errors
+        rep.notes += d.notes
+    m = model_problems(params)
+    rep.errors += m.errors
+    rep.notes += m.notes
+    return rep
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline.io import setup_logging
+
+    setup_logging()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--raw", help="the raw data file (default: dvc.yaml's `raw` var)")
+    args = ap.parse_args(argv)
+    rep = check(args.params, args.raw)
+    sys.stdout.write(rep.text() + "\n")
+    raise SystemExit(1 if rep.errors else 0)
+
+
+if __name__ == "__main__":
+    main()

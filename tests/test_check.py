@@ -1,0 +1,70 @@
+"""`check` lists every data and params problem at once (issue 9 items 12 and 18); clean runs the data checks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+from conftest import ROOT
+
+from pipeline.check import check
+
+
+def write_params(tmp_path, **sections):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_the_repository_defaults_have_no_problem():
+    rep = check(str(ROOT / "params.yaml"), str(ROOT / "data/raw/sms-spam.csv"))
+    assert rep.errors == [] and any("737 row(s) restored" in n for n in rep.notes)
+
+
+def test_every_problem_is_listed_in_one_run(tmp_path):
+    raw = tmp_path / "reviews.csv"
+    raw.write_text("text,label\ngood film,pos\nbad film,\nawful film,neg\nfine film,meh\n" +
+                   "".join(f"film number {i},pos\n" for i in range(20)))
+    params = write_params(tmp_path, clean={"label_column": "label", "label_names": {}, "allowed_labels": ["pos", "neg"]},
+                          train={"learning_rat": 0.1, "epochs": -1}, split={"method": "random"},
+                          distill={"layers": [0, 9]})
+    rep = check(str(params), str(raw))
+    text = "\n".join(rep.errors)
+    for fragment in ["train.learning_rat: unknown key", "train.epochs: expected a number > 0",
+                     "split.method: expected one of", "column 'label' is empty in 1 row(s), first at data row(s) [2]",
+                     "label(s) ['meh'] not in clean.allowed_labels", "distill.layers: [0, 9] names layer 9"]:
+        assert fragment in text, (fragment, text)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.check", "--params", str(params), "--raw", str(raw)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout.startswith("6 error(s)"), proc.stdout + proc.stderr
+
+
+def test_label_names_that_map_nothing_or_rename_another_files_classes(tmp_path):
+    raw = tmp_path / "tweets.csv"
+    raw.write_text("text,sentiment\n" + "".join(f"tweet {i},{['positive', 'negative'][i % 2]}\n" for i in range(30)))
+    params = write_params(tmp_path, clean={"label_column": "sentiment"})  # still the SMS {0: ham, 1: spam}
+    assert any("clean.label_names: maps ['0', '1'] but the labels" in e for e in check(str(params), str(raw)).errors)
+    ints = tmp_path / "reviews.csv"
+    ints.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(30)))
+    params = write_params(tmp_path, clean={"label_column": "label"})
+    assert any("the bundled SMS names" in e for e in check(str(params), str(ints)).errors)
+
+
+def test_clean_fails_on_all_problems_at_once(tmp_path):
+    raw = tmp_path / "reviews.csv"
+    raw.write_text("text,label\ngood film,pos\nbad film,\nfine film,meh\n")
+    params = write_params(tmp_path, clean={"label_column": "label", "label_names": {},
+                                           "allowed_labels": ["pos", "neg"]})
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.clean", "--params", str(params), "--input", str(raw),
+                           "--output", str(out / "c.parquet"), "--dropped", str(out / "d.parquet"),
+                           "--metrics", str(out / "m.json")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "2 problem(s)" in proc.stderr and "is empty in 1 row(s)" in proc.stderr and "['meh']" in proc.stderr
+    assert not out.exists()  # nothing written
