@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
+from pipeline.fetch import source_record
 from pipeline.io import (
     DataError,
     atomic_path,
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     # The raw file and the test split are part of each packaged model's lineage (card and lineage.json).
     evaluated = {"raw": {"path": args.raw, "md5": file_md5(args.raw)}, "test": {"path": args.test,
                                                                              "md5": file_md5(args.test)}}
+    fetched = source_record(args.raw)  # a Hub dataset's pinned revision (pipeline-fetch), if that is the source
+    if fetched:
+        evaluated["raw"]["fetched_from"] = fetched
     for name, d in dirs.items():
         dest = Path(args.models_dir) / name
         mine = [v for k, v in verdicts.items() if name in k.split("_vs_")]

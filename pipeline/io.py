@@ -180,7 +180,9 @@ def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8", bare
 def read_raw(source: str, fmt: str, encoding: str, bare_cr: str) -> tuple[pd.DataFrame, str, int]:
     """read_raw_table, also returning how many bare carriage returns were replaced."""
     if source.startswith("hf:"):
-        return _read_hub_dataset(source), source, 0
+        raise DataError(f"{source}: a Hub dataset is fetched first, at a pinned revision, into a file DVC versions: "
+                        f"`pipeline-fetch {source} --revision <tag|sha> --output data/raw/<name>.parquet`, then point "
+                        "`raw` in dvc.yaml at that file")
     path = Path(source)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; point `raw` in dvc.yaml at the data file inside it")
@@ -292,17 +294,3 @@ def _check_header(path: Path, text: str, fmt: str) -> None:
     if dupes:
         raise DataError(f"{path}: the header names column(s) {sorted(set(dupes))} more than once; rename them "
                         "(pandas would silently read the first and rename the others)")
-
-
-def _read_hub_dataset(source: str) -> pd.DataFrame:
-    parts = source.split(":")[1:]
-    if len(parts) not in (2, 3):
-        raise DataError(f"{source}: expected hf:<dataset>:<split> or hf:<dataset>:<config>:<split>")
-    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(name, config, split=split)
-    except Exception as e:  # offline, unknown name, bad split: all surface as different exception types
-        raise DataError(f"{source}: cannot load Hub dataset {name!r} (split {split!r}): {e}") from e
-    return ds.to_pandas()

@@ -125,7 +125,7 @@ def read_records(source: str, p: CleanParams) -> RawTable:
 
     df, name, bare = read_raw(source, p.format, p.encoding, p.multiline_records)
     raw_row = list(range(1, len(df) + 1))
-    fmt = "parquet" if source.startswith("hf:") else detect_format(Path(source), p.format)
+    fmt = detect_format(Path(source), p.format)
     if fmt not in ("csv", "tsv") or p.multiline_records == "allow" or p.label_column not in df.columns:
         return RawTable(df, name, raw_row, 0, bare)
     sep = "\t" if fmt == "tsv" else ","

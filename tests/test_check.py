@@ -31,7 +31,8 @@ def test_every_problem_is_listed_in_one_run(tmp_path):
     raw = tmp_path / "reviews.csv"
     raw.write_text("text,label\ngood film,pos\nbad film,\nawful film,neg\nfine film,meh\n" +
                    "".join(f"film number {i},pos\n" for i in range(20)))
-    params = write_params(tmp_path, clean={"label_column": "label", "label_names": {}, "allowed_labels": ["pos", "neg"]},
+    params = write_params(tmp_path, clean={"label_column": "label", "label_names": {},
+                                           "allowed_labels": ["pos", "neg"]},
                           train={"learning_rat": 0.1, "epochs": -1}, split={"method": "random"},
                           distill={"layers": [0, 9]})
     rep = check(str(params), str(raw))

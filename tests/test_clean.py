@@ -142,12 +142,29 @@ def test_missing_empty_and_unknown_files(tmp_path):
         clean(df, CleanParams(), name)
 
 
-def test_hub_dataset_source_errors_clearly_offline():
-    # Real loading code for users with internet; here (HF_HUB_OFFLINE=1) it must fail fast, naming the source.
-    with pytest.raises(DataError, match="hf:nobody/no-such-dataset:train: cannot load Hub dataset"):
-        read_raw_table("hf:nobody/no-such-dataset:train")
+def test_hub_dataset_is_fetched_to_a_versioned_file(tmp_path):
+    """Issue 9 item 10: `raw: hf:…` is not a file DVC can track; `pipeline-fetch` writes one, with the pinned
+    revision in a sidecar that the models' lineage picks up. Offline: a local folder of data files."""
+    from pipeline.fetch import fetch, source_record
+
+    with pytest.raises(DataError, match="is fetched first, at a pinned revision"):
+        read_raw_table("hf:imdb:train")
+    folder = tmp_path / "my-dataset"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\ngood film,pos\nbad film,neg\nfine film,pos\n")
+    out = tmp_path / "raw" / "my-dataset-train.parquet"
+    record = fetch(f"hf:{folder}:train", None, out)
+    assert record["rows"] == 3 and record["split"] == "train" and record["resolved_sha"] is None
+    df, _ = read_raw_table(str(out))
+    assert df["text"].tolist() == ["good film", "bad film", "fine film"]
+    assert source_record(out)["unchanged_since_fetch"] is True
     with pytest.raises(DataError, match="expected hf:<dataset>:<split>"):
-        read_raw_table("hf:just-a-name")
+        fetch("hf:just-a-name", None, out)
+    # A Hub name needs a pinned revision; offline (HF_HUB_OFFLINE=1) resolving it fails fast, naming the source.
+    with pytest.raises(DataError, match="pass --revision"):
+        fetch("hf:nobody/no-such-dataset:train", None, out)
+    with pytest.raises(DataError, match="hf:nobody/no-such-dataset: cannot resolve revision 'v1'"):
+        fetch("hf:nobody/no-such-dataset:train", "v1", out)
 
 
 def test_kept_columns_and_raw_row_travel_with_each_row():
