@@ -25,7 +25,7 @@ from pipeline.io import (
     write_json,
     write_table,
 )
-from pipeline.params import CleanParams, load_params
+from pipeline.params import CleanParams, Params, load_params
 from pipeline.records import read_records
 from pipeline.text import CHANGED_CHARS, SPACE, dedup_key, normalise_text
 
@@ -38,6 +38,7 @@ class CleanResult:
     dropped: pd.DataFrame  # id, reason, raw_row, text, label
     rows_in: int
     restored_rows: int = 0  # rows split back out of quote-swallowed records (clean.multiline_records: recover)
+    bare_cr: int = 0  # bare carriage returns replaced by a space (clean.multiline_records: recover)
     text_changed_rows: int = 0  # rows that lost more than CHANGED_CHARS characters (beyond whitespace)
     chars_removed: int = 0
 
@@ -169,6 +170,7 @@ def stage_metrics(result: CleanResult) -> dict:
         "rows_in": result.rows_in,
         "rows_out": len(result.kept),
         "restored_rows": result.restored_rows,
+        "bare_cr_replaced": result.bare_cr,
         **drop_counts(result.dropped),
         "text_changed_rows": result.text_changed_rows,
         "chars_removed": result.chars_removed,
@@ -176,28 +178,32 @@ def stage_metrics(result: CleanResult) -> dict:
     }
 
 
-def main() -> None:
-    setup_logging()
-    args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
-    params = load_params(args.params)
+def clean_file(path: str, params: Params) -> CleanResult:
+    """What the stage does short of writing: read the raw file, run `check`'s data checks (every problem at once),
+    clean, and check that each class can be split, before any heavy stage runs."""
     p = params.clean
-    raw = read_records(args.input, p)
-    log.info("read %d rows from %s", len(raw.df), args.input)
+    raw = read_records(path, p)
+    log.info("read %d rows from %s", len(raw.df), path)
     if raw.restored_rows or raw.bare_cr:
         log.warning("%s: restored %d row(s) from quote-swallowed records, replaced %d bare carriage return(s)",
-                    args.input, raw.restored_rows, raw.bare_cr)
-    # `check`'s data checks first: every problem of the file and params at once, not one per run.
-    report = data_problems(raw.df, raw.raw_row, args.input, params, run_clean=False)
+                    path, raw.restored_rows, raw.bare_cr)
+    report = data_problems(raw.df, raw.raw_row, path, params, run_clean=False)
     for note in report.notes:
         log.info("%s", note)
     if report.errors:
         raise DataError(f"{len(report.errors)} problem(s):\n  " + "\n  ".join(report.errors))
-    result = clean(raw.df, p, raw.name, raw.raw_row)
-    result.restored_rows = raw.restored_rows
-    # Before anything heavy: a class that cannot be split fails here, not after augmentation.
-    problems = class_size_problems(result.kept["label"], params, args.input)
+    result = clean(raw.df, p, path, raw.raw_row)
+    result.restored_rows, result.bare_cr = raw.restored_rows, raw.bare_cr
+    problems = class_size_problems(result.kept["label"], params, path)
     if problems:
         raise DataError("\n  ".join(problems))
+    return result
+
+
+def main() -> None:
+    setup_logging()
+    args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
+    result = clean_file(args.input, load_params(args.params))
     metrics = stage_metrics(result)
     write_table(result.kept, args.output)
     write_table(result.dropped, args.dropped)
