@@ -46,7 +46,8 @@ from pipeline.modeling import (
     load_tokenizer,
     predict_logits,
 )
-from pipeline.params import EvaluateParams, load_params
+from pipeline.onnx_model import FP32_FILE, ONNX_FILE, OnnxClassifier
+from pipeline.params import EvaluateParams, as_dict, load_params
 from pipeline.stats import (
     accuracy,
     expected_calibration_error,
@@ -61,6 +62,8 @@ from pipeline.stats import (
 log = logging.getLogger(__name__)
 
 TRANSFORMERS = ("teacher", "student")
+ONNX_NAME = "student_onnx"  # the int8 ONNX student from the export stage
+PACKAGED = {ONNX_NAME: "student-onnx"}  # models/<folder> of each model
 ROUNDS = 3
 
 
@@ -122,24 +125,39 @@ def _ci(m: dict) -> str:
 def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_names: list[str],
                speed: dict, verdicts: list[str], worst: list[str], example: str) -> str:
     base = lineage.get("base_model") or lineage.get("teacher") or ""
-    front = ["---", "library_name: " + ("sklearn" if name == "baseline" else "transformers"),
+    library = {"baseline": "sklearn", ONNX_NAME: "onnx"}.get(name, "transformers")
+    front = ["---", "library_name: " + library,
              "pipeline_tag: text-classification", "tags: [finetune-pipeline, dvc]"]
     if base and name == "teacher":
         front.append(f"base_model: {base}")
     front.append("---")
-    rows = "\n".join(f"| {lab} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
-                     for lab, v in metrics["per_class"].items())
-    data = "\n".join(f"| {k} | `{v['path']}` | `{v['md5']}` |" for k, v in lineage.get("data", {}).items())
     how = {
         "teacher": f"Fine-tuned from `{base}` with `transformers.Trainer` by the `train` stage.",
         "student": f"Distilled from the teacher (`{base}`) by the `distill` stage.",
         "baseline": "TF-IDF + logistic regression (scikit-learn) by the `baseline` stage.",
+        ONNX_NAME: "The distilled student exported to ONNX and quantised to int8 (onnxruntime dynamic quantisation) "
+                   "by the `export` stage; parity with the torch student was checked on every test row "
+                   "(`metrics/export.json`).",
     }[name]
+    if name == ONNX_NAME:
+        use = (f'```bash\npipeline-predict --model {folder} --input new.csv --output scored.parquet\n'
+               f'pipeline-serve --model {folder}   # POST /predict {{"texts": [...]}}\n```\n'
+               f'```python\nfrom pipeline.onnx_model import OnnxClassifier\n'
+               f'OnnxClassifier("{folder}").predict_proba([{example!r}])\n```')
+        return _card(front, name, how, label_names, metrics, speed, verdicts, worst, lineage, use)
     use = (f'```python\nfrom transformers import pipeline\nclf = pipeline("text-classification", model="{folder}")\n'
            f'clf({example!r})\n```' if name != "baseline" else
            f'```python\nfrom pipeline.modeling import load_baseline  # skops: loads no code from the file\n'
            f'clf = load_baseline("{folder}")\n'
            f'clf.predict([{example!r}])\n```')
+    return _card(front, name, how, label_names, metrics, speed, verdicts, worst, lineage, use)
+
+
+def _card(front: list[str], name: str, how: str, label_names: list[str], metrics: dict, speed: dict,
+          verdicts: list[str], worst: list[str], lineage: dict, use: str) -> str:
+    rows = "\n".join(f"| {lab} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
+                     for lab, v in metrics["per_class"].items())
+    data = "\n".join(f"| {k} | `{v['path']}` | `{v['md5']}` |" for k, v in lineage.get("data", {}).items())
     return f"""{chr(10).join(front)}
 # {name}
 
@@ -191,8 +209,13 @@ def package(name: str, src: Path, dest: Path, card: str, lineage: dict, temperat
     its classification layer is divided by it, so every consumer (transformers.pipeline included) gets calibrated
     probabilities with unchanged argmax."""
     with atomic_path(dest) as tmp:
-        shutil.copytree(src, tmp)
-        if temperature is not None:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(FP32_FILE))
+        if temperature is not None and name == ONNX_NAME:
+            # The graph stays as exported (parity was checked on it); OnnxClassifier divides logits by this.
+            cfg = json.loads((tmp / "config.json").read_text())
+            cfg["calibration_temperature"] = temperature
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        elif temperature is not None:
             scale_classifier(tmp, temperature)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / "lineage.json").write_text(json.dumps({**lineage, "model": name, "temperature": temperature}, indent=2,
@@ -274,7 +297,8 @@ def worst_slices(slices: dict, model: str, min_support: int = 10) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     args = stage_args(__doc__.splitlines()[0], "test", "val", "teacher", "student", "baseline", "metrics", "speed",
-                      "slices", "report", "plots_dir", "misclassified", "models_dir", "raw", "predictions", argv=argv)
+                      "slices", "report", "plots_dir", "misclassified", "models_dir", "raw", "predictions", "onnx",
+                      argv=argv)
     params = load_params(args.params)
     p = params.evaluate
     if p.num_threads:
@@ -329,6 +353,21 @@ def main(argv: list[str] | None = None) -> None:
                            "size_bytes": dir_size(dirs["baseline"])}
     predictors["baseline"] = baseline.predict_proba
 
+    # The exported int8 student (export stage), judged like the others: what a deployment actually serves.
+    onnx_dir = Path(args.onnx) / "student"
+    onnx = OnnxClassifier(onnx_dir, threads=p.num_threads)
+    logits = onnx.logits(texts, p.batch_size)
+    raw_probs[ONNX_NAME] = probs[ONNX_NAME] = softmax(logits)
+    if p.calibrate:
+        temperatures[ONNX_NAME] = round(fit_temperature(onnx.logits(val["text"].tolist(), p.batch_size), y_val), 4)
+        probs[ONNX_NAME] = softmax(logits / temperatures[ONNX_NAME])
+    preds[ONNX_NAME] = (logits.argmax(1), probs[ONNX_NAME].max(1))
+    results[ONNX_NAME] = {**classification_metrics(y, preds[ONNX_NAME][0], label_names),
+                          "size_bytes": (onnx_dir / ONNX_FILE).stat().st_size}
+    predictors[ONNX_NAME] = lambda batch: onnx.logits(batch, p.batch_size)
+    dirs[ONNX_NAME] = onnx_dir
+    lineage[ONNX_NAME] = json.loads((onnx_dir / "lineage.json").read_text())
+
     metric = macro_f1_fn(len(label_names))
     boot = dict(n_resamples=p.bootstrap_resamples, confidence=p.confidence, seed=params.seed)
     for name, (pred, _) in preds.items():
@@ -346,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     slices = slice_metrics(test, {k: v[0] for k, v in preds.items()}, y, label_names, params.clean.keep_columns)
     comparisons = {
         f"{a}_vs_{b}": paired_comparison(y, preds[a][0], preds[b][0], metric, name_a=a, name_b=b, **boot)
-        for a, b in (("teacher", "baseline"), ("student", "teacher"), ("student", "baseline"))
+        for a, b in (("teacher", "baseline"), ("student", "teacher"), ("student", "baseline"),
+                     (ONNX_NAME, "student"), (ONNX_NAME, "teacher"))
     }
     t, s = results["teacher"], results["student"]
     retained = round(s["macro_f1"] / t["macro_f1"], 4) if t["macro_f1"] else 0.0
@@ -359,12 +399,16 @@ def main(argv: list[str] | None = None) -> None:
     log.info("timing CPU inference (%d rounds, interleaved)", ROUNDS)
     speed: dict[str, dict] = {name: {**v, "batch_size": p.batch_size} for name, v in
                               measure_speed(predictors, texts, p).items()}
-    ts, ss = speed["teacher"], speed["student"]
-    speed["student_vs_teacher"] = {
-        "throughput_speedup": round(ss["cpu_samples_per_s_batch"] / ts["cpu_samples_per_s_batch"], 3),
-        "latency_speedup": round(ts["cpu_latency_ms_batch1"] / ss["cpu_latency_ms_batch1"], 3),
-        "size_ratio": round(s["size_bytes"] / t["size_bytes"], 3),
-    }
+    ts = speed["teacher"]
+    for name in ("student", ONNX_NAME):
+        ss = speed[name]
+        speed[f"{name}_vs_teacher"] = {
+            "throughput_speedup": round(ss["cpu_samples_per_s_batch"] / ts["cpu_samples_per_s_batch"], 3),
+            "latency_speedup": round(ts["cpu_latency_ms_batch1"] / ss["cpu_latency_ms_batch1"], 3),
+            "size_ratio": round(results[name]["size_bytes"] / t["size_bytes"], 3),
+        }
+    comparisons[f"{ONNX_NAME}_vs_teacher"]["macro_f1_retained"] = (
+        round(results[ONNX_NAME]["macro_f1"] / t["macro_f1"], 4) if t["macro_f1"] else 0.0)
 
     plots = Path(args.plots_dir)
     wrong = []
@@ -391,9 +435,11 @@ def main(argv: list[str] | None = None) -> None:
     if fetched:
         evaluated["raw"]["fetched_from"] = fetched
     for name, d in dirs.items():
-        dest = Path(args.models_dir) / name
+        dest = Path(args.models_dir) / PACKAGED.get(name, name)
         mine = [v for k, v in verdicts.items() if name in k.split("_vs_")]
-        lin = {**lineage[name], "data": {**evaluated, **lineage[name].get("data", {})}}
+        # The clean params travel with the model: predict/serve normalise text exactly as training data was.
+        lin = {**lineage[name], "data": {**evaluated, **lineage[name].get("data", {})},
+               "clean": as_dict(params.clean)}
         card = model_card(name, dest, results[name], lin, label_names, speed[name], mine,
                           worst_slices(slices, name), test["text"].iloc[0])
         package(name, d, dest, card, lin, temperatures.get(name))
@@ -407,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
 def report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, slices: dict) -> str:
     """metrics/REPORT.md: what `dvc metrics show` cannot print readably — one row per model, then the verdicts."""
     rows, weak = [], []
-    for name in ("teacher", "student", "baseline"):
+    for name in ("teacher", "student", ONNX_NAME, "baseline"):
         r, sp = results[name], speed[name]
         cal = r["calibration"]
         ece = f"{cal['ece']:.4f}" + (f" (T={cal['temperature']:.2f}; {cal['ece_before_scaling']:.4f} before)"

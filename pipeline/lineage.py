@@ -203,6 +203,8 @@ def trace_one(r: Revision, source_id: str) -> dict:
     out["derived"] = list(seen.values())
     if out["split"] == "train":
         out["trained_on_by"] = [m for s, m in MODEL_STAGES.items() if s in r.dvc_yaml()["stages"]]
+        if "export" in r.dvc_yaml()["stages"]:
+            out["trained_on_by"].append("student_onnx (exported student)")
     preds = r.table("evaluate", "predictions") if out["split"] == "test" else None
     if preds is not None:
         for _, x in preds[preds["id"] == source_id].iterrows():

@@ -287,6 +287,19 @@ class BaselineParams:
 
 
 @dataclass(frozen=True)
+class ExportParams:
+    """ONNX export of the student (and optionally the teacher), int8 by onnxruntime dynamic quantisation; the
+    stage fails, with the figures, when the exported model does not agree with the torch one."""
+
+    teacher: bool = False  # also export the teacher (data/models/onnx/teacher)
+    quantize: bool = True  # int8 (model.onnx); false ships the fp32 graph as model.onnx
+    max_logit_diff: float = _f(1e-3, gt=0)  # fp32 ONNX vs torch, every test row
+    min_macro_f1_ratio: float = _f(0.98, gt=0, le=1)  # int8 macro-F1 / torch macro-F1 on test
+    min_agreement: float = _f(0.99, gt=0, le=1)  # share of test rows where int8 and torch predict the same label
+    batch_size: int = _f(32, ge=1)
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int = _f(32, ge=1)  # throughput is measured at this batch size
     latency_runs: int = _f(50, ge=1)  # batch-1 forward passes timed for latency
@@ -310,6 +323,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     distill: DistillParams = field(default_factory=DistillParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
+    export: ExportParams = field(default_factory=ExportParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
 

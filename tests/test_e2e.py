@@ -189,3 +189,63 @@ def test_launcher_threads_and_resume_do_not_invalidate_the_cached_model(repo, en
         assert "train" in json.loads(dvc("status", "--json", repo=repo, env=env).stdout)
     finally:
         params_file.write_text(before)
+
+
+def lineage(*args: str, repo: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "pipeline.lineage", "--repo", str(repo), *args], ROOT, env, check)
+
+
+def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
+    """Issue 10: append k rows, relabel one, delete one; `dvc repro`; then `lineage diff` (HEAD, read from the DVC
+    cache, vs the workspace) reports exactly that, 0 rows move split, and the other commands answer."""
+    from pipeline.text import dedup_key
+
+    run(["git", "checkout", "-q", "--", "."], repo, env)  # undo earlier tests' param edits and exp results
+    dvc("checkout", "-q", "--force", repo=repo, env=env)
+    raw_path = repo / "data" / "raw" / "sms-spam.csv"
+    raw = pd.read_csv(raw_path, dtype=str, keep_default_na=False)
+    keys = raw["text"].map(dedup_key)
+    kept_text = set(pd.read_parquet(repo / "data" / "interim" / "clean.parquet")["text"])
+    unique = raw.index[(keys.map(keys.value_counts()) == 1) & raw["text"].isin(kept_text) & (raw["spam"] == "0")
+                       & ~raw["text"].str.contains("\n")]
+    relabel, delete = unique[3], unique[7]
+    raw.loc[relabel, "spam"] = "1"
+    raw = raw.drop(index=delete)
+    new = pd.DataFrame({"Unnamed: 0": "", "spam": "0",
+                        "text": [f"Lineage check {i}: shall we meet at {i} pm for the quiz night?" for i in range(5)]})
+    pd.concat([raw, new[raw.columns]], ignore_index=True).to_csv(raw_path, index=False)
+    dvc("repro", repo=repo, env=env)
+
+    d = json.loads(lineage("--json", "diff", repo=repo, env=env).stdout)
+    assert d["stages"]["clean"] == {"added": 5, "removed": 1, "relabelled": 1, "text_changed": 0}, d["stages"]
+    assert d["moved_split"]["rows"] == 0
+    assert set(d["models"]) == {"teacher", "student", "baseline"}
+    for m in d["models"].values():
+        assert m["common_test_rows"] <= min(m["test_rows"]) and m["macro_f1_all"][1] is not None
+    table = lineage("diff", repo=repo, env=env).stdout
+    assert "original rows that moved split: 0" in table and "macro-F1 common rows" in table
+
+    # A synonym variant traces back to the raw row of its source.
+    train = pd.read_parquet(repo / "data" / "processed" / "train.parquet")
+    variant = train[train["origin"] == "synonym"].iloc[0]
+    t = json.loads(lineage("--json", "trace", variant["id"], repo=repo, env=env).stdout)
+    row = t["rows"][0]
+    assert row["raw_row"] == variant["raw_row"] and row["id"] == variant["source_id"]
+    assert any(x["id"] == variant["id"] for x in row["derived"]) and row["split"] == "train"
+    assert "teacher" in row["trained_on_by"]
+    test_row = pd.read_parquet(repo / "data" / "processed" / "test.parquet").iloc[0]
+    t = json.loads(lineage("--json", "trace", "--raw-row", str(test_row["raw_row"]), repo=repo, env=env).stdout)
+    assert {p["model"] for p in t["rows"][0]["predictions"]} == {"teacher", "student", "baseline"}
+
+    m = json.loads(lineage("--json", "model", "models/teacher", repo=repo, env=env).stdout)
+    assert m["current"] and m["inputs"]["train"]["md5"] == m["inputs"]["train"]["workspace_md5"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["learning_rate"] = 3e-4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    m = json.loads(lineage("--json", "model", "data/models/teacher", repo=repo, env=env).stdout)
+    assert not m["current"] and any("train.learning_rate" in c for c in m["changed"])
+
+    bad = lineage("trace", "0123456789abcdef", repo=repo, env=env, check=False)
+    assert bad.returncode == 1 and "no row has this id" in bad.stderr and "Traceback" not in bad.stderr
+    bad = lineage("diff", "no-such-rev", repo=repo, env=env, check=False)
+    assert bad.returncode == 1 and "no-such-rev: not a git revision" in bad.stderr

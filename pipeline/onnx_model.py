@@ -1,0 +1,83 @@
+"""ONNX export, int8 quantisation and inference (onnxruntime) for the transformer classifiers.
+
+torch.onnx.export (TorchScript exporter) writes the fp32 graph with dynamic batch and sequence axes; onnxruntime's
+dynamic quantisation stores the MatMul/Gemm weights as int8 and quantises activations per batch at run time,
+which needs no calibration data and is what onnxruntime recommends for transformer encoders on CPU. Loading an
+ONNX file runs no Python code from it (an ONNX graph is data; onnxruntime executes only its own operators).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ONNX_FILE = "model.onnx"  # the int8 model a user ships
+FP32_FILE = "model_fp32.onnx"  # kept for the parity record; not needed for inference
+
+
+def export_fp32(model: Any, tokenizer: Any, path: Path, max_length: int) -> None:
+    import torch
+
+    model = model.cpu().eval()
+    model.config.return_dict = False
+    enc = tokenizer(["an example text to trace the graph", "another"], padding=True, truncation=True,
+                    max_length=max_length, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with torch.inference_mode():
+        torch.onnx.export(model, tuple(enc[n] for n in names), str(path), input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    model.config.return_dict = True
+
+
+def quantize_int8(src: Path, dest: Path) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.INFO)  # it logs a line per tensor on the root logger
+    try:
+        quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+class OnnxClassifier:
+    """An exported classifier folder: model.onnx + tokenizer + config.json (labels, max_length, temperature)."""
+
+    def __init__(self, folder: str | Path, file: str = ONNX_FILE, threads: int = 0) -> None:
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.folder / file), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        cfg = json.loads((self.folder / "config.json").read_text())
+        self.label_names = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
+        self.max_length = int(cfg.get("export_max_length", 128))
+        self.temperature = float(cfg.get("calibration_temperature") or 1.0)
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Raw logits in the order of `texts` (length-sorted batches keep padding low)."""
+        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="np")
+            feed = {k: v.astype(np.int64) for k, v in enc.items() if k in self.inputs}
+            out[idx] = self.session.run(["logits"], feed)[0]
+        return out
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        z = self.logits(texts, batch_size) / self.temperature
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)

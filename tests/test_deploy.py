@@ -1,0 +1,191 @@
+"""Issue 11: ONNX int8 export with parity checks, `predict` on files, and the HTTP server (started for real)."""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from pipeline.params import CleanParams, ExportParams, as_dict
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+LABELS = ["ham", "spam"]
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory, sms_slice):
+    """A small real classifier folder as `distill` writes it: 2 of MiniLM's layers, a head briefly fitted on a real
+    slice (a few steps: predictions must not be a coin toss for the parity checks), lineage.json."""
+    import torch
+
+    from pipeline.modeling import encoder_layers, load_classifier, load_tokenizer
+
+    torch.manual_seed(0)
+    model = load_classifier(MINILM, "t", num_labels=2, id2label=dict(enumerate(LABELS)),
+                            label2id={n: i for i, n in enumerate(LABELS)})
+    layers = encoder_layers(model)
+    del layers[2:]
+    model.config.num_hidden_layers = 2
+    tok = load_tokenizer(MINILM, "t")
+    texts = sms_slice["text"].tolist()[:96]
+    y = torch.tensor((sms_slice["spam"].astype(int).to_numpy())[:96])
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    model.train()
+    for _ in range(3):
+        for i in range(0, 96, 16):
+            enc = tok(texts[i:i + 16], padding=True, truncation=True, max_length=64, return_tensors="pt")
+            loss = torch.nn.functional.cross_entropy(model(**enc).logits, y[i:i + 16])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.eval()
+    d = tmp_path_factory.mktemp("student") / "student"
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    (d / "lineage.json").write_text(json.dumps({"stage": "distill", "params": {"max_length": 64},
+                                                "label_names": LABELS, "clean": as_dict(CleanParams())}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def test_rows(sms_slice):
+    rows = sms_slice.iloc[96:256]
+    return rows["text"].tolist(), rows["spam"].astype(int).to_numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(student, test_rows, tmp_path_factory):
+    from pipeline.export import export_one
+
+    dest = tmp_path_factory.mktemp("onnx") / "student"
+    texts, y = test_rows
+    figures = export_one(student, dest, texts, y, ExportParams())
+    return dest, figures
+
+
+def test_export_parity_is_checked_and_recorded(exported, student, test_rows):
+    from pipeline.export import ParityError, export_one
+
+    dest, f = exported
+    assert f["max_abs_logit_diff_fp32"] < 1e-3 and f["label_agreement"] >= 0.99 and f["macro_f1_ratio"] >= 0.98
+    assert f["size_bytes_onnx"] < 0.5 * f["size_bytes_torch"]  # int8 weights
+    assert json.loads((dest / "lineage.json").read_text())["export"] == f
+    assert not list(dest.glob("*.safetensors"))  # the ONNX folder ships no torch weights
+    texts, y = test_rows
+    strict = dataclasses.replace(ExportParams(), max_logit_diff=1e-12)
+    with pytest.raises(ParityError, match=r"parity does not hold on 160 test rows: fp32 max \|logit diff\|"):
+        export_one(student, dest.parent / "again", texts, y, strict)
+
+
+def test_scorer_gives_one_answer_per_row_whatever_the_model(exported, student):
+    from pipeline.scoring import Scorer
+
+    texts = ["WINNER!! Claim your free prize now", "", None, 42, "see you <b>at</b> lunch"]
+    for folder in (exported[0], student):
+        got = Scorer(folder).score(texts)
+        assert [g["status"] for g in got] == ["ok", "empty_text", "empty_text", "non_string_text", "ok"]
+        assert all(abs(sum(g["probabilities"].values()) - 1) < 1e-5 for g in got if g["status"] == "ok")
+    onnx, torch_ = Scorer(exported[0]).score(texts), Scorer(student).score(texts)
+    assert [g["label"] for g in onnx] == [g["label"] for g in torch_]
+
+
+@pytest.mark.parametrize("out_name", ["scored.parquet", "scored.csv", "scored.jsonl"])
+def test_predict_streams_a_file_in_input_order(exported, tmp_path, out_name):
+    from pipeline.predict import score_file
+    from pipeline.scoring import Scorer
+
+    rows = [f"message number {i}: call now to win a prize" if i % 3 else f"see you at {i}" for i in range(50)]
+    rows[7], rows[8] = "", "   "
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"ref": range(50), "text": rows}).to_csv(src, index=False)
+    meta = score_file(Scorer(exported[0]), src, tmp_path / out_name, "text", chunk_rows=7)
+    out = (pd.read_parquet if out_name.endswith("parquet") else pd.read_csv if out_name.endswith("csv") else
+           lambda p: pd.read_json(p, lines=True))(tmp_path / out_name)
+    assert out["ref"].astype(int).tolist() == list(range(50)) and out["row"].tolist() == list(range(1, 51))
+    assert meta["rows"] == 50 and meta["status"] == {"ok": 48, "empty_text": 2}
+    assert out.loc[7, "status"] == "empty_text" and pd.isna(out.loc[7, "prediction"])
+    assert np.allclose(out.loc[out["status"] == "ok", ["p_ham", "p_spam"]].sum(axis=1), 1, atol=1e-5)
+    side = json.loads((tmp_path / (out_name + ".meta.json")).read_text())
+    assert side["model"]["md5"] == meta["model"]["md5"] and side["model"]["kind"] == "onnx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--model", str(exported[0]), "--port",
+                             str(port), "--max-texts", "8", "--max-chars", "500"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read()) from None
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_server_answers_good_requests(server):
+    import httpx
+
+    r = httpx.post(server + "/predict", json={"texts": ["WINNER!! Claim your prize", "see you at lunch", ""]})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["status"] for p in preds] == ["ok", "ok", "empty_text"] and preds[0]["label"] in LABELS
+    info = httpx.get(server + "/model").json()
+    assert info["kind"] == "onnx" and info["labels"] == LABELS and len(info["md5"]) == 32
+    spec = httpx.get(server + "/openapi.json").json()
+    assert {"/predict", "/health", "/model"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"texts": []}, 422, "at least one text"),
+    ({"texts": ["ok", 5]}, 422, "texts.1"),
+    ({"texts": "not a list"}, 422, "texts"),
+    ({}, 422, "texts"),
+    ({"texts": ["a"] * 9}, 413, "more than the limit of 8"),
+    ({"texts": ["a" * 501]}, 413, "501 characters"),
+    (b"{not json", 400, "malformed JSON"),
+])
+def test_server_refuses_bad_requests_in_one_line(server, body, status, fragment):
+    import httpx
+
+    kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else \
+        {"json": body}
+    r = httpx.post(server + "/predict", **kw)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert fragment in err and "\n" not in err and "Traceback" not in err
+
+
+def test_server_handles_16_concurrent_clients(server):
+    import httpx
+
+    def call(i: int) -> int:
+        return httpx.post(server + "/predict", json={"texts": [f"free prize number {i}"] * 8}, timeout=60).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(call, range(64)))
+    assert codes == [200] * 64
+    assert httpx.get(server + "/health").status_code == 200
