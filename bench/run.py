@@ -1,7 +1,8 @@
 """Benchmarks: every figure is a ratio of two things measured side by side in one run on the same machine.
 
     python bench/run.py                 # all CPU figures (about 10 minutes on 2 cores)
-    python bench/run.py --only train    # one figure: train, overhead, dvc, augment, student, gpu
+    python bench/run.py --only train    # one figure: train, overhead, dvc, augment, student, gpu, audit, onnx,
+                                        # logits, predict, serve
     python bench/run.py --full-repro    # also time a forced full `dvc repro` in a scratch copy (+10 min)
 
 Writes bench/results/results.json (machine-readable) and bench/results/RESULTS.md (the table the README shows),
@@ -320,8 +321,157 @@ def bench_gpu(steps: int = 60, batch: int = 64) -> dict:
             "bf16": bf16, "hf_example_defaults_fp32": hf, "bf16_vs_fp32": bf16["samples_per_s"] / fp32["samples_per_s"]}
 
 
+
+
+# ---------------------------------------------------------------------------------------------- 9-12. deployment
+def _peak_rss(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of a subprocess, polled every 50 ms with psutil."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, ps.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd} failed ({proc.returncode})")
+    return time.perf_counter() - t0, peak / 2**20
+
+
+def bench_onnx() -> dict:
+    """The int8 ONNX student (models/student-onnx) vs the torch teacher, side by side, as evaluate times them."""
+    from pipeline.evaluate import measure_speed, transformer_predictor
+    from pipeline.modeling import load_classifier, load_tokenizer
+    from pipeline.onnx_model import ONNX_FILE, OnnxClassifier
+    from pipeline.params import EvaluateParams
+
+    texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
+    d = str(ROOT / "models" / "teacher")
+    onnx = OnnxClassifier(ROOT / "models" / "student-onnx")
+    preds = {"teacher": transformer_predictor(load_classifier(d), load_tokenizer(d), 128),
+             "student_onnx": lambda b: onnx.logits(b, 32)}
+    speed = measure_speed(preds, texts, EvaluateParams(throughput_batches=10, latency_runs=90))
+    ev = json.loads((ROOT / "metrics" / "eval.json").read_text())
+    t, o = speed["teacher"], speed["student_onnx"]
+    return {"teacher": t, "student_onnx": o,
+            "throughput_speedup": o["cpu_samples_per_s_batch"] / t["cpu_samples_per_s_batch"],
+            "latency_speedup": t["cpu_latency_ms_batch1"] / o["cpu_latency_ms_batch1"],
+            "size_mib": (ROOT / "models" / "student-onnx" / ONNX_FILE).stat().st_size / 2**20,
+            "teacher_size_mib": (ROOT / "models" / "teacher" / "model.safetensors").stat().st_size / 2**20,
+            "macro_f1_retained": ev["student_onnx"]["macro_f1"] / ev["teacher"]["macro_f1"],
+            "targets": {"throughput_speedup": 8.0}}
+
+
+def bench_logits(n: int = 2000) -> dict:
+    """teacher_logits' inference path (torch, length-sorted batches) vs ONNX fp32 of the same teacher."""
+    from pipeline.modeling import load_classifier, load_tokenizer, predict_logits
+    from pipeline.onnx_model import OnnxClassifier, export_fp32
+
+    texts = read_table(TRAIN)["text"].tolist()[:n]
+    d = str(ROOT / "data" / "models" / "teacher")
+    model, tok = load_classifier(d), load_tokenizer(d)
+    tmp = Path(tempfile.mkdtemp())
+    export_fp32(model, tok, tmp / "model.onnx", 128)
+    tok.save_pretrained(tmp)
+    model.config.save_pretrained(tmp)
+    onnx = OnnxClassifier(tmp)
+    t0 = time.perf_counter()
+    ref = predict_logits(model, tok, texts, 64, 128, device="cpu", progress=False)
+    torch_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = onnx.logits(texts, 64)
+    onnx_s = time.perf_counter() - t0
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"rows": n, "torch_rows_per_s": n / torch_s, "onnx_fp32_rows_per_s": n / onnx_s,
+            "speedup": torch_s / onnx_s, "max_abs_logit_diff": float(abs(ref - got).max())}
+
+
+def bench_predict(rows: int = 100_000, big: int = 1_000_000, naive_rows: int = 2000) -> dict:
+    """pipeline-predict (int8 ONNX student, streaming) on a 100k-row file: rows/s and peak RSS; a naive loop calling
+    transformers.pipeline row by row on the torch student; peak RSS at 1M rows vs 100k (memory stays flat)."""
+    import pandas as pd
+
+    texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
+    tmp = Path(tempfile.mkdtemp())
+
+    def file_of(n: int) -> Path:
+        p = tmp / f"in{n}.csv"
+        pd.DataFrame({"text": (texts * (n // len(texts) + 1))[:n]}).to_csv(p, index=False)
+        return p
+
+    def run_predict(n: int) -> tuple[float, float]:
+        return _peak_rss([sys.executable, "-m", "pipeline.predict", "--model", "models/student-onnx", "--input",
+                          str(file_of(n)), "--output", str(tmp / f"out{n}.parquet")])
+
+    secs, rss = run_predict(rows)
+    naive = textwrap.dedent(f"""
+        import pandas as pd
+        from transformers import pipeline
+        clf = pipeline("text-classification", model="models/student", device=-1)
+        out = [clf(t)[0] for t in pd.read_csv("{file_of(naive_rows)}")["text"].tolist()]
+    """)
+    naive_s, naive_rss = _peak_rss([sys.executable, "-c", naive])
+    result = {"rows": rows, "seconds": secs, "rows_per_s": rows / secs, "peak_rss_mib": rss,
+              "naive_rows": naive_rows, "naive_rows_per_s": naive_rows / naive_s, "naive_peak_rss_mib": naive_rss,
+              "speedup": (rows / secs) / (naive_rows / naive_s)}
+    if big:
+        big_s, big_rss = run_predict(big)
+        result.update(big_rows=big, big_seconds=big_s, big_peak_rss_mib=big_rss, rss_ratio_big_vs_small=big_rss / rss)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def bench_serve(seconds: int = 30, clients: int = 16) -> dict:
+    """pipeline-serve (int8 ONNX student) under `clients` concurrent clients for `seconds`: requests/s, p50/p99."""
+    import concurrent.futures
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
+    stop = time.perf_counter() + seconds
+
+    def client(i: int) -> tuple[list[float], int]:
+        lat, errors, k = [], 0, i
+        with httpx.Client(timeout=60) as c:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                r = c.post(url + "/predict", json={"texts": [texts[k % len(texts)]]})
+                lat.append((time.perf_counter() - t0) * 1000)
+                errors += r.status_code != 200
+                k += clients
+        return lat, errors
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            done = list(pool.map(client, range(clients)))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lat = sorted(x for d in done for x in d[0])
+    return {"clients": clients, "seconds": seconds, "requests": len(lat), "requests_per_s": len(lat) / seconds,
+            "p50_ms": lat[len(lat) // 2], "p99_ms": lat[int(len(lat) * 0.99)], "errors": sum(d[1] for d in done)}
+
+
 BENCHES = {"train": bench_train, "overhead": bench_overhead, "dvc": bench_dvc, "augment": bench_augment,
-           "student": bench_student, "gpu": bench_gpu, "audit": bench_audit}
+           "student": bench_student, "gpu": bench_gpu, "audit": bench_audit, "onnx": bench_onnx, "logits": bench_logits,
+           "predict": bench_predict, "serve": bench_serve}
 
 
 def markdown(results: dict) -> str:
@@ -371,6 +521,33 @@ def markdown(results: dict) -> str:
         lines.append(f"| 8 | label audit (cleanlab, {a['folds']}-fold TF-IDF + LR) on {a['rows']} rows: {a['flagged']} flagged | "
                      f"{a['audit_seconds']:.1f} s | {a['one_fit_seconds']:.1f} s (one fit of the same model) | "
                      f"{a['ratio']:.1f}× | |")
+    if "onnx" in r:
+        o = r["onnx"]
+        lines.append(f"| 9a | int8 ONNX student vs torch teacher, CPU samples/s (batch 32) | "
+                     f"{o['student_onnx']['cpu_samples_per_s_batch']:.0f} | {o['teacher']['cpu_samples_per_s_batch']:.0f} | "
+                     f"**{o['throughput_speedup']:.2f}×** | ≥ 8× |")
+        lines.append(f"| 9b | int8 ONNX student vs torch teacher, CPU latency (batch 1) | "
+                     f"{o['student_onnx']['cpu_latency_ms_batch1']:.1f} ms | {o['teacher']['cpu_latency_ms_batch1']:.1f} ms | "
+                     f"**{o['latency_speedup']:.2f}×** | |")
+        lines.append(f"| 9c | int8 ONNX student: test macro-F1 retained, size | {100 * o['macro_f1_retained']:.1f}%, "
+                     f"{o['size_mib']:.1f} MiB | teacher {o['teacher_size_mib']:.1f} MiB | | ≥ 98% |")
+    if "logits" in r:
+        g = r["logits"]
+        lines.append(f"| 10 | teacher logits rows/s: ONNX fp32 vs torch ({g['rows']} train rows) | {g['onnx_fp32_rows_per_s']:.0f} | "
+                     f"{g['torch_rows_per_s']:.0f} | {g['speedup']:.2f}× (max diff {g['max_abs_logit_diff']:.1e}) | |")
+    if "predict" in r:
+        p = r["predict"]
+        lines.append(f"| 11a | `pipeline-predict` rows/s on {p['rows']:,} rows (int8 ONNX, streaming) | {p['rows_per_s']:.0f}, "
+                     f"peak RSS {p['peak_rss_mib']:.0f} MiB | {p['naive_rows_per_s']:.0f}, naive `transformers.pipeline` loop "
+                     f"({p['naive_rows']:,} rows; RSS {p['naive_peak_rss_mib']:.0f} MiB) | **{p['speedup']:.1f}×** | |")
+        if "big_rows" in p:
+            lines.append(f"| 11b | `pipeline-predict` peak RSS, {p['big_rows']:,} vs {p['rows']:,} rows | "
+                         f"{p['big_peak_rss_mib']:.0f} MiB | {p['peak_rss_mib']:.0f} MiB | {p['rss_ratio_big_vs_small']:.2f}× | ≈ 1× |")
+    if "serve" in r:
+        v = r["serve"]
+        lines.append(f"| 12 | `pipeline-serve` under {v['clients']} concurrent clients, {v['seconds']} s, 1 text/request | "
+                     f"{v['requests_per_s']:.0f} req/s, p50 {v['p50_ms']:.0f} ms, p99 {v['p99_ms']:.0f} ms | | "
+                     f"{v['errors']} errors | 0 errors |")
     if "gpu" in r:
         g = r["gpu"]
         if "skipped" in g:
