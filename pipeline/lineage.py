@@ -337,7 +337,7 @@ def diff(a: Revision, b: Revision, max_rows: int = 10) -> dict:
             out["variants"] = {"kept_in_both": len(va & vb), "new": len(vb - va), "gone": len(va - vb)}
     sa, sb = _split_of(a), _split_of(b)
     common = sa.index.intersection(sb.index)
-    # A relabelled row may change split (its label is part of the hash); any other row must not.
+    # With the hash split no row may move; relabelled rows are counted apart (they could move under `exact`).
     same_label = common[(sa.loc[common, "label"] == sb.loc[common, "label"]).to_numpy()]
     moved = same_label[(sa.loc[same_label, "split"] != sb.loc[same_label, "split"]).to_numpy()]
     relabelled = common.difference(same_label)

@@ -164,7 +164,7 @@ class RebalanceParams:
 
 @dataclass(frozen=True)
 class SplitParams:
-    method: Literal["hash", "exact"] = "hash"  # hash: a row's split depends on its id, label and seed only
+    method: Literal["hash", "exact"] = "hash"  # hash: a row's split depends on its id and the seed only
     train: float = _f(0.8, gt=0, lt=1)
     val: float = _f(0.1, gt=0, lt=1)
     test: float = _f(0.1, gt=0, lt=1)

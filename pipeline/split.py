@@ -6,9 +6,10 @@ has one label, a stratified group split is exactly: per class, shuffle the group
 remainder rounding). scikit-learn's StratifiedGroupKFold only cuts into k equal folds, so it cannot do
 arbitrary ratios; this is the one place we split by hand.
 
-`split.method: hash` (default) puts each group by a hash of (seed, label, source id) alone, as large production
+`split.method: hash` (default) puts each group by a hash of (seed, source id) alone, as large production
 pipelines do: appending or deleting rows moves no existing row between splits, so a metrics change after a data
-change is not also a new test sample. Shares are 80/10/10 up to sampling noise (reported per class in the
+change is not also a new test sample. The label is left out of the hash on purpose: fixing a row's label keeps it
+in its split (a corrected test row stays a test row), so a relabel never changes the test sample either. Shares are 80/10/10 up to sampling noise (reported per class in the
 metrics). A class the hash left without a val or test row is cut by rank of the same hash numbers instead (only tiny
 classes get there; deterministic). `method: exact` shuffles and cuts each class at exact counts (largest remainder):
 exact shares, but one new row can move rows at every cut.
@@ -50,13 +51,13 @@ class SplitResult:
     dropped: pd.DataFrame
 
 
-def hash_unit(seed: int, label: str, source_id: str) -> float:
-    """A uniform number in [0, 1) that depends on nothing but the seed, the label and the row's id."""
-    return int(stable_id(seed, "split", label, source_id), 16) / 16**16
+def hash_unit(seed: int, source_id: str) -> float:
+    """A uniform number in [0, 1) that depends on nothing but the seed and the row's id."""
+    return int(stable_id(seed, "split", source_id), 16) / 16**16
 
 
-def assign_hash(groups: np.ndarray, label: str, p: SplitParams, seed: int) -> dict[str, str]:
-    u = np.array([hash_unit(seed, label, g) for g in groups])
+def assign_hash(groups: np.ndarray, p: SplitParams, seed: int) -> dict[str, str]:
+    u = np.array([hash_unit(seed, g) for g in groups])
     names = np.where(u < p.train, "train", np.where(u < p.train + p.val, "val", "test"))
     if not all((names == n).any() for n in SPLITS):
         # A tiny class the hash left without val or test rows: cut it by rank of the same hash numbers instead,
@@ -92,7 +93,7 @@ def split(df: pd.DataFrame, p: SplitParams, seed: int) -> SplitResult:
                 f"class {label!r} has only {len(groups)} original row(s): too few to put one in each of "
                 f"train/val/test with split {p.train:g}/{p.val:g}/{p.test:g}"
             )
-        assignment.update(assign_hash(groups, label, p, seed) if p.method == "hash" else assign_exact(groups, p, rng))
+        assignment.update(assign_hash(groups, p, seed) if p.method == "hash" else assign_exact(groups, p, rng))
     which = df["source_id"].map(assignment)
     is_original = df["origin"] == "original"
     out = {}

@@ -25,7 +25,8 @@ def main() -> None:
     model = load_classifier(args.teacher, "teacher")
     logits = predict_logits(model, tokenizer, df["text"].tolist(), params.train.eval_batch_size,
                             params.train.max_length)
-    write_table(pd.DataFrame({"id": df["id"], "logits": list(logits)}), args.output)
+    # raw_row too: every table points at the raw line of its rows (lineage).
+    write_table(pd.DataFrame({"id": df["id"], "raw_row": df["raw_row"], "logits": list(logits)}), args.output)
     log.info("teacher logits for %d training rows", len(df))
 
 

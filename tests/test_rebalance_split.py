@@ -102,6 +102,11 @@ def test_hash_split_moves_no_row_when_data_grows_or_shrinks(sms_slice, params):
     shrunk = base.drop(index=base.index[::7])
     after = where(split(shrunk, params.split, params.seed).splits)
     assert all(before[i] == s for i, s in after.items())
+    # A relabelled row stays where it was (the label is not part of the hash).
+    fixed = base.copy()
+    fixed.loc[fixed.index[:20], "label"] = fixed["label"].iloc[:20].map({"ham": "spam", "spam": "ham"})
+    after = where(split(fixed, params.split, params.seed).splits)
+    assert after == before
     # The exact method, by contrast, reshuffles: it is the opt-in for exact shares.
     ep = dataclasses.replace(params.split, method="exact")
     eb, ea = where(split(base, ep, params.seed).splits), where(split(grown, ep, params.seed).splits)
