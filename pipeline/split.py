@@ -9,9 +9,10 @@ arbitrary ratios; this is the one place we split by hand.
 `split.method: hash` (default) puts each group by a hash of (seed, source id) alone, as large production
 pipelines do: appending or deleting rows moves no existing row between splits, so a metrics change after a data
 change is not also a new test sample. The label is left out of the hash on purpose: fixing a row's label keeps it
-in its split (a corrected test row stays a test row), so a relabel never changes the test sample either. Shares are 80/10/10 up to sampling noise (reported per class in the
-metrics). A class the hash left without a val or test row is cut by rank of the same hash numbers instead (only tiny
-classes get there; deterministic). `method: exact` shuffles and cuts each class at exact counts (largest remainder):
+in its split (a corrected test row stays a test row), so a relabel never changes the test sample either. Shares
+are 80/10/10 up to sampling noise (reported per class in the metrics). A class the hash left without a val or
+test row is cut by rank of the same hash numbers instead (only tiny classes get there; deterministic).
+`method: exact` shuffles and cuts each class at exact counts (largest remainder):
 exact shares, but one new row can move rows at every cut.
 
 Validation and test keep only original rows, so models are judged on real text; the derived rows of their
