@@ -469,9 +469,25 @@ def bench_serve(seconds: int = 30, clients: int = 16) -> dict:
             "p50_ms": lat[len(lat) // 2], "p99_ms": lat[int(len(lat) * 0.99)], "errors": sum(d[1] for d in done)}
 
 
+def bench_lineage() -> dict:
+    """`lineage trace` / `model` on the workspace, and `diff` of the last two commits that changed dvc.lock (read
+    from the DVC cache through dvc.api), each as a user runs it: a fresh process, wall time."""
+    revs = subprocess.run(["git", "-C", str(ROOT), "log", "-n2", "--format=%h", "--", "dvc.lock"], capture_output=True,
+                          text=True).stdout.split()
+    test = read_table(ROOT / "data" / "processed" / "test.parquet")
+    base = [sys.executable, "-m", "pipeline.lineage"]
+    out = {}
+    for name, args in (("trace", ["trace", "--raw-row", str(int(test["raw_row"].iloc[0]))]),
+                       ("model", ["model", "models/teacher"]),
+                       ("diff", ["diff", revs[1], revs[0]] if len(revs) == 2 else ["diff"])):
+        out[f"{name}_seconds"] = _timed(base + args, ROOT)
+    out["diff_revisions"] = revs[::-1]
+    return out
+
+
 BENCHES = {"train": bench_train, "overhead": bench_overhead, "dvc": bench_dvc, "augment": bench_augment,
            "student": bench_student, "gpu": bench_gpu, "audit": bench_audit, "onnx": bench_onnx, "logits": bench_logits,
-           "predict": bench_predict, "serve": bench_serve}
+           "predict": bench_predict, "serve": bench_serve, "lineage": bench_lineage}
 
 
 def markdown(results: dict) -> str:
@@ -548,6 +564,11 @@ def markdown(results: dict) -> str:
         lines.append(f"| 12 | `pipeline-serve` under {v['clients']} concurrent clients, {v['seconds']} s, 1 text/request | "
                      f"{v['requests_per_s']:.0f} req/s, p50 {v['p50_ms']:.0f} ms, p99 {v['p99_ms']:.0f} ms | | "
                      f"{v['errors']} errors | 0 errors |")
+    if "lineage" in r:
+        g = r["lineage"]
+        lines.append(f"| 13 | `lineage trace` / `model` / `diff` of two commits ({' vs '.join(g['diff_revisions'])}), wall time | "
+                     f"{g['trace_seconds']:.1f} s / {g['model_seconds']:.1f} s / {g['diff_seconds']:.1f} s | | | "
+                     "a few s / a few s / < 60 s |")
     if "gpu" in r:
         g = r["gpu"]
         if "skipped" in g:
