@@ -73,7 +73,7 @@ def repo(tmp_path_factory, env, raw_sms) -> Path:
     dvc("config", "core.site_cache_dir", str(repo / ".dvc-site"), repo=repo, env=env)
     out = dvc("repro", repo=repo, env=env)
     assert ran_stages(out.stdout) == {"clean", "audit", "augment", "rebalance", "split", "train", "teacher_logits",
-                                      "distill", "baseline", "evaluate"}, out.stdout
+                                      "distill", "export", "baseline", "evaluate"}, out.stdout
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "first run"], repo, env)
     return repo
@@ -82,7 +82,7 @@ def repo(tmp_path_factory, env, raw_sms) -> Path:
 def test_full_pipeline_outputs(repo):
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     speed = json.loads((repo / "metrics" / "speed.json").read_text())
-    for name in ("teacher", "student", "baseline"):
+    for name in ("teacher", "student", "student_onnx", "baseline"):
         m = metrics[name]
         assert 0 <= m["macro_f1"] <= 1 and set(m["per_class"]) == {"ham", "spam"}
         ci = m["macro_f1_ci"]
@@ -141,9 +141,9 @@ def test_rerun_with_identical_models_changes_no_quality_metric(repo, env):
     assert not diff.get("metrics/eval.json") and not diff.get("metrics/train/metrics.json"), diff
 
 
-def test_exp_run_of_a_distill_param_reruns_only_distill_and_evaluate(repo, env):
+def test_exp_run_of_a_distill_param_reruns_only_distill_export_and_evaluate(repo, env):
     out = dvc("exp", "run", "-S", "distill.alpha=0.9", repo=repo, env=env)
-    assert ran_stages(out.stdout) == {"distill", "evaluate"}, out.stdout
+    assert ran_stages(out.stdout) == {"distill", "export", "evaluate"}, out.stdout
     diff = dvc("metrics", "diff", "--json", repo=repo, env=env)
     changed = json.loads(diff.stdout)["metrics/eval.json"]
     assert any(k.startswith("student.") for k in changed), changed
@@ -219,7 +219,7 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     d = json.loads(lineage("--json", "diff", repo=repo, env=env).stdout)
     assert d["stages"]["clean"] == {"added": 5, "removed": 1, "relabelled": 1, "text_changed": 0}, d["stages"]
     assert d["moved_split"]["rows"] == 0
-    assert set(d["models"]) == {"teacher", "student", "baseline"}
+    assert set(d["models"]) == {"teacher", "student", "student_onnx", "baseline"}
     for m in d["models"].values():
         assert m["common_test_rows"] <= min(m["test_rows"]) and m["macro_f1_all"][1] is not None
     table = lineage("diff", repo=repo, env=env).stdout
@@ -235,7 +235,7 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     assert "teacher" in row["trained_on_by"]
     test_row = pd.read_parquet(repo / "data" / "processed" / "test.parquet").iloc[0]
     t = json.loads(lineage("--json", "trace", "--raw-row", str(test_row["raw_row"]), repo=repo, env=env).stdout)
-    assert {p["model"] for p in t["rows"][0]["predictions"]} == {"teacher", "student", "baseline"}
+    assert {p["model"] for p in t["rows"][0]["predictions"]} == {"teacher", "student", "student_onnx", "baseline"}
 
     m = json.loads(lineage("--json", "model", "models/teacher", repo=repo, env=env).stdout)
     assert m["current"] and m["inputs"]["train"]["md5"] == m["inputs"]["train"]["workspace_md5"]
