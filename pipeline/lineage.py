@@ -383,13 +383,13 @@ def format_diff(d: dict) -> str:
     for e in d["moved_split"]["examples"]:
         lines.append(f"  {e['id']}: {e['from']} -> {e['to']}")
     if d["models"]:
-        lines += ["", f"{'model':<9} {'common':>7} {'fixed':>6} {'broken':>7} {'macro-F1 common rows':>24} "
+        lines += ["", f"{'model':<12} {'common':>7} {'fixed':>6} {'broken':>7} {'macro-F1 common rows':>24} "
                       f"{'macro-F1 all (metrics diff)':>30} {'accuracy common':>18}"]
     for m, x in d["models"].items():
         f1c = f"{x['macro_f1_common'][0]:.4f} -> {x['macro_f1_common'][1]:.4f}"
         f1a = " -> ".join("n/a" if v is None else f"{v:.4f}" for v in x["macro_f1_all"])
         acc = f"{x['accuracy_common'][0]:.4f} -> {x['accuracy_common'][1]:.4f}"
-        lines.append(f"{m:<9} {x['common_test_rows']:>7} {x['fixed']:>6} {x['broken']:>7} {f1c:>24} {f1a:>30} "
+        lines.append(f"{m:<12} {x['common_test_rows']:>7} {x['fixed']:>6} {x['broken']:>7} {f1c:>24} {f1a:>30} "
                      f"{acc:>18}")
     for m, x in d["models"].items():
         for e in x["examples"]:
