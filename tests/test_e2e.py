@@ -22,6 +22,8 @@ TINY = {
     "train": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
     "distill": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
     "evaluate": {"throughput_batches": 1, "latency_runs": 3},
+    # A 12-step student's logits sit near ties, where int8 rounding flips a label: 1 of 48 rows is 2% already.
+    "export": {"min_agreement": 0.9, "min_macro_f1_ratio": 0.8},
 }
 
 
@@ -234,8 +236,12 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     assert any(x["id"] == variant["id"] for x in row["derived"]) and row["split"] == "train"
     assert "teacher" in row["trained_on_by"]
     test_row = pd.read_parquet(repo / "data" / "processed" / "test.parquet").iloc[0]
-    t = json.loads(lineage("--json", "trace", "--raw-row", str(test_row["raw_row"]), repo=repo, env=env).stdout)
+    t = json.loads(lineage("--json", "trace", test_row["id"], repo=repo, env=env).stdout)
+    assert t["rows"][0]["raw_row"] == test_row["raw_row"] and t["rows"][0]["split"] == "test"
     assert {p["model"] for p in t["rows"][0]["predictions"]} == {"teacher", "student", "student_onnx", "baseline"}
+    by_row = json.loads(lineage("--json", "trace", "--raw-row", str(test_row["raw_row"]), "--limit", "1000",
+                                repo=repo, env=env).stdout)
+    assert test_row["id"] in {r["id"] for r in by_row["rows"]}  # restored rows share their host record's raw_row
 
     m = json.loads(lineage("--json", "model", "models/teacher", repo=repo, env=env).stdout)
     assert m["current"] and m["inputs"]["train"]["md5"] == m["inputs"]["train"]["workspace_md5"]
