@@ -243,25 +243,40 @@ def read_raw(source: str, fmt: str, encoding: str, bare_cr: str) -> tuple[pd.Dat
 _BARE_CR = re.compile(r"\r(?!\n)")
 
 
-def bare_cr_lines(text: str) -> list[int]:
-    """1-based line numbers (counting `\\n` only, as an editor does) that hold a bare carriage return."""
-    return [text.count("\n", 0, m.start()) + 1 for m in _BARE_CR.finditer(text)]
+def bare_cr_positions(text: str) -> list[int]:
+    """Offsets of bare carriage returns *outside* quoted fields: the ones a CSV reader takes for a record break.
+    Inside a quoted field a \r is content (a well-quoted file is fine); a file whose only line ends are \r (old
+    Mac) has no such problem either. Quote parity before each \r tells inside from outside (an escaped `""` keeps
+    the parity)."""
+    if "\n" not in text:
+        return []
+    crs = [m.start() for m in _BARE_CR.finditer(text)]
+    if not crs:
+        return []
+    import bisect
+
+    quotes = [m.start() for m in re.finditer('"', text)]
+    return [p for p in crs if bisect.bisect_left(quotes, p) % 2 == 0]
 
 
 def handle_bare_cr(text: str, source: str, policy: str) -> tuple[str, int]:
     """Apply the policy to bare CRs in a CSV/TSV text before parsing; returns (text, how many were replaced)."""
     if policy == "allow" or "\r" not in text:
         return text, 0
-    lines = bare_cr_lines(text)
-    if not lines:
+    positions = bare_cr_positions(text)
+    if not positions:
         return text, 0
     if policy == "error":
+        line = text.count("\n", 0, positions[0]) + 1
         raise DataError(
-            f"{source}: line {lines[0]} has a bare carriage return (\\r) inside a field ({len(lines)} in the file); "
-            "CSV readers take it for a line break and split the record. Quote those fields or remove the \\r, or "
-            "set clean.multiline_records: recover (each bare \\r becomes a space)"
+            f"{source}: line {line} has a bare carriage return (\\r) inside an unquoted field ({len(positions)} in the "
+            "file); CSV readers take it for a line break and split the record. Quote those fields or remove the \\r, "
+            "or set clean.multiline_records: recover (each such \\r becomes a space)"
         )
-    return _BARE_CR.sub(" ", text), len(lines)
+    chars = list(text)
+    for p in positions:
+        chars[p] = " "
+    return "".join(chars), len(positions)
 
 
 def _check_jsonl_lines(path: Path, text: str) -> None:
@@ -281,7 +296,7 @@ def _check_jsonl_lines(path: Path, text: str) -> None:
 def _check_header(path: Path, text: str, fmt: str) -> None:
     import csv
 
-    first = text.split("\n", 1)[0]
+    first = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
     header = next(csv.reader([first], delimiter="\t" if fmt == "tsv" else ","), [])
     if fmt == "csv" and len(header) == 1 and "\t" in first:
         raise DataError(f"{path}: the header has tabs but no commas: the file looks tab-separated; "

@@ -72,6 +72,13 @@ def test_bare_carriage_return(tmp_path):
         read_records(str(path), ERROR)
     raw = read_records(str(path), RECOVER)
     assert raw.df["text"].tolist() == ["good film", "bad film"] and raw.bare_cr == 1
+    # Inside a quoted field a \r is content, not an accident; a file with \r line ends only is fine too.
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_bytes(b'text,label\n"good\rfilm",pos\n"say ""hi""\r there",neg\n')
+    assert read_records(str(quoted), ERROR).df["label"].tolist() == ["pos", "neg"]
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(b"text,label\rgood film,pos\rbad film,neg\r")
+    assert len(read_records(str(mac), ERROR).df) == 2
 
 
 def test_the_bundled_file_is_repaired_to_the_corpus_5574_messages():
