@@ -12,11 +12,10 @@ import json
 import logging
 from pathlib import Path
 
-import skops.io as sio
 from sklearn.pipeline import Pipeline
 
 from pipeline.io import atomic_path, read_table, run_stage, setup_logging, stage_args
-from pipeline.modeling import BASELINE_FILE, classification_metrics, tfidf_logreg
+from pipeline.modeling import BASELINE_FILE, classification_metrics, save_baseline, tfidf_logreg
 from pipeline.params import BaselineParams, load_params
 from pipeline.training import check_splits, label_names_of, lineage_record
 
@@ -47,7 +46,7 @@ def main() -> None:
     out = Path(args.output)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        sio.dump(model, tmp / BASELINE_FILE)
+        save_baseline(model, tmp / BASELINE_FILE)
         (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
 
 

@@ -171,8 +171,9 @@ def _card(front: list[str], name: str, how: str, label_names: list[str], metrics
 | weighted F1 | {metrics['weighted_f1']:.4f} |
 | parameters | {metrics.get('parameters', 'n/a')} |
 | size on disk (bytes) | {metrics['size_bytes']} |
-| CPU samples/s (batch {speed.get('batch_size', '')}) | {speed.get('cpu_samples_per_s_batch', 'n/a')} |
-| CPU latency ms (batch 1) | {speed.get('cpu_latency_ms_batch1', 'n/a')} |
+
+CPU throughput and latency are machine figures, not properties of the model: they are in `metrics/speed.json`
+(and `metrics/REPORT.md`), not here, so the same model always packages to the same bytes.
 
 Confidence intervals: bootstrap over the test rows (BCa, seeded). Paired comparisons on the same test rows:
 {chr(10).join('- ' + v for v in verdicts) or '- none'}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,39 @@ def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int
 
 
 BASELINE_FILE = "model.skops"
+# skops' object ids: `"__id__": <id>` fields and `"<id>.npy"` file references (a vocabulary token never has a dot).
+_SKOPS_ID = re.compile(r'("__id__": )(\d+)()|(")(\d+)(\.npy")')
+
+
+def save_baseline(model: Any, path: Path) -> None:
+    """skops.io.dump, made byte-reproducible: skops names the zip's array files and `__id__` fields after Python
+    object ids and stamps each member with the current time, so two identical models gave different bytes (and DVC
+    saw a new baseline on every rerun). Ids are renumbered in order of first appearance, members are sorted and
+    dated 1980-01-01; skops.io.load reads the result as it reads its own files."""
+    import io
+    import zipfile
+
+    import skops.io as sio
+
+    buf = io.BytesIO()
+    sio.dump(model, buf)
+    with zipfile.ZipFile(buf) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    schema = members.pop("schema.json").decode("utf-8")
+    numbering: dict[str, str] = {}
+
+    def renumber(m: re.Match) -> str:
+        pre, num, post = m.groups()[:3] if m.group(2) is not None else m.groups()[3:]
+        return f"{pre}{numbering.setdefault(num, str(len(numbering) + 1))}{post}"
+
+    schema = _SKOPS_ID.sub(renumber, schema)
+    files = {"schema.json": schema.encode("utf-8")}
+    for name, data in members.items():
+        stem = name.removesuffix(".npy")
+        files[f"{numbering.get(stem, stem)}.npy" if name.endswith(".npy") else name] = data
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for name in sorted(files):
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), files[name])
 
 
 def load_baseline(folder: str | Path) -> Any:
