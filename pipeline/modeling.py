@@ -176,13 +176,18 @@ _SKOPS_ID = re.compile(r'("__id__": )(\d+)()|(")(\d+)(\.npy")')
 def save_baseline(model: Any, path: Path) -> None:
     """skops.io.dump, made byte-reproducible: skops names the zip's array files and `__id__` fields after Python
     object ids and stamps each member with the current time, so two identical models gave different bytes (and DVC
-    saw a new baseline on every rerun). Ids are renumbered in order of first appearance, members are sorted and
-    dated 1980-01-01; skops.io.load reads the result as it reads its own files."""
+    saw a new baseline on every rerun, in every new process). Ids are renumbered in order of first appearance,
+    members are sorted and dated 1980-01-01; skops.io.load reads the result as it reads its own files."""
     import io
     import zipfile
 
     import skops.io as sio
 
+    # scikit-learn's vectorisers keep `_stop_words_id = id(stop_words)`, a memory address, only to skip a re-check
+    # (it is recomputed when absent): drop it, or the file differs in every process.
+    for step in getattr(model, "named_steps", {}).values():
+        if hasattr(step, "_stop_words_id"):
+            del step._stop_words_id
     buf = io.BytesIO()
     sio.dump(model, buf)
     with zipfile.ZipFile(buf) as z:

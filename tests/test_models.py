@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT
 
 from pipeline.distill import distillation_loss, truncate
 from pipeline.io import DataError
@@ -155,17 +156,25 @@ def test_baseline_file_is_byte_reproducible(tmp_path, sms_slice):
     """skops names its zip members after Python object ids and dates them: two identical models used to give
     different bytes, so DVC saw a new baseline (and reran evaluate) on every forced rerun."""
     import hashlib
+    import subprocess
+    import sys
 
     from pipeline.baseline import build
     from pipeline.modeling import load_baseline, save_baseline
     from pipeline.params import BaselineParams
 
+    sms_slice.to_csv(tmp_path / "data.csv", index=False)
+    script = ("import sys, pandas as pd; from pipeline.baseline import build; from pipeline.modeling import "
+              "save_baseline; from pipeline.params import BaselineParams; d = pd.read_csv(sys.argv[1], dtype=str); "
+              "save_baseline(build(BaselineParams(), 0).fit(d['text'], d['spam']), sys.argv[2])")
     digests = []
-    for k in range(2):
-        model = build(BaselineParams(), 0).fit(sms_slice["text"], sms_slice["spam"])
-        (tmp_path / str(k)).mkdir()
-        save_baseline(model, tmp_path / str(k) / "model.skops")
-        digests.append(hashlib.md5((tmp_path / str(k) / "model.skops").read_bytes()).hexdigest())
+    for k in range(2):  # separate processes: memory addresses differ, as in two `dvc repro` runs
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "data.csv"), str(tmp_path / f"{k}.skops")],
+                       check=True, cwd=ROOT)
+        digests.append(hashlib.md5((tmp_path / f"{k}.skops").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+    model = build(BaselineParams(), 0).fit(sms_slice["text"], sms_slice["spam"])
+    (tmp_path / "0").mkdir()
+    save_baseline(model, tmp_path / "0" / "model.skops")
     loaded = load_baseline(tmp_path / "0")
     assert (loaded.predict_proba(sms_slice["text"]) == model.predict_proba(sms_slice["text"])).all()
