@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline.checks import splittable
+from pipeline.checks import class_size_problems
 from pipeline.io import DataError, KnownError
 from pipeline.params import CleanParams, Params, load_params_all_errors
+from pipeline.text import raw_label_key
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,7 @@ def data_problems(df: pd.DataFrame, raw_row: list[int], source: str, params: Par
         (rep.errors if p.missing_label == "error" else rep.notes).append(
             msg + ("; fix the file or set clean.missing_label: drop" if p.missing_label == "error" else
                    " (dropped and counted as missing_label)"))
-    raw_labels = {str(x).strip() for x in labels[~empty]}
-    raw_labels = {str(int(float(x))) if x.replace(".", "", 1).lstrip("+-").isdigit() and float(x).is_integer()
-                  else x for x in raw_labels}
+    raw_labels = {raw_label_key(x) for x in labels[~empty]}
     if p.label_names and not raw_labels & set(p.label_names):
         rep.errors.append(f"clean.label_names: maps {sorted(p.label_names)} but the labels of {source} are "
                           f"{sorted(raw_labels)[:10]}; fix the keys or set label_names: {{}}")
@@ -113,15 +112,6 @@ def data_problems(df: pd.DataFrame, raw_row: list[int], source: str, params: Par
                          f"reason: {result.dropped['reason'].value_counts().to_dict()}")
     rep.errors += class_size_problems(result.kept["label"], params, source)
     return rep
-
-
-def class_size_problems(labels: pd.Series, params: Params, source: str) -> list[str]:
-    s = params.split
-    return [f"{source}: class {label!r} has only {n} row(s) after cleaning: too few for one in each of "
-            f"train/val/test (split {s.method} {s.train:g}/{s.val:g}/{s.test:g}); add rows, merge the class, or "
-            "change the split"
-            for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0]))
-            if not splittable(int(n), s)]
 
 
 def model_problems(params: Params) -> Report:

@@ -26,15 +26,19 @@ def splittable(n: int, s: SplitParams) -> bool:
     return min(allocate(n, (s.train, s.val, s.test))) > 0
 
 
-def check_splittable(labels: pd.Series, params: Params, where: str) -> None:
-    """Every class needs at least one original row in each of train/val/test with the configured ratios."""
+def class_size_problems(labels: pd.Series, params: Params, where: str) -> list[str]:
+    """Every class without enough original rows for one in each of train/val/test (see `splittable`)."""
     s = params.split
-    for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0])):
-        if not splittable(int(n), s):
-            raise DataError(
-                f"{where}: class {label!r} has only {n} row(s): too few to put one in each of train/val/test with "
-                f"split {s.train:g}/{s.val:g}/{s.test:g}; add rows, merge the class, or change the split ratios"
-            )
+    return [f"{where}: class {label!r} has only {n} row(s): too few to put one in each of train/val/test with "
+            f"split {s.method} {s.train:g}/{s.val:g}/{s.test:g}; add rows, merge the class, or change the split"
+            for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0]))
+            if not splittable(int(n), s)]
+
+
+def check_splittable(labels: pd.Series, params: Params, where: str) -> None:
+    problems = class_size_problems(labels, params, where)
+    if problems:
+        raise DataError("\n  ".join(problems))
 
 
 def check_student_layers(params: Params, teacher_layers: int) -> None:

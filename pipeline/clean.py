@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import html
 import logging
-import re
 from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.check import class_size_problems, data_problems
+from pipeline.check import data_problems
+from pipeline.checks import class_size_problems
 from pipeline.io import (
     DataError,
     class_counts,
@@ -27,7 +27,7 @@ from pipeline.io import (
 )
 from pipeline.params import CleanParams, Params, load_params
 from pipeline.records import read_records
-from pipeline.text import CHANGED_CHARS, SPACE, dedup_key, normalise_text
+from pipeline.text import CHANGED_CHARS, SPACE, dedup_key, normalise_text, raw_label_key
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,8 @@ class CleanResult:
     chars_removed: int = 0
 
 
-_INTEGRAL_FLOAT = re.compile(r"^[+-]?\d+\.0*$")
-
-
 def _label_name(raw: object, p: CleanParams) -> str:
-    if isinstance(raw, float) and raw.is_integer():
-        raw = int(raw)  # JSON/Parquet integer labels read as floats when a column has gaps
-    s = str(raw).strip()
-    if _INTEGRAL_FLOAT.match(s):
-        s = str(int(float(s)))  # "1.0" in a CSV is the integer label 1 (spreadsheets write them so)
+    s = raw_label_key(raw)
     return p.label_names.get(s, s)
 
 

@@ -54,3 +54,16 @@ def normalise_text(text: str, p: CleanParams) -> str:
 def dedup_key(text: str) -> str:
     """Texts that differ only in case, punctuation or spacing are the same text for de-duplication."""
     return _NOT_WORD.sub(" ", text.casefold()).strip()
+
+
+_INTEGRAL_FLOAT = re.compile(r"^[+-]?\d+\.0*$")
+
+
+def raw_label_key(raw: object) -> str:
+    """A raw label as the key `clean.label_names` is looked up with: stripped text, integral floats as integers."""
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # JSON/Parquet integer labels read as floats when a column has gaps
+    s = str(raw).strip()
+    if _INTEGRAL_FLOAT.match(s):
+        s = str(int(float(s)))  # "1.0" in a CSV is the integer label 1 (spreadsheets write them so)
+    return s
