@@ -292,7 +292,13 @@ class ExportParams:
     stage fails, with the figures, when the exported model does not agree with the torch one."""
 
     teacher: bool = False  # also export the teacher (data/models/onnx/teacher)
-    quantize: bool = True  # int8 (model.onnx); false ships the fp32 graph as model.onnx
+    # auto: the first int8 recipe (pipeline/onnx_model.RECIPES, smallest first) whose labels agree with torch on
+    # `selection_agreement` of the selection rows, else the fp32 graph | one recipe by name | none (fp32)
+    quantize: Literal["auto", "int8", "int8_ffn_fp32", "int8_matmul_ffn_fp32", "none"] = "auto"
+    # Selection rows: every validation row, then a seeded sample of training rows, never test rows (test stays the
+    # gate below, unbiased by the choice). Agreement needs no labels, so training rows are fair to use.
+    selection_rows: int = _f(2000, ge=1)
+    selection_agreement: float = _f(0.995, gt=0, le=1)
     max_logit_diff: float = _f(1e-3, gt=0)  # fp32 ONNX vs torch, every test row
     min_macro_f1_ratio: float = _f(0.98, gt=0, le=1)  # int8 macro-F1 / torch macro-F1 on test
     min_agreement: float = _f(0.99, gt=0, le=1)  # share of test rows where int8 and torch predict the same label

@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,6 +84,40 @@ def test_export_parity_is_checked_and_recorded(exported, student, test_rows):
     strict = dataclasses.replace(ExportParams(), max_logit_diff=1e-12)
     with pytest.raises(ParityError, match=r"parity does not hold on 160 test rows: fp32 max \|logit diff\|"):
         export_one(student, dest.parent / "again", texts, y, strict)
+
+
+def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_fp32(exported, student, test_rows):
+    import onnx
+
+    from pipeline.export import choose_recipe
+    from pipeline.modeling import load_classifier, load_tokenizer, predict_logits
+    from pipeline.onnx_model import FP32_FILE, ONNX_FILE, RECIPES, down_projections
+
+    dest, f = exported
+    assert f["recipe"] == "int8" and set(f["label_agreement_by_batch_size"]) == {"1", "32"}
+    assert f["selection_agreement"]["int8"] >= ExportParams().selection_agreement
+    # The feed-forward output projections, found by weight shape: one per layer, [intermediate, hidden].
+    down = down_projections(dest / FP32_FILE)
+    assert len(down) == 2 and all("output/dense" in n and "attention" not in n for n in down)
+
+    texts = test_rows[0][:48]
+    model, tok = load_classifier(str(student), str(student)), load_tokenizer(str(student), str(student))
+    ref = predict_logits(model, tok, texts, 16, 64, device="cpu", progress=False)
+    work = dest.parent / "choose"
+    shutil.copytree(dest, work, ignore=shutil.ignore_patterns("*.onnx"))  # tokenizer and config, no graph
+    # A reference no int8 graph can follow (every label flipped): auto tries every recipe, then ships fp32.
+    recipe, tried = choose_recipe(dest / FP32_FILE, work, texts, -ref, ExportParams(), 16)
+    assert recipe == "none" and list(tried) == list(RECIPES) and max(tried.values()) < 0.5
+    assert (work / ONNX_FILE).read_bytes() == (dest / FP32_FILE).read_bytes()
+    # A recipe named in params is written as asked; the test-row gate in export_one then judges it.
+    named = dataclasses.replace(ExportParams(), quantize="int8_matmul_ffn_fp32")
+    recipe, tried = choose_recipe(dest / FP32_FILE, work, texts, ref, named, 16)
+    assert recipe == "int8_matmul_ffn_fp32" and list(tried) == [recipe]
+    ops = {n.name: n.op_type for n in onnx.load(str(work / ONNX_FILE)).graph.node}
+    assert all(ops[n] == "MatMul" for n in down)  # kept fp32
+    assert "MatMulInteger" in ops.values() and "Gather" in ops.values()  # the rest int8, embeddings fp32
+    with pytest.raises(ValueError, match="unknown int8 recipe"):
+        choose_recipe(dest / FP32_FILE, work, texts, ref, dataclasses.replace(ExportParams(), quantize="int4"), 16)
 
 
 def test_scorer_gives_one_answer_per_row_whatever_the_model(exported, student):
