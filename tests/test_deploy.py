@@ -95,6 +95,7 @@ def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_
 
     dest, f = exported
     assert f["recipe"] == "int8" and set(f["label_agreement_by_batch_size"]) == {"1", "32"}
+    assert f["rejected_on_test"] == {}
     assert f["selection_agreement"]["int8"] >= ExportParams().selection_agreement
     # The feed-forward output projections, found by weight shape: one per layer, [intermediate, hidden].
     down = down_projections(dest / FP32_FILE)
@@ -106,16 +107,21 @@ def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_
     work = dest.parent / "choose"
     shutil.copytree(dest, work, ignore=shutil.ignore_patterns("*.onnx"))  # tokenizer and config, no graph
     # A reference no int8 graph can follow (every label flipped): auto tries every recipe, then ships fp32.
-    recipe, tried = choose_recipe(dest / FP32_FILE, work, texts, -ref, ExportParams(), 16)
+    recipe, tried, _ = choose_recipe(dest / FP32_FILE, work, texts, -ref, ExportParams(), 16)
     assert recipe == "none" and list(tried) == list(RECIPES) and max(tried.values()) < 0.5
     assert (work / ONNX_FILE).read_bytes() == (dest / FP32_FILE).read_bytes()
     # A recipe named in params is written as asked; the test-row gate in export_one then judges it.
     named = dataclasses.replace(ExportParams(), quantize="int8_matmul_ffn_fp32")
-    recipe, tried = choose_recipe(dest / FP32_FILE, work, texts, ref, named, 16)
+    recipe, tried, _ = choose_recipe(dest / FP32_FILE, work, texts, ref, named, 16)
     assert recipe == "int8_matmul_ffn_fp32" and list(tried) == [recipe]
     ops = {n.name: n.op_type for n in onnx.load(str(work / ONNX_FILE)).graph.node}
     assert all(ops[n] == "MatMul" for n in down)  # kept fp32
     assert "MatMulInteger" in ops.values() and "Gather" in ops.values()  # the rest int8, embeddings fp32
+    # A recipe that holds on the selection rows but fails the test-row gate hands over to the next one.
+    refused = []
+    recipe, tried, rejected = choose_recipe(dest / FP32_FILE, work, texts, ref, ExportParams(), 16,
+                                            gate=lambda r: [] if refused else refused.append(r) or ["too few"])
+    assert refused == ["int8"] and rejected == {"int8": ["too few"]} and recipe == "int8_ffn_fp32"
     with pytest.raises(ValueError, match="unknown int8 recipe"):
         choose_recipe(dest / FP32_FILE, work, texts, ref, dataclasses.replace(ExportParams(), quantize="int4"), 16)
 
