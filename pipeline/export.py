@@ -102,6 +102,7 @@ def export_one(src: Path, dest: Path, texts: list[str], y: np.ndarray, p: Export
         raise ParityError(f"{src} -> ONNX: parity does not hold on {len(texts)} test rows: fp32 max |logit diff| "
                           f"{fp32_diff:.2e} > {p.max_logit_diff:g}")
     figures: dict = {}
+    verdicts: dict[str, list[str]] = {}
 
     def gate(recipe: str) -> list[str]:
         shipped = OnnxClassifier(dest)
@@ -120,12 +121,15 @@ def export_one(src: Path, dest: Path, texts: list[str], y: np.ndarray, p: Export
                   if figures["macro_f1_ratio"] < p.min_macro_f1_ratio else "",
                   f"label agreement {figures['label_agreement']} < {p.min_agreement}"
                   if figures["label_agreement"] < p.min_agreement else ""]
-        return [f for f in failed if f]
+        verdicts[recipe] = [f for f in failed if f]
+        return verdicts[recipe]
 
     selection = texts if selection is None else selection
     recipe, tried, rejected = choose_recipe(dest / FP32_FILE, dest, selection, logits(selection), p, p.batch_size,
                                             gate)
-    failed = gate(recipe)  # the figures of what ships (a recipe named in params may still fail here)
+    # The recipe returned is the last one the gate judged, so `figures` describe it already; only the fp32 graph
+    # shipped by the fallback is judged here.
+    failed = verdicts[recipe] if recipe in verdicts else gate(recipe)
     figures.update({"selection_rows": len(selection), "selection_agreement": tried, "rejected_on_test": rejected})
     if failed:
         raise ParityError(f"{src} -> ONNX ({recipe}): parity does not hold on {len(texts)} test rows: "

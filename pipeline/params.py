@@ -293,10 +293,11 @@ class ExportParams:
 
     teacher: bool = False  # also export the teacher (data/models/onnx/teacher)
     # auto: the first int8 recipe (pipeline/onnx_model.RECIPES, smallest first) whose labels agree with torch on
-    # `selection_agreement` of the selection rows, else the fp32 graph | one recipe by name | none (fp32)
+    # `selection_agreement` of the selection rows and that passes the test-row bounds below, else the fp32 graph |
+    # one recipe by name (a miss on the bounds is an error) | none (fp32)
     quantize: Literal["auto", "int8", "int8_ffn_fp32", "int8_matmul_ffn_fp32", "none"] = "auto"
-    # Selection rows: every validation row, then a seeded sample of training rows, never test rows (test stays the
-    # gate below, unbiased by the choice). Agreement needs no labels, so training rows are fair to use.
+    # Selection rows: every validation row, then a seeded sample of training rows, never test rows (the test rows
+    # only judge a recipe the selection rows accepted). Agreement needs no labels, so training rows are fair to use.
     selection_rows: int = _f(2000, ge=1)
     selection_agreement: float = _f(0.995, gt=0, le=1)
     max_logit_diff: float = _f(1e-3, gt=0)  # fp32 ONNX vs torch, every test row
