@@ -72,7 +72,13 @@ def dir_size(path: Path) -> int:
 
 
 def measure_speed(predictors: dict[str, Callable[[list[str]], Any]], texts: list[str], p: EvaluateParams) -> dict:
-    """Throughput (samples/s, batch `p.batch_size`) and median latency (ms, batch 1), interleaved per round."""
+    """Throughput (samples/s, batch `p.batch_size`) and median latency (ms, batch 1), interleaved per round.
+
+    Every model runs with denormal floats flushed to zero, as the ONNX models set it anyway: torch and onnxruntime
+    are timed in the same CPU mode."""
+    from pipeline.onnx_model import flush_denormals
+
+    flush_denormals()
     reps = (p.batch_size * p.throughput_batches + len(texts) - 1) // len(texts)
     pool = (texts * reps)[: p.batch_size * p.throughput_batches]
     batches = [pool[i:i + p.batch_size] for i in range(0, len(pool), p.batch_size)]

@@ -86,6 +86,49 @@ def test_export_parity_is_checked_and_recorded(exported, student, test_rows):
         export_one(student, dest.parent / "again", texts, y, strict)
 
 
+def test_export_traces_plain_attention_and_leaves_the_torch_model_as_it_was(exported, student, tmp_path):
+    """sdpa traced to ONNX carries a Where/IsNaN guard over every score tensor (15-20% of the int8 student's time);
+    the export traces eager attention instead, and the caller's model keeps its own attention implementation."""
+    import onnx
+
+    from pipeline.modeling import load_classifier, load_tokenizer
+    from pipeline.onnx_model import FP32_FILE, export_fp32
+
+    dest, _ = exported
+    ops = {n.op_type for n in onnx.load(str(dest / FP32_FILE)).graph.node}
+    assert "Softmax" in ops and "IsNaN" not in ops
+    model = load_classifier(str(student), "s", attn_implementation="sdpa")
+    export_fp32(model, load_tokenizer(str(student), "s"), tmp_path / "m.onnx", 64)
+    assert model.config._attn_implementation == "sdpa" and model.config.return_dict
+
+
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"),
+                    reason="FTZ/DAZ are x86 modes")
+def test_onnx_inference_flushes_denormals_on_the_calling_thread(exported):
+    """Masked padding pushes the attention softmax into denormal floats, ~6x slower on x86 unless flushed to zero;
+    onnxruntime's switch covers only its own pool threads, so logits() sets the calling thread's mode."""
+    import threading
+
+    import torch
+
+    from pipeline.onnx_model import OnnxClassifier
+
+    model = OnnxClassifier(exported[0])
+    seen = []
+
+    def fresh_thread() -> None:  # a thread inherits its creator's mode: start it from denormals kept
+        torch.set_flush_denormal(False)
+        tiny = torch.tensor([1e-39], dtype=torch.float32)
+        before = float(tiny * 1.0)
+        model.logits(["a short text", "and a longer one, so the batch has padding to mask"])
+        seen.append((before, float(tiny * 1.0)))
+
+    t = threading.Thread(target=fresh_thread)
+    t.start()
+    t.join()
+    assert seen[0][0] > 0.0 and seen[0][1] == 0.0
+
+
 def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_fp32(exported, student, test_rows):
     import onnx
 
