@@ -6,13 +6,15 @@ The student learns from the teacher's softened outputs and the true labels:
 
 (Hinton et al., 2015; T^2 keeps the soft term's gradients on the scale of the hard one). The student is either the
 teacher truncated to `distill.layers`, initialised from those fine-tuned teacher layers (DistilBERT-style), or a
-smaller model named in `distill.student`, fine-tuned from its own pre-trained weights.
+smaller model named in `distill.student`, fine-tuned from its own pre-trained weights. With
+`distill.intermediate_size` set, the student's feed-forward blocks are first narrowed to that width, keeping the
+neurons that carry the most signal on a seeded sample of training rows; the lineage records what was kept.
 """
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from transformers import set_seed
@@ -23,6 +25,7 @@ from pipeline.params import DistillParams, load_params
 from pipeline.training import check_splits, encode, finish, fit, lineage_record
 
 log = logging.getLogger(__name__)
+PRUNE_ROWS = 512  # training rows that score the feed-forward neurons (seeded sample)
 
 
 def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alpha: float, temperature: float) -> Any:
@@ -53,6 +56,89 @@ def truncate(teacher: Any, layers: list[int]) -> Any:
                 setattr(module, child_name, kept)
     student.config.num_hidden_layers = len(layers)
     return student
+
+
+def feed_forward_pairs(model: Any) -> list[tuple[Any, Any, Any]]:
+    """(layer, up-projection, down-projection) per encoder layer: the Linear widening hidden -> intermediate and
+    the one narrowing it back, found by shape so BERT, RoBERTa, ELECTRA, DeBERTa and the like are alike."""
+    import torch
+
+    hidden, inter = model.config.hidden_size, getattr(model.config, "intermediate_size", None)
+    pairs = []
+    for i, layer in enumerate(encoder_layers(model)):
+        linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+        up = [m for m in linears if (m.in_features, m.out_features) == (hidden, inter)]
+        down = [m for m in linears if (m.in_features, m.out_features) == (inter, hidden)]
+        if inter is None or len(up) != 1 or len(down) != 1:
+            raise ModelError(f"distill.intermediate_size: cannot find one feed-forward block in layer {i} of "
+                             f"{type(model).__name__} (config has no intermediate_size, or the layer is unusual); "
+                             "set it to 0")
+        pairs.append((layer, up[0], down[0]))
+    return pairs
+
+
+def prune_feed_forward(model: Any, tokenizer: Any, texts: list[str], width: int, max_length: int) -> dict:
+    """Keep `width` feed-forward neurons per layer, in place, and set config.intermediate_size to match (so the
+    saved model is a standard config and loads anywhere).
+
+    A neuron's importance is its mean |activation| over the real (unpadded) tokens of `texts` times the norm of its
+    outgoing weights: how much it moves the layer's output on this data. Structured pruning by such a score, then
+    distillation to recover (e.g. Michel et al. 2019 for heads, Sajjad et al. 2023 for layers), keeps the model
+    dense, so onnxruntime's int8 kernels get the whole saving."""
+    import torch
+
+    inter = model.config.intermediate_size
+    if width >= inter:
+        raise ModelError(f"distill.intermediate_size: {width} is not below the student's own width {inter}; "
+                         "0 keeps it")
+    pairs = feed_forward_pairs(model)
+    scores = [torch.zeros(inter, dtype=torch.float64) for _ in pairs]
+    mask: dict[str, Any] = {}
+
+    def hook(k: int) -> Callable:
+        def record(_module: Any, args: tuple) -> None:  # the down-projection's input: post-activation values
+            scores[k].add_((args[0].abs() * mask["m"]).sum((0, 1)).double())
+        return record
+
+    handles = [down.register_forward_pre_hook(hook(k)) for k, (_, _, down) in enumerate(pairs)]
+    was_training = model.training
+    model.eval()
+    try:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
+        with torch.inference_mode():
+            for start in range(0, len(order), 32):
+                enc = tokenizer([texts[i] for i in order[start:start + 32]], padding=True, truncation=True,
+                                max_length=max_length, return_tensors="pt")
+                mask["m"] = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
+                model(**enc)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    kept_share = []
+    for k, (layer, up, down) in enumerate(pairs):
+        importance = scores[k] * down.weight.detach().double().norm(dim=0)
+        keep = importance.topk(width).indices.sort().values
+        kept_share.append(float(importance[keep].sum() / importance.sum()))
+        new_up = torch.nn.Linear(up.in_features, width, bias=up.bias is not None)
+        new_down = torch.nn.Linear(width, down.out_features, bias=down.bias is not None)
+        with torch.no_grad():
+            new_up.weight.copy_(up.weight[keep])
+            new_down.weight.copy_(down.weight[:, keep])
+            if up.bias is not None:
+                new_up.bias.copy_(up.bias[keep])
+            if down.bias is not None:
+                new_down.bias.copy_(down.bias)
+        for module in layer.modules():
+            for name, child in module.named_children():
+                if child is up:
+                    setattr(module, name, new_up)
+                elif child is down:
+                    setattr(module, name, new_down)
+    model.config.intermediate_size = width
+    log.info("feed-forward pruned %d -> %d per layer on %d training rows; importance kept per layer: %s", inter,
+             width, len(texts), ", ".join(f"{x:.1%}" for x in kept_share))
+    return {"from": inter, "to": width, "rows": len(texts), "importance_kept": [round(x, 4) for x in kept_share]}
 
 
 def distill_trainer_class(p: DistillParams) -> type:
@@ -112,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
     model, tokenizer = build_student(p, args.teacher, label_names)
+    pruned = None
+    if p.intermediate_size:
+        sample = train_df["text"].sample(n=min(len(train_df), PRUNE_ROWS), random_state=seed).tolist()
+        pruned = prune_feed_forward(model, tokenizer, sample, p.intermediate_size, p.max_length)
     train_ds = encode(train_df, tokenizer, label_names, p.max_length,
                       extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})
     val_ds = encode(val_df, tokenizer, label_names, p.max_length, sort_by_length=True)
@@ -125,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("student best val: %s", best)
     lineage = lineage_record("distill", p, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
                              label_names=label_names, teacher=args.teacher, val_metrics=best,
-                             train_metrics=result, train_rows=len(train_df))
+                             train_metrics=result, train_rows=len(train_df), pruned_feed_forward=pruned)
     finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":

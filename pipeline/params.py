@@ -265,6 +265,9 @@ class DistillParams(FitParams):
     layers: list[int] = _f([0, 5])
     alpha: float = _f(0.5, ge=0, le=1)
     temperature: float = _f(2.0, gt=0)
+    # Feed-forward width of the student: 0 keeps the model's own; smaller keeps, per layer, the neurons that carry
+    # the most signal on training rows (structured pruning before distillation; checked against the model at build).
+    intermediate_size: int = _f(0, ge=0)
 
     def validate(self, key: str) -> None:
         if not self.student:

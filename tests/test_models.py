@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from pipeline.distill import distillation_loss, truncate
+from pipeline.distill import distillation_loss, prune_feed_forward, truncate
 from pipeline.io import DataError
 from pipeline.modeling import ModelError, load_classifier, load_tokenizer, resolve_model
 from pipeline.train import class_weights
@@ -59,6 +59,47 @@ def test_truncated_student_keeps_chosen_teacher_layers(teacher, tmp_path):
 def test_student_layers_beyond_teacher_is_an_error(teacher):
     with pytest.raises(ModelError, match=r"distill.layers: \[0, 6\].*6 layers"):
         truncate(teacher, [0, 6])
+
+
+def test_feed_forward_pruning_keeps_the_neurons_that_matter_and_saves_a_standard_model(teacher, sms_slice, tmp_path):
+    tok = load_tokenizer(MINILM)
+    texts = sms_slice["text"].tolist()
+    score, held_out = texts[:128], texts[128:192]
+    enc = tok(held_out, padding=True, truncation=True, max_length=64, return_tensors="pt")
+
+    def hidden(model) -> torch.Tensor:
+        with torch.no_grad():
+            out = model.eval().bert(**enc).last_hidden_state
+        return out[enc["attention_mask"].bool()]
+
+    full = truncate(teacher, [0, 5])
+    reference = hidden(full)
+    pruned = truncate(teacher, [0, 5])
+    record = prune_feed_forward(pruned, tok, score, 384, 64)
+    assert record["from"] == 1536 and record["to"] == 384 and len(record["importance_kept"]) == 2
+    for layer in pruned.bert.encoder.layer:
+        assert layer.intermediate.dense.weight.shape == (384, 384) and layer.output.dense.weight.shape == (384, 384)
+    # A random choice of the same number of neurons per layer moves the encoder's output further from the unpruned
+    # one than the importance-ranked choice does.
+    randomly = truncate(teacher, [0, 5])
+    g = torch.Generator().manual_seed(0)
+    for layer in randomly.bert.encoder.layer:
+        keep = torch.randperm(1536, generator=g)[:384].sort().values
+        up, down = layer.intermediate.dense, layer.output.dense
+        layer.intermediate.dense = torch.nn.Linear(384, 384)
+        layer.intermediate.dense.weight.data, layer.intermediate.dense.bias.data = up.weight[keep], up.bias[keep]
+        layer.output.dense = torch.nn.Linear(384, 384)
+        layer.output.dense.weight.data, layer.output.dense.bias.data = down.weight[:, keep], down.bias.data
+    err_pruned = (hidden(pruned) - reference).pow(2).mean().item()
+    err_random = (hidden(randomly) - reference).pow(2).mean().item()
+    assert err_pruned < 0.8 * err_random
+    pruned.save_pretrained(tmp_path)  # a standard config: loads with no code of ours
+    reloaded = load_classifier(str(tmp_path))
+    assert reloaded.config.intermediate_size == 384
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(**enc).logits, pruned.eval()(**enc).logits, atol=1e-5)
+    with pytest.raises(ModelError, match=r"distill.intermediate_size: 384 is not below the student's own width 384"):
+        prune_feed_forward(pruned, tok, score, 384, 64)
 
 
 def test_bundled_model_resolves_offline_and_bad_names_are_clear(tmp_path):
