@@ -101,7 +101,7 @@ class OnnxClassifier:
         self.folder = Path(folder)
         opts = ort.SessionOptions()
         # Padding is masked with the most negative float, and the softmax over masked scores underflows into
-        # denormal floats, which this CPU handles ~6x slower: it was half the int8 student's time. Flushing them to
+        # denormal floats, which x86 handles ~6x slower: 18-23% of the int8 student's time. Flushing them to
         # zero (here for onnxruntime's pool threads, in logits() for the calling thread) changes no value above
         # 1.2e-38 (README, "Use the model").
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")

@@ -3,7 +3,8 @@
     python scripts/sync_readme.py      # after `dvc repro` and/or the bench scripts
 
 Blocks: report (metrics/REPORT.md, without its title), bench (bench/results/RESULTS.md), ablation
-(bench/results/ABLATION.md). A block whose source file is missing is left as it is.
+(bench/results/ABLATION.md), students
+(bench/results/STUDENTS.md). A block whose source file is missing is left as it is.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ BLOCKS = {
     "report": ROOT / "metrics" / "REPORT.md",
     "bench": ROOT / "bench" / "results" / "RESULTS.md",
     "ablation": ROOT / "bench" / "results" / "ABLATION.md",
+    "students": ROOT / "bench" / "results" / "STUDENTS.md",
 }
 
 
