@@ -20,12 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import OUT, machine  # noqa: E402  (bench/run.py also sets the offline environment and sys.path)
 
 
 def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42) -> dict:
@@ -110,19 +106,16 @@ def main() -> None:
     ap.add_argument("--student", action="append", required=True, help="label=folder (repeat)")
     args = ap.parse_args()
     students = dict(s.split("=", 1) for s in args.student)
-    from run import machine as machine_info  # bench/run.py's machine record
-
-    m = machine_info()
-    machine = {"cpu": m.get("cpu", platform.processor()), "cores": m.get("cores", os.cpu_count()),
-               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-               "date": dt.date.today().isoformat()}
+    m = machine()
+    info = {"cpu": m.get("cpu", platform.processor()), "cores": m.get("cores", os.cpu_count()),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "date": dt.date.today().isoformat()}
     path = OUT / "students.json"
     saved = json.loads(path.read_text()) if path.is_file() else {}
     saved.setdefault("results", {})[args.name] = measure(args.teacher, args.data, students)
-    saved["machine"] = machine
+    saved["machine"] = info
     path.write_text(json.dumps(saved, indent=2) + "\n")
-    (OUT / "STUDENTS.md").write_text(markdown(saved["results"], machine))
-    print(markdown(saved["results"], machine))
+    (OUT / "STUDENTS.md").write_text(markdown(saved["results"], info))
+    print(markdown(saved["results"], info))
 
 
 if __name__ == "__main__":
