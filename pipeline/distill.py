@@ -50,12 +50,17 @@ def truncate(teacher: Any, layers: list[int]) -> Any:
     student = copy.deepcopy(teacher)
     old = encoder_layers(student)
     kept = torch.nn.ModuleList([old[i] for i in layers])
-    for name, module in student.base_model.named_modules():
-        for child_name, child in module.named_children():
-            if child is old:
-                setattr(module, child_name, kept)
+    replace_modules(student.base_model, {id(old): kept})
     student.config.num_hidden_layers = len(layers)
     return student
+
+
+def replace_modules(root: Any, new: dict[int, Any]) -> None:
+    """Swap, wherever it is attached under `root`, each submodule whose id() is a key of `new` for its value."""
+    for module in root.modules():
+        for name, child in list(module.named_children()):
+            if id(child) in new:
+                setattr(module, name, new[id(child)])
 
 
 def feed_forward_pairs(model: Any) -> list[tuple[Any, Any, Any]]:
@@ -129,12 +134,7 @@ def prune_feed_forward(model: Any, tokenizer: Any, texts: list[str], width: int,
                 new_up.bias.copy_(up.bias[keep])
             if down.bias is not None:
                 new_down.bias.copy_(down.bias)
-        for module in layer.modules():
-            for name, child in module.named_children():
-                if child is up:
-                    setattr(module, name, new_up)
-                elif child is down:
-                    setattr(module, name, new_down)
+        replace_modules(layer, {id(up): new_up, id(down): new_down})
     model.config.intermediate_size = width
     log.info("feed-forward pruned %d -> %d per layer on %d training rows; importance kept per layer: %s", inter,
              width, len(texts), ", ".join(f"{x:.1%}" for x in kept_share))

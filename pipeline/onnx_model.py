@@ -26,19 +26,22 @@ def export_fp32(model: Any, tokenizer: Any, path: Path, max_length: int) -> None
     # a Where/IsNaN guard over every [batch, heads, length, length] score tensor: 15-20% of the int8 student's time
     # on this project's CPU, for the same logits (to ~1e-6). The torch model is put back as it was.
     impl = getattr(model.config, "_attn_implementation", None)
-    if impl not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+    switch = impl not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    if switch:
         model.set_attn_implementation("eager")
     enc = tokenizer(["an example text to trace the graph", "another"], padding=True, truncation=True,
                     max_length=max_length, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
-    with torch.inference_mode():
-        torch.onnx.export(model, tuple(enc[n] for n in names), str(path), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    model.config.return_dict = True
-    if impl not in (None, "eager") and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(impl)
+    try:
+        with torch.inference_mode():
+            torch.onnx.export(model, tuple(enc[n] for n in names), str(path), input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    finally:
+        model.config.return_dict = True
+        if switch:
+            model.set_attn_implementation(impl)
 
 
 # int8 recipes, smallest and fastest first (export.quantize: auto takes the first that keeps the torch labels).
