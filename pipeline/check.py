@@ -115,24 +115,36 @@ def data_problems(df: pd.DataFrame, raw_row: list[int], source: str, params: Par
 
 
 def model_problems(params: Params) -> Report:
-    """distill.layers against the teacher's layer count, read from its config (no weights loaded)."""
+    """distill.layers against the teacher's layer count, and a hidden-state term's need for a student as wide as
+    the teacher, read from their configs (no weights loaded)."""
     rep = Report()
     d = params.distill
-    if d.student:
+    if d.student and not d.hidden_weight:
         return rep
-    try:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        from pipeline.modeling import resolve_model
+    from pipeline.modeling import resolve_model
 
-        cfg = AutoConfig.from_pretrained(resolve_model(params.train.model))
-    except Exception as e:  # offline Hub name, bad path: the train stage names it; here it is only a note
-        rep.notes.append(f"train.model: could not read its config to check distill.layers ({type(e).__name__})")
-        return rep
-    n = getattr(cfg, "num_hidden_layers", None)
-    if n is not None and max(d.layers) >= n:
+    configs = {}
+    for key, name in (("train.model", params.train.model), ("distill.student", d.student)):
+        if not name:
+            continue
+        try:
+            configs[key] = AutoConfig.from_pretrained(resolve_model(name, key))
+        except Exception as e:  # offline Hub name, bad path: the stage names it; here it is only a note
+            rep.notes.append(f"{key}: could not read its config to check distill settings ({type(e).__name__})")
+            return rep
+    teacher = configs["train.model"]
+    n = getattr(teacher, "num_hidden_layers", None)
+    if not d.student and n is not None and max(d.layers) >= n:
         rep.errors.append(f"distill.layers: {d.layers} names layer {max(d.layers)}, but train.model "
                           f"({params.train.model}) has {n} layers (0..{n - 1})")
+    if d.student:
+        a, b = getattr(configs["distill.student"], "hidden_size", None), getattr(teacher, "hidden_size", None)
+        if a != b:
+            rep.errors.append(f"distill.hidden_weight: {d.hidden_weight:g} compares hidden states, but distill.student "
+                              f"({d.student}) has hidden size {a} and train.model ({params.train.model}) {b}; "
+                              "set it to 0 for this student")
     return rep
 
 

@@ -9,6 +9,15 @@ teacher truncated to `distill.layers`, initialised from those fine-tuned teacher
 smaller model named in `distill.student`, fine-tuned from its own pre-trained weights. With
 `distill.intermediate_size` set, the student's feed-forward blocks are first narrowed to that width, keeping the
 neurons that carry the most signal on a seeded sample of training rows; the lineage records what was kept.
+
+With `distill.hidden_weight` > 0 the teacher also runs on every training batch, and the loss gains
+
+    hidden_weight * MSE(student's last hidden states, teacher's last hidden states)   (real tokens only)
+
+a signal of hidden_size numbers per token instead of num_labels per text. Hidden-state matching is what lets very
+small students keep up (Sun et al. 2019, "Patient KD"; Jiao et al. 2020, TinyBERT); on a 3-class tweet corpus it
+took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (README "Results"). It needs the student
+to share the teacher's hidden size and tokenizer, as a truncated teacher does.
 """
 from __future__ import annotations
 
@@ -36,6 +45,25 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alp
                     reduction="batchmean") * (t * t)
     hard = F.cross_entropy(student_logits, labels)
     return alpha * soft + (1.0 - alpha) * hard
+
+
+def hidden_state_loss(student_hidden: Any, teacher_hidden: Any, attention_mask: Any) -> Any:
+    """Mean squared error between two [batch, tokens, hidden] tensors over the real (unmasked) tokens only:
+    padding would otherwise count, and more of it in batches of short texts."""
+    mask = attention_mask.unsqueeze(-1).to(student_hidden.dtype)
+    diff = (student_hidden - teacher_hidden.to(student_hidden.dtype)) ** 2
+    return (diff * mask).sum() / (mask.sum() * student_hidden.shape[-1]).clamp_min(1)
+
+
+def check_hidden_match(student: Any, teacher: Any, student_tok: Any, teacher_tok: Any) -> None:
+    """The hidden-state term compares the two encoders token by token: same width, same tokens."""
+    s, t = student.config.hidden_size, teacher.config.hidden_size
+    if s != t:
+        raise ModelError(f"distill.hidden_weight: the student's hidden size {s} differs from the teacher's {t}; "
+                         "set it to 0 for this student")
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise ModelError("distill.hidden_weight: the student and teacher tokenizers differ, so their tokens do not "
+                         "line up; set it to 0 for this student")
 
 
 def truncate(teacher: Any, layers: list[int]) -> Any:
@@ -141,40 +169,56 @@ def prune_feed_forward(model: Any, tokenizer: Any, texts: list[str], width: int,
     return {"from": inter, "to": width, "rows": len(texts), "importance_kept": [round(x, 4) for x in kept_share]}
 
 
-def distill_trainer_class(p: DistillParams) -> type:
+def distill_trainer_class(p: DistillParams, teacher: Any = None) -> type:
+    """A Trainer with the distillation loss; evaluation batches (no teacher logits) use plain cross-entropy.
+    `teacher` is needed when `p.hidden_weight` > 0: it runs, frozen, on each training batch."""
     from transformers import Trainer
 
-    class DistillationTrainer(Trainer):
-        """Trainer with the distillation loss; evaluation batches (no teacher logits) use plain cross-entropy."""
+    if p.hidden_weight > 0 and teacher is None:
+        raise ValueError("distill.hidden_weight > 0 needs the teacher model")
+    if teacher is not None:
+        teacher.eval()  # no dropout in the targets; it runs under no_grad, so its weights never get gradients
 
+    class DistillationTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
             import torch.nn.functional as F
 
             inputs = dict(inputs)
-            teacher = inputs.pop("teacher_logits", None)
+            teacher_logits = inputs.pop("teacher_logits", None)
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            if teacher is None:
+            hidden = p.hidden_weight > 0 and teacher_logits is not None
+            outputs = model(**inputs, output_hidden_states=hidden) if hidden else model(**inputs)
+            if teacher_logits is None:
                 loss = F.cross_entropy(outputs.logits, labels)
             else:
-                loss = distillation_loss(outputs.logits, teacher.to(outputs.logits.dtype), labels, p.alpha,
+                loss = distillation_loss(outputs.logits, teacher_logits.to(outputs.logits.dtype), labels, p.alpha,
                                          p.temperature)
+            if hidden:
+                device = outputs.logits.device
+                if next(teacher.parameters()).device != device:  # wherever Trainer placed the student
+                    teacher.to(device)
+                with torch.no_grad():
+                    target = teacher.base_model(**inputs).last_hidden_state
+                loss = loss + p.hidden_weight * hidden_state_loss(outputs.hidden_states[-1], target,
+                                                                  inputs["attention_mask"])
             return (loss, outputs) if return_outputs else loss
 
     return DistillationTrainer
 
 
-def build_student(p: DistillParams, teacher_dir: str, label_names: list[str]) -> tuple[Any, Any]:
-    if not p.student:
-        teacher = load_classifier(teacher_dir, "teacher")
-        return truncate(teacher, p.layers), load_tokenizer(teacher_dir, "teacher")
-    tokenizer = load_tokenizer(p.student, "distill.student")
+def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names: list[str]) -> tuple[Any, Any]:
     teacher_tok = load_tokenizer(teacher_dir, "teacher")
+    if not p.student:
+        return truncate(teacher, p.layers), teacher_tok
+    tokenizer = load_tokenizer(p.student, "distill.student")
     if tokenizer.get_vocab() != teacher_tok.get_vocab():
         log.warning("student and teacher tokenizers differ: fine for logit distillation, which only needs texts")
     model = load_classifier(p.student, "distill.student", num_labels=len(label_names),
                             id2label=dict(enumerate(label_names)),
                             label2id={n: i for i, n in enumerate(label_names)}, ignore_mismatched_sizes=True)
+    if p.hidden_weight > 0:
+        check_hidden_match(model, teacher, tokenizer, teacher_tok)
     return model, tokenizer
 
 
@@ -186,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     p, seed = params.distill, params.seed
     train_df, val_df = read_table(args.train), read_table(args.val)
     logits_df = read_table(args.logits, ["id", "logits"])
-    teacher_cfg = load_classifier(args.teacher, "teacher").config
+    teacher = load_classifier(args.teacher, "teacher")
+    teacher_cfg = teacher.config
     label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
     check_splits({"train": train_df, "val": val_df}, label_names)
     logits = train_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
@@ -197,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     # Seed before the model is built: a new classification head is initialised randomly right here, before
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
-    model, tokenizer = build_student(p, args.teacher, label_names)
+    model, tokenizer = build_student(p, teacher, args.teacher, label_names)
     pruned = None
     if p.intermediate_size:
         sample = train_df["text"].sample(n=min(len(train_df), PRUNE_ROWS), random_state=seed).tolist()
@@ -207,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     val_ds = encode(val_df, tokenizer, label_names, p.max_length, sort_by_length=True)
 
     trainer, result, best = fit(
-        distill_trainer_class(p), model, tokenizer, p, seed, train_ds, val_ds, label_names,
+        distill_trainer_class(p, teacher if p.hidden_weight > 0 else None), model, tokenizer, p, seed, train_ds,
+        val_ds, label_names,
         checkpoints=args.checkpoints, data_files=[args.train, args.val, args.logits], resume=True, live=args.live,
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
         remove_unused_columns=False,

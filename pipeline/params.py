@@ -268,6 +268,9 @@ class DistillParams(FitParams):
     # Feed-forward width of the student: 0 keeps the model's own; smaller keeps, per layer, the neurons that carry
     # the most signal on training rows (structured pruning before distillation; checked against the model at build).
     intermediate_size: int = _f(0, ge=0)
+    # Weight of a hidden-state term: mean squared error between the student's last hidden states and the
+    # teacher's on every real token (the teacher runs alongside; needs the same hidden size and tokenizer).
+    hidden_weight: float = _f(0.0, ge=0)
 
     def validate(self, key: str) -> None:
         if not self.student:

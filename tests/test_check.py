@@ -46,6 +46,18 @@ def test_every_problem_is_listed_in_one_run(tmp_path):
     assert proc.returncode == 1 and proc.stdout.startswith("6 error(s)"), proc.stdout + proc.stderr
 
 
+def test_a_hidden_state_term_needs_a_student_as_wide_as_the_teacher(tmp_path):
+    from transformers import BertConfig
+
+    narrow = tmp_path / "narrow"
+    BertConfig(hidden_size=192, num_attention_heads=6, intermediate_size=384).save_pretrained(narrow)
+    raw = str(ROOT / "data/raw/sms-spam.csv")
+    rep = check(str(write_params(tmp_path, distill={"student": str(narrow), "hidden_weight": 1.0})), raw)
+    assert any("distill.hidden_weight: 1 compares hidden states, but distill.student" in e and "hidden size 192" in e
+               and "384" in e for e in rep.errors), rep.errors
+    assert check(str(write_params(tmp_path, distill={"student": str(narrow), "hidden_weight": 0.0})), raw).errors == []
+
+
 def test_label_names_that_map_nothing_or_rename_another_files_classes(tmp_path):
     raw = tmp_path / "tweets.csv"
     raw.write_text("text,sentiment\n" + "".join(f"tweet {i},{['positive', 'negative'][i % 2]}\n" for i in range(30)))
