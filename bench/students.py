@@ -3,16 +3,18 @@
     python bench/students.py --name sms --teacher data/models/teacher --data data/processed \
         --student default=data/models/student --student ffn384=/path/to/student ...
 
-Students come from `distill` runs with different params (`distill.layers`, `distill.intermediate_size`); this
-script trains nothing. For each it reports test macro-F1 of the torch student and of its int8 ONNX export (the
-`export` stage's recipe chooser, `quantize: auto`), both as a share of the teacher's, and CPU throughput at batch
-32 and latency at batch 1, timed by `evaluate`'s own interleaved `measure_speed` in one run, as ratios to the
-teacher. Results are appended to bench/results/students.json under `--name` and the table is rewritten to
-bench/results/STUDENTS.md, with the machine.
+Students come from `distill` runs with different params (`distill.layers`, `distill.intermediate_size`,
+`distill.hidden_weight`); this script trains nothing. For each it reports test macro-F1 of the torch student and of
+its int8 ONNX export (the `export` stage's recipe chooser, `quantize: auto`, unless `--quantize label=recipe` names
+one, as `export.quantize` would), both as a share of the teacher's, and CPU throughput at batch 32 and latency at
+batch 1, timed by `evaluate`'s own interleaved `measure_speed` in one run, as ratios to the teacher. Results are
+appended to bench/results/students.json under `--name` and the table is rewritten to bench/results/STUDENTS.md,
+with the machine.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -24,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import OUT, machine  # noqa: E402  (bench/run.py also sets the offline environment and sys.path)
 
 
-def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42) -> dict:
+def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42,
+            recipes: dict[str, str] | None = None) -> dict:
     import numpy as np
 
     from pipeline.evaluate import measure_speed, transformer_predictor
@@ -54,7 +57,8 @@ def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42) 
     for name, folder in students.items():
         s_model, s_tok = load_classifier(folder), load_tokenizer(folder)
         cfg = s_model.config
-        figures = export_one(Path(folder), tmp / name, texts, y, p, selection)
+        quantize = (recipes or {}).get(name, p.quantize)  # a named recipe still has to pass the test-row bounds
+        figures = export_one(Path(folder), tmp / name, texts, y, dataclasses.replace(p, quantize=quantize), selection)
         onnx = OnnxClassifier(tmp / name)
         rows[name] = {"layers": cfg.num_hidden_layers, "intermediate_size": cfg.intermediate_size,
                       "macro_f1_torch": round(figures["macro_f1_torch"], 4),
@@ -104,14 +108,17 @@ def main() -> None:
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--data", required=True, type=Path, help="folder with train/val/test.parquet (split's output)")
     ap.add_argument("--student", action="append", required=True, help="label=folder (repeat)")
+    ap.add_argument("--quantize", action="append", default=[],
+                    help="label=recipe: export that student with `export.quantize: recipe` instead of auto")
     args = ap.parse_args()
     students = dict(s.split("=", 1) for s in args.student)
+    recipes = dict(s.split("=", 1) for s in args.quantize)
     m = machine()
     info = {"cpu": m.get("cpu", platform.processor()), "cores": m.get("cores", os.cpu_count()),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "date": dt.date.today().isoformat()}
     path = OUT / "students.json"
     saved = json.loads(path.read_text()) if path.is_file() else {}
-    saved.setdefault("results", {})[args.name] = measure(args.teacher, args.data, students)
+    saved.setdefault("results", {})[args.name] = measure(args.teacher, args.data, students, recipes=recipes)
     saved["machine"] = info
     path.write_text(json.dumps(saved, indent=2) + "\n")
     (OUT / "STUDENTS.md").write_text(markdown(saved["results"], info))
