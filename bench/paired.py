@@ -13,13 +13,13 @@ bench/results/paired.json under `--label` and `--name`, and the table to bench/r
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import OUT, machine  # noqa: E402  (bench/run.py also sets the offline environment and sys.path)
+from students import teacher_args  # noqa: E402
 
 
 def compare(teacher: str, data: Path, pairs: dict[str, tuple[str, str]], seed: int = 42) -> list[dict]:
@@ -71,11 +71,8 @@ def markdown(saved: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--name", required=True, help="dataset label for the table")
+    ap = teacher_args(__doc__.splitlines()[0])
     ap.add_argument("--label", required=True, help="what differs between A and B, e.g. hidden_weight")
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--data", required=True, type=Path, help="folder with val/test.parquet (split's output)")
     ap.add_argument("--pair", action="append", required=True, help="shape=folder_A,folder_B (repeat)")
     args = ap.parse_args()
     pairs = {}

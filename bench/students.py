@@ -97,16 +97,22 @@ def markdown(all_results: dict, machine: dict) -> str:
     return "\n".join(lines)
 
 
+def teacher_args(description: str) -> argparse.ArgumentParser:
+    """The arguments of every bench that compares students of one teacher on one dataset."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--name", required=True, help="dataset label for the table")
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--data", required=True, type=Path, help="folder with train/val/test.parquet (split's output)")
+    return ap
+
+
 def main() -> None:
     import platform
 
     import onnxruntime
     import torch
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--name", required=True, help="dataset label for the table")
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--data", required=True, type=Path, help="folder with train/val/test.parquet (split's output)")
+    ap = teacher_args(__doc__.splitlines()[0])
     ap.add_argument("--student", action="append", required=True, help="label=folder (repeat)")
     ap.add_argument("--quantize", action="append", default=[],
                     help="label=recipe: export that student with `export.quantize: recipe` instead of auto")
