@@ -16,7 +16,7 @@ With `distill.hidden_weight` > 0 the teacher also runs on every training batch, 
 
 a signal of hidden_size numbers per token instead of num_labels per text. Hidden-state matching is what lets very
 small students keep up (Sun et al. 2019, "Patient KD"; Jiao et al. 2020, TinyBERT); on a 3-class tweet corpus it
-took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (README "Results"). It needs the student
+took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (README "Use the model"). It needs the student
 to share the teacher's hidden size and tokenizer, as a truncated teacher does.
 """
 from __future__ import annotations
@@ -188,7 +188,7 @@ def distill_trainer_class(p: DistillParams, teacher: Any = None) -> type:
             teacher_logits = inputs.pop("teacher_logits", None)
             labels = inputs.pop("labels")
             hidden = p.hidden_weight > 0 and teacher_logits is not None
-            outputs = model(**inputs, output_hidden_states=hidden) if hidden else model(**inputs)
+            outputs = model(**inputs, output_hidden_states=hidden)
             if teacher_logits is None:
                 loss = F.cross_entropy(outputs.logits, labels)
             else:
