@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline.checks import class_size_problems
+from pipeline.checks import class_size_problems, student_layer_problems
 from pipeline.io import DataError, KnownError
 from pipeline.params import CleanParams, Params, load_params_all_errors
 from pipeline.text import raw_label_key
@@ -119,7 +119,7 @@ def model_problems(params: Params) -> Report:
     the teacher, read from their configs (no weights loaded)."""
     rep = Report()
     d = params.distill
-    if d.student and not d.hidden_weight:
+    if d.student and not any(q.hidden_weight for _, q in d.students()):
         return rep
     from transformers import AutoConfig
 
@@ -136,15 +136,15 @@ def model_problems(params: Params) -> Report:
             return rep
     teacher = configs["train.model"]
     n = getattr(teacher, "num_hidden_layers", None)
-    if not d.student and n is not None and max(d.layers) >= n:
-        rep.errors.append(f"distill.layers: {d.layers} names layer {max(d.layers)}, but train.model "
-                          f"({params.train.model}) has {n} layers (0..{n - 1})")
+    if n is not None:
+        rep.errors += student_layer_problems(params, n)
     if d.student:
         a, b = getattr(configs["distill.student"], "hidden_size", None), getattr(teacher, "hidden_size", None)
-        if a != b:
-            rep.errors.append(f"distill.hidden_weight: {d.hidden_weight:g} compares hidden states, but distill.student "
-                              f"({d.student}) has hidden size {a} and train.model ({params.train.model}) {b}; "
-                              "set it to 0 for this student")
+        for key, q in d.students():
+            if a != b and q.hidden_weight:
+                rep.errors.append(f"{key}.hidden_weight: {q.hidden_weight:g} compares hidden states, but "
+                                  f"distill.student ({d.student}) has hidden size {a} and train.model "
+                                  f"({params.train.model}) {b}; set it to 0 for this student")
     return rep
 
 

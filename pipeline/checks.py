@@ -41,11 +41,18 @@ def check_splittable(labels: pd.Series, params: Params, where: str) -> None:
         raise DataError("\n  ".join(problems))
 
 
+def student_layer_problems(params: Params, teacher_layers: int) -> list[str]:
+    """Each student's `layers` (distill's own and every distill.try_first entry) against the teacher's layer count."""
+    out = []
+    for key, q in params.distill.students():
+        if not q.student and max(q.layers) >= teacher_layers:
+            out.append(f"{key}.layers: {q.layers} names layer {max(q.layers)}, but the teacher "
+                       f"({params.train.model}) has {teacher_layers} layers (0..{teacher_layers - 1})")
+    return out
+
+
 def check_student_layers(params: Params, teacher_layers: int) -> None:
-    """distill.layers must index the teacher's layers (checked when the teacher is built, not after training)."""
-    d = params.distill
-    if not d.student and max(d.layers) >= teacher_layers:
-        raise ParamsError(
-            f"distill.layers: {d.layers} names layer {max(d.layers)}, but the teacher ({params.train.model}) has "
-            f"{teacher_layers} layers (0..{teacher_layers - 1}); fix it before the teacher trains for nothing"
-        )
+    """Checked when the teacher is built, not after training."""
+    problems = student_layer_problems(params, teacher_layers)
+    if problems:
+        raise ParamsError("; ".join(problems) + "; fix it before the teacher trains for nothing")

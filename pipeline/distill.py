@@ -18,20 +18,37 @@ a signal of hidden_size numbers per token instead of num_labels per text. Hidden
 small students keep up (Sun et al. 2019, "Patient KD"; Jiao et al. 2020, TinyBERT); on a 3-class tweet corpus it
 took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (README "Use the model"). It needs the student
 to share the teacher's hidden size and tokenizer, as a truncated teacher does.
+
+`distill.try_first` lists smaller students to distil before the one above (each entry replaces some of `layers`,
+`hidden_weight`, `intermediate_size`): the first whose validation macro-F1 is at least `min_val_f1_ratio` of the
+teacher's (same rows, same max_length) ships, otherwise the next is distilled, ending with distill's own student.
+The lineage's `student_search` records each one tried. Each student has its own checkpoint folder, and a rejected
+one leaves its verdict there, so a run killed later resumes without distilling it again.
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from transformers import set_seed
 
+from pipeline.checks import student_layer_problems
 from pipeline.io import DataError, read_table, run_stage, setup_logging, stage_args
-from pipeline.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
+from pipeline.modeling import (
+    ModelError,
+    classification_metrics,
+    encoder_layers,
+    load_classifier,
+    load_tokenizer,
+    predict_logits,
+)
 from pipeline.params import DistillParams, load_params
-from pipeline.training import check_splits, encode, finish, fit, lineage_record
+from pipeline.training import check_splits, encode, fingerprint, finish, fit, lineage_record
 
 log = logging.getLogger(__name__)
 PRUNE_ROWS = 512  # training rows that score the feed-forward neurons (seeded sample)
@@ -55,25 +72,25 @@ def hidden_state_loss(student_hidden: Any, teacher_hidden: Any, attention_mask: 
     return (diff * mask).sum() / (mask.sum() * student_hidden.shape[-1]).clamp_min(1)
 
 
-def check_hidden_match(student: Any, teacher: Any, student_tok: Any, teacher_tok: Any) -> None:
+def check_hidden_match(student: Any, teacher: Any, student_tok: Any, teacher_tok: Any, key: str = "distill") -> None:
     """The hidden-state term compares the two encoders token by token: same width, same tokens."""
     s, t = student.config.hidden_size, teacher.config.hidden_size
     if s != t:
-        raise ModelError(f"distill.hidden_weight: the student's hidden size {s} differs from the teacher's {t}; "
+        raise ModelError(f"{key}.hidden_weight: the student's hidden size {s} differs from the teacher's {t}; "
                          "set it to 0 for this student")
     if student_tok.get_vocab() != teacher_tok.get_vocab():
-        raise ModelError("distill.hidden_weight: the student and teacher tokenizers differ, so their tokens do not "
+        raise ModelError(f"{key}.hidden_weight: the student and teacher tokenizers differ, so their tokens do not "
                          "line up; set it to 0 for this student")
 
 
-def truncate(teacher: Any, layers: list[int]) -> Any:
+def truncate(teacher: Any, layers: list[int], key: str = "distill") -> Any:
     """A copy of `teacher` keeping only `layers` (in that order), embeddings and head included."""
     import torch
 
     n = teacher.config.num_hidden_layers
     if max(layers) >= n:
         raise ModelError(
-            f"distill.layers: {layers} names layer {max(layers)}, but the teacher has {n} layers (0..{n - 1})"
+            f"{key}.layers: {layers} names layer {max(layers)}, but the teacher has {n} layers (0..{n - 1})"
         )
     student = copy.deepcopy(teacher)
     old = encoder_layers(student)
@@ -207,10 +224,11 @@ def distill_trainer_class(p: DistillParams, teacher: Any = None) -> type:
     return DistillationTrainer
 
 
-def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names: list[str]) -> tuple[Any, Any]:
+def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names: list[str],
+                  key: str = "distill") -> tuple[Any, Any]:
     teacher_tok = load_tokenizer(teacher_dir, "teacher")
     if not p.student:
-        return truncate(teacher, p.layers), teacher_tok
+        return truncate(teacher, p.layers, key), teacher_tok
     tokenizer = load_tokenizer(p.student, "distill.student")
     if tokenizer.get_vocab() != teacher_tok.get_vocab():
         log.warning("student and teacher tokenizers differ: fine for logit distillation, which only needs texts")
@@ -218,7 +236,7 @@ def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names:
                             id2label=dict(enumerate(label_names)),
                             label2id={n: i for i, n in enumerate(label_names)}, ignore_mismatched_sizes=True)
     if p.hidden_weight > 0:
-        check_hidden_match(model, teacher, tokenizer, teacher_tok)
+        check_hidden_match(model, teacher, tokenizer, teacher_tok, key)
     return model, tokenizer
 
 
@@ -239,30 +257,94 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"{args.logits}: no teacher logits for {int(logits.isna().sum())} training rows; "
                         "rerun the teacher_logits stage")
 
+    # Every student's layers, before any of them trains (check and the teacher's stage said so already; this
+    # catches a teacher swapped in by hand).
+    problems = student_layer_problems(params, teacher_cfg.num_hidden_layers)
+    if problems:
+        raise ModelError("; ".join(problems))
+    students = p.students()
+    teacher_f1 = teacher_val_f1(teacher, args.teacher, val_df, label_names, p) if len(students) > 1 else None
+    data_files = [args.train, args.val, args.logits]
+    search: list[dict] = []
+    for i, (key, q) in enumerate(students):
+        last = i == len(students) - 1
+        # One checkpoint folder per student, so resuming one never wipes the verdict on another.
+        ckpt = Path(args.checkpoints) / str(i) if len(students) > 1 else Path(args.checkpoints)
+        fp = fingerprint(q, seed, data_files)
+        earlier = None if last else rejected_before(ckpt, fp)
+        if earlier is not None:
+            log.info("%s: rejected in an earlier run of this same job (%s); not distilled again", key, earlier)
+            search.append(earlier)
+            continue
+        trainer, result, best, pruned, tokenizer = distill_one(q, key, seed, teacher, args, train_df, val_df, logits,
+                                                               label_names, str(ckpt), data_files)
+        record = {"key": key, "layers": None if q.student else q.layers, "hidden_weight": q.hidden_weight,
+                  "intermediate_size": q.intermediate_size, "val_macro_f1": round(best["eval_macro_f1"], 6),
+                  "val_f1_ratio": round(best["eval_macro_f1"] / teacher_f1, 4) if teacher_f1 else None}
+        keeps = teacher_f1 is None or best["eval_macro_f1"] >= p.min_val_f1_ratio * teacher_f1
+        record["shipped"] = keeps or last
+        search.append(record)
+        if record["shipped"]:
+            break
+        log.info("%s: validation macro-F1 %.4f is %.1f%% of the teacher's %.4f, under distill.min_val_f1_ratio %g: "
+                 "trying %s", key, best["eval_macro_f1"], 100 * record["val_f1_ratio"], teacher_f1,
+                 p.min_val_f1_ratio, students[i + 1][0])
+        shutil.rmtree(ckpt, ignore_errors=True)
+        ckpt.mkdir(parents=True)
+        (ckpt / VERDICT).write_text(json.dumps({"fingerprint": fp, "record": record}, sort_keys=True))
+    log.info("student %s ships, best val: %s", key, best)
+    # Which students were tried, and why this one ships (absent when distill.try_first is empty).
+    extra = {} if len(students) == 1 else {"student_search": {
+        "teacher_val_macro_f1": round(teacher_f1, 6), "min_val_f1_ratio": p.min_val_f1_ratio, "tried": search}}
+    lineage = lineage_record("distill", q, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
+                             label_names=label_names, teacher=args.teacher, val_metrics=best,
+                             train_metrics=result, train_rows=len(train_df), pruned_feed_forward=pruned, **extra)
+    finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
+
+
+VERDICT = "rejected.json"
+
+
+def rejected_before(ckpt: Path, fp: str) -> dict | None:
+    """The record of this very student (same params, seed and data: `fp`) rejected by an earlier, interrupted run."""
+    try:
+        saved = json.loads((ckpt / VERDICT).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["record"] if saved.get("fingerprint") == fp else None
+
+
+def teacher_val_f1(teacher: Any, teacher_dir: str, val_df: Any, label_names: list[str], p: DistillParams) -> float:
+    """The teacher's validation macro-F1, scored as the students' are (same rows, same max_length)."""
+    tok = load_tokenizer(teacher_dir, "teacher")
+    y = val_df["label"].map({n: i for i, n in enumerate(label_names)}).to_numpy()
+    z = predict_logits(teacher, tok, val_df["text"].tolist(), p.eval_batch_size, p.max_length, progress=False)
+    return classification_metrics(y, z.argmax(1), label_names)["macro_f1"]
+
+
+def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, train_df: Any, val_df: Any,
+                logits: Any, label_names: list[str], checkpoints: str, data_files: list[str]) -> tuple:
+    """Build, (prune,) and distil one student; its trainer, training summary, best validation metrics, pruning
+    record and tokenizer."""
     # Seed before the model is built: a new classification head is initialised randomly right here, before
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
-    model, tokenizer = build_student(p, teacher, args.teacher, label_names)
+    model, tokenizer = build_student(q, teacher, args.teacher, label_names, key)
     pruned = None
-    if p.intermediate_size:
+    if q.intermediate_size:
         sample = train_df["text"].sample(n=min(len(train_df), PRUNE_ROWS), random_state=seed).tolist()
-        pruned = prune_feed_forward(model, tokenizer, sample, p.intermediate_size, p.max_length)
-    train_ds = encode(train_df, tokenizer, label_names, p.max_length,
+        pruned = prune_feed_forward(model, tokenizer, sample, q.intermediate_size, q.max_length)
+    train_ds = encode(train_df, tokenizer, label_names, q.max_length,
                       extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})
-    val_ds = encode(val_df, tokenizer, label_names, p.max_length, sort_by_length=True)
-
+    val_ds = encode(val_df, tokenizer, label_names, q.max_length, sort_by_length=True)
     trainer, result, best = fit(
-        distill_trainer_class(p, teacher if p.hidden_weight > 0 else None), model, tokenizer, p, seed, train_ds,
-        val_ds, label_names,
-        checkpoints=args.checkpoints, data_files=[args.train, args.val, args.logits], resume=True, live=args.live,
+        distill_trainer_class(q, teacher if q.hidden_weight > 0 else None), model, tokenizer, q, seed, train_ds,
+        val_ds, label_names, checkpoints=checkpoints, data_files=data_files, resume=True, live=args.live,
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
         remove_unused_columns=False,
     )
-    log.info("student best val: %s", best)
-    lineage = lineage_record("distill", p, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
-                             label_names=label_names, teacher=args.teacher, val_metrics=best,
-                             train_metrics=result, train_rows=len(train_df), pruned_feed_forward=pruned)
-    finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
+    return trainer, result, best, pruned, tokenizer
+
 
 if __name__ == "__main__":
     run_stage(main)

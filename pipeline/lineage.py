@@ -263,15 +263,22 @@ def model_status(model_dir: Path, root: Path, params_path: Path) -> dict:
             changed.append(f"input {role} ({d['path']}): {d['md5'][:8]} -> {(now or 'missing')[:8]}")
     params = load_params(params_path)
     section = {"train": "train", "distill": "distill", "baseline": "baseline"}.get(stage)
+    search = lin.get("student_search") or {}
     if section:
-        current = result_params(getattr(params, section))
+        current_section, key = getattr(params, section), section
+        # A student from distill.try_first is compared with that entry's params as the workspace would build them.
+        shipped = next((t["key"] for t in search.get("tried", []) if t.get("shipped")), None)
+        students = dict(current_section.students()) if section == "distill" else {}
+        if shipped in students:
+            current_section, key = students[shipped], shipped
+        current = result_params(current_section)
         for k, v in sorted(lin.get("params", {}).items()):
             if k in current and current[k] != v:
-                changed.append(f"param {section}.{k}: {v!r} -> {current[k]!r}")
+                changed.append(f"param {key}.{k}: {v!r} -> {current[k]!r}")
         if lin.get("seed") is not None and lin["seed"] != params.seed:
             changed.append(f"param seed: {lin['seed']} -> {params.seed}")
     return {"model": str(model_dir), "stage": stage, "base_model": lin.get("base_model") or lin.get("teacher"),
-            "seed": lin.get("seed"), "params": lin.get("params", {}), "inputs": inputs,
+            "seed": lin.get("seed"), "params": lin.get("params", {}), "inputs": inputs, "student_search": search,
             "commits": commits_with(root, {d["md5"] for d in inputs.values()}),
             "current": not changed, "changed": changed}
 
@@ -295,6 +302,16 @@ def format_model(m: dict) -> str:
     for role, d in m["inputs"].items():
         same = "same in workspace" if d["workspace_md5"] == d["md5"] else f"workspace {d['workspace_md5']}"
         lines.append(f"  {role:<15} {d['path']:<40} md5 {d['md5']}  ({same})")
+    if m.get("student_search"):
+        search = m["student_search"]
+        lines.append(f"students tried (teacher val macro-F1 {search['teacher_val_macro_f1']:.4f}, "
+                     f"min ratio {search['min_val_f1_ratio']:g}):")
+        for t in search["tried"]:
+            shape = f"layers {t['layers']}, hidden_weight {t['hidden_weight']:g}, intermediate_size " \
+                    f"{t['intermediate_size']}"
+            ratio = f"{t['val_f1_ratio']:.1%}" if t.get("val_f1_ratio") is not None else "n/a"
+            lines.append(f"  {t['key']:<22} {shape}: val macro-F1 {t['val_macro_f1']:.4f} ({ratio})"
+                         f"{'  <- shipped' if t['shipped'] else ''}")
     lines.append("commits whose dvc.lock holds these inputs: " + (", ".join(m["commits"]) or "none (uncommitted)"))
     lines.append("status: " + ("CURRENT for the workspace" if m["current"] else "STALE: " + "; ".join(m["changed"])))
     return "\n".join(lines)

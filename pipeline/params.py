@@ -258,6 +258,15 @@ def launcher_prefix(launcher: str, key: str = "train.launcher") -> list[str] | N
 
 
 @dataclass(frozen=True)
+class StudentShape:
+    """One entry of distill.try_first: the keys it sets replace distill's own, the others are distill's."""
+
+    layers: list[int] | None = None
+    hidden_weight: float | None = _f(None, ge=0)
+    intermediate_size: int | None = _f(None, ge=0)
+
+
+@dataclass(frozen=True)
 class DistillParams(FitParams):
     # Empty: the student is the teacher truncated to `layers`, initialised from those teacher layers.
     # Otherwise a (smaller) model name or path, fine-tuned from its own pre-trained weights.
@@ -271,13 +280,30 @@ class DistillParams(FitParams):
     # Weight of a hidden-state term: mean squared error between the student's last hidden states and the
     # teacher's on every real token (the teacher runs alongside; needs the same hidden size and tokenizer).
     hidden_weight: float = _f(0.0, ge=0)
+    # Smaller students distilled first, in order; the first whose validation macro-F1 keeps `min_val_f1_ratio` of
+    # the teacher's ships, else the student the keys above describe (README "Use the model"). [] = only that one.
+    try_first: list[StudentShape] = _f([StudentShape(layers=[5], hidden_weight=1.0)])
+    min_val_f1_ratio: float = _f(0.98, gt=0, le=1)
+
+    def students(self, key: str = "distill") -> list[tuple[str, "DistillParams"]]:
+        """(params key, the student's params) for each student to distill, in the order they are tried."""
+        out = []
+        for i, shape in enumerate(self.try_first):
+            set_keys = {k: v for k, v in dataclasses.asdict(shape).items() if v is not None}
+            out.append((f"{key}.try_first[{i}]", dataclasses.replace(self, **set_keys)))
+        return [*out, (key, self)]
 
     def validate(self, key: str) -> None:
-        if not self.student:
-            if not self.layers:
-                raise ParamsError(f"{key}.layers: needs at least one teacher layer to keep")
-            if any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
-                raise ParamsError(f"{key}.layers: must be distinct non-negative indices, got {self.layers}")
+        for i, shape in enumerate(self.try_first):
+            if self.student and shape.layers is not None:
+                raise ParamsError(f"{key}.try_first[{i}].layers: only for a truncated teacher, but {key}.student is "
+                                  f"set ({self.student!r}); set {key}.try_first to [] (or entries without layers)")
+        for k, q in self.students(key):
+            if not q.student:
+                if not q.layers:
+                    raise ParamsError(f"{k}.layers: needs at least one teacher layer to keep")
+                if any(i < 0 for i in q.layers) or len(set(q.layers)) != len(q.layers):
+                    raise ParamsError(f"{k}.layers: must be distinct non-negative indices, got {q.layers}")
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,25 @@ def test_a_hidden_state_term_needs_a_student_as_wide_as_the_teacher(tmp_path):
     narrow = tmp_path / "narrow"
     BertConfig(hidden_size=192, num_attention_heads=6, intermediate_size=384).save_pretrained(narrow)
     raw = str(ROOT / "data/raw/sms-spam.csv")
-    rep = check(str(write_params(tmp_path, distill={"student": str(narrow), "hidden_weight": 1.0})), raw)
+    own = {"student": str(narrow), "try_first": []}
+    rep = check(str(write_params(tmp_path, distill={**own, "hidden_weight": 1.0})), raw)
     assert any("distill.hidden_weight: 1 compares hidden states, but distill.student" in e and "hidden size 192" in e
                and "384" in e for e in rep.errors), rep.errors
-    assert check(str(write_params(tmp_path, distill={"student": str(narrow), "hidden_weight": 0.0})), raw).errors == []
+    assert check(str(write_params(tmp_path, distill={**own, "hidden_weight": 0.0})), raw).errors == []
+    # A smaller-first entry is checked as its own student, named by its key.
+    rep = check(str(write_params(tmp_path, distill={**own, "try_first": [{"hidden_weight": 0.5}]})), raw)
+    assert any("distill.try_first[0].hidden_weight: 0.5 compares hidden states" in e for e in rep.errors), rep.errors
+    # The default try_first truncates the teacher: with a student of one's own the fix is named.
+    rep = check(str(write_params(tmp_path, distill={"student": str(narrow)})), raw)
+    assert any("distill.try_first[0].layers: only for a truncated teacher" in e and "try_first to []" in e
+               for e in rep.errors), rep.errors
+
+
+def test_every_student_tried_is_checked_against_the_teacher(tmp_path):
+    raw = str(ROOT / "data/raw/sms-spam.csv")
+    rep = check(str(write_params(tmp_path, distill={"try_first": [{"layers": [3]}, {"layers": [6]}]})), raw)
+    assert rep.errors == ["distill.try_first[1].layers: [6] names layer 6, but the teacher "
+                          "(sentence-transformers/all-MiniLM-L6-v2) has 6 layers (0..5)"], rep.errors
 
 
 def test_label_names_that_map_nothing_or_rename_another_files_classes(tmp_path):
