@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -94,6 +94,40 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+PROBE_TEXTS = ["an example", "", "Ünïcödé, emoji 🙂 and   spaces", "a long text " * 200]
+
+
+def fast_encoder(tokenizer: Any, max_length: int, inputs: set[str]) -> Callable[[list[str]], dict] | None:
+    """`tokenizer(texts, padding=True, truncation=True, max_length=max_length)` straight from its Rust backend (the
+    `tokenizers` library that transformers' fast tokenizers call anyway), as int64 arrays for `inputs`.
+
+    Skips transformers' per-call Python work: 8-10% of the int8 student's time at batch 32 (README, "Use the model").
+    None when the tokenizer has no such backend or, on a few probe texts, the two do not give the same arrays."""
+    import copy
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or tokenizer.pad_token_id is None:
+        return None
+    bt = copy.deepcopy(backend)  # the loaded tokenizer keeps its own settings
+    bt.enable_truncation(max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side)
+    bt.enable_padding(direction=tokenizer.padding_side, pad_id=tokenizer.pad_token_id,
+                      pad_type_id=tokenizer.pad_token_type_id, pad_token=tokenizer.pad_token)
+    batch = getattr(bt, "encode_batch_fast", bt.encode_batch)  # _fast: no character offsets, which we never use
+    fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    if not set(inputs) <= set(fields):
+        return None
+
+    def encode(texts: list[str]) -> dict[str, np.ndarray]:
+        enc = batch(texts)
+        return {name: np.array([getattr(e, fields[name]) for e in enc], dtype=np.int64) for name in inputs}
+
+    reference = tokenizer(PROBE_TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    got = encode(PROBE_TEXTS)
+    if any(not np.array_equal(got[k], reference[k]) for k in inputs):
+        return None
+    return encode
+
+
 class OnnxClassifier:
     """An exported classifier folder: model.onnx + tokenizer + config.json (labels, max_length, temperature)."""
 
@@ -121,6 +155,11 @@ class OnnxClassifier:
         self.label_names = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
         self.max_length = int(cfg.get("export_max_length", 128))
         self.temperature = float(cfg.get("calibration_temperature") or 1.0)
+        self.encode = fast_encoder(self.tokenizer, self.max_length, self.inputs) or self._encode_hf
+
+    def _encode_hf(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        return {k: v.astype(np.int64) for k, v in enc.items() if k in self.inputs}
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Raw logits in the order of `texts` (length-sorted batches keep padding low).
@@ -132,10 +171,7 @@ class OnnxClassifier:
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="np")
-            feed = {k: v.astype(np.int64) for k, v in enc.items() if k in self.inputs}
-            out[idx] = self.session.run(["logits"], feed)[0]
+            out[idx] = self.session.run(["logits"], self.encode([texts[i] for i in idx]))[0]
         return out
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -129,6 +129,31 @@ def test_onnx_inference_flushes_denormals_on_the_calling_thread(exported):
     assert seen[0][0] > 0.0 and seen[0][1] == 0.0
 
 
+def test_onnx_inference_tokenises_exactly_as_the_tokenizer_does(exported, student, sms_slice):
+    """OnnxClassifier encodes through the tokenizer's Rust backend: the same arrays as transformers' call, padding
+    and truncation on either side included, and the same logits; anything it cannot reproduce falls back."""
+    from transformers import AutoTokenizer
+
+    from pipeline.onnx_model import OnnxClassifier, fast_encoder
+
+    tok = AutoTokenizer.from_pretrained(student)
+    texts = sms_slice["text"].tolist()[:64] + ["", "word " * 300, "Ünïcödé, emoji 🙂\tand\n  spaces"]
+    names = {"input_ids", "attention_mask", "token_type_ids"}
+    for side in ("right", "left"):
+        tok.padding_side = tok.truncation_side = side
+        encode = fast_encoder(tok, 40, names)
+        reference = tok(texts, padding=True, truncation=True, max_length=40, return_tensors="np")
+        got = encode(texts)
+        assert set(got) == names and all(np.array_equal(got[k], reference[k]) for k in names), side
+    assert fast_encoder(tok, 40, names | {"position_ids"}) is None  # an input the backend does not give
+
+    model = OnnxClassifier(exported[0])
+    assert model.encode.__qualname__.startswith("fast_encoder")
+    fast = model.logits(texts)
+    model.encode = model._encode_hf
+    assert np.array_equal(fast, model.logits(texts))
+
+
 def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_fp32(exported, student, test_rows):
     import onnx
 
