@@ -83,14 +83,14 @@ def check_hidden_match(student: Any, teacher: Any, student_tok: Any, teacher_tok
                          "line up; set it to 0 for this student")
 
 
-def truncate(teacher: Any, layers: list[int], key: str = "distill") -> Any:
+def truncate(teacher: Any, layers: list[int]) -> Any:
     """A copy of `teacher` keeping only `layers` (in that order), embeddings and head included."""
     import torch
 
     n = teacher.config.num_hidden_layers
     if max(layers) >= n:
         raise ModelError(
-            f"{key}.layers: {layers} names layer {max(layers)}, but the teacher has {n} layers (0..{n - 1})"
+            f"distill.layers: {layers} names layer {max(layers)}, but the teacher has {n} layers (0..{n - 1})"
         )
     student = copy.deepcopy(teacher)
     old = encoder_layers(student)
@@ -228,7 +228,7 @@ def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names:
                   key: str = "distill") -> tuple[Any, Any]:
     teacher_tok = load_tokenizer(teacher_dir, "teacher")
     if not p.student:
-        return truncate(teacher, p.layers, key), teacher_tok
+        return truncate(teacher, p.layers), teacher_tok
     tokenizer = load_tokenizer(p.student, "distill.student")
     if tokenizer.get_vocab() != teacher_tok.get_vocab():
         log.warning("student and teacher tokenizers differ: fine for logit distillation, which only needs texts")

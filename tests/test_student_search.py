@@ -55,12 +55,18 @@ def job(tmp_path_factory, sms_slice):
     return d
 
 
-def run(job, tmp_path, **distill) -> tuple[dict, dict]:
-    """Distill with these distill params; the student's lineage and config."""
+def write_params(tmp_path, **distill) -> dict:
+    """The repository's params with a short distillation of a [0, 2] student, and these distill keys."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["distill"].update(max_steps=4, batch_size=16, eval_steps=2, early_stopping_patience=0, max_length=48,
                              layers=[0, 2], **distill)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
+def run(job, tmp_path, **distill) -> tuple[dict, dict]:
+    """Distill with these distill params; the student's lineage and config."""
+    write_params(tmp_path, **distill)
     out = tmp_path / "student"
     main(["--params", str(tmp_path / "params.yaml"), "--teacher", str(job / "teacher"),
           "--logits", str(job / "logits.parquet"), "--train", str(job / "train.parquet"),
@@ -111,10 +117,7 @@ def test_a_student_rejected_before_an_interruption_is_not_distilled_again(job, t
     """A kill after a smaller student was rejected: the rerun takes the recorded verdict (same params, seed and
     data) instead of distilling it again; a verdict of other params is ignored."""
     distill = {"try_first": [{"layers": [2]}], "min_val_f1_ratio": 0.01}  # trained, [2] would ship
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["distill"].update(max_steps=4, batch_size=16, eval_steps=2, early_stopping_patience=0, max_length=48,
-                             layers=[0, 2], **distill)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params = write_params(tmp_path, **distill)
     _, q = load_params(tmp_path / "params.yaml").distill.students()[0]
     files = [str(job / "train.parquet"), str(job / "val.parquet"), str(job / "logits.parquet")]
     earlier = {"key": "distill.try_first[0]", "shipped": False, "val_macro_f1": 0.1}
