@@ -4,6 +4,7 @@
     python bench/ablation.py --datasets sms          # one dataset
     python bench/ablation.py --raw data/raw/mine.csv --text-column review --label-column stars   # your data
     python bench/ablation.py --grid full             # every augmentation x rebalance combination (12 cells)
+    python bench/ablation.py --grid imbalance        # no rebalancing vs oversampling vs class-weighted loss
 
 Every cell runs the real stage modules (`python -m pipeline.<stage>`, exactly what `dvc repro` runs) on the same
 raw file with the same seed, changing only the cell's params, and trains the teacher for a fixed number of steps.
@@ -49,8 +50,8 @@ AUG = {
     "both": {"synonym": {"enabled": True}, "back_translation": {"enabled": True}},
 }
 REBALANCE = {
-    "none": ({"strategy": "none"}, {}),
-    "oversample": ({"strategy": "oversample"}, {}),
+    "none": ({"strategy": "none"}, {"class_weights": False}),
+    "oversample": ({"strategy": "oversample"}, {"class_weights": False}),
     "class_weights": ({"strategy": "none"}, {"class_weights": True}),
 }
 
@@ -59,6 +60,9 @@ def cells(grid: str) -> dict[str, tuple[str, str]]:
     """cell name -> (augmentation, rebalance). `main`: one factor at a time against the reference."""
     if grid == "full":
         return {f"{a}+{r}": (a, r) for a, r in itertools.product(AUG, REBALANCE)}
+    if grid == "imbalance":  # the two ways of handling imbalance without augmentation, against neither
+        return {"none": ("none", "none"), "oversample": ("none", "oversample"),
+                "class_weights": ("none", "class_weights")}
     return {"none": ("none", "none"), "synonym": ("synonym", "none"), "back_translation": ("back_translation", "none"),
             "both": ("both", "none"), "oversample": ("none", "oversample"), "class_weights": ("none", "class_weights")}
 
@@ -84,6 +88,7 @@ def datasets(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[Path, d
     if args.raw:
         clean = {k: v for k, v in (("text_column", args.text_column), ("label_column", args.label_column),
                                    ("encoding", args.encoding)) if v}
+        clean["label_names"] = {}  # your file's labels as written (the shipped names are the SMS file's)
         return {Path(args.raw).stem: (Path(args.raw), clean)}
     out = {}
     for name in args.datasets:
@@ -154,7 +159,7 @@ def main() -> None:
     ap.add_argument("--text-column")
     ap.add_argument("--label-column")
     ap.add_argument("--encoding")
-    ap.add_argument("--grid", choices=["main", "full"], default="main")
+    ap.add_argument("--grid", choices=["main", "full", "imbalance"], default="main")
     ap.add_argument("--split", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                     help="split ratios, e.g. 0.2 0.1 0.7: a low-data regime scored on a large test set")
     ap.add_argument("--steps", type=int, default=150, help="teacher optimiser steps per cell (fixed budget)")
