@@ -17,14 +17,24 @@ from sklearn.pipeline import Pipeline
 from pipeline.io import atomic_path, read_table, run_stage, setup_logging, stage_args
 from pipeline.modeling import BASELINE_FILE, classification_metrics, save_baseline, tfidf_logreg
 from pipeline.params import BaselineParams, load_params
+from pipeline.profile import words_separated
 from pipeline.training import check_splits, label_names_of, lineage_record
 
 log = logging.getLogger(__name__)
 
 
-def build(p: BaselineParams, seed: int) -> Pipeline:
-    return tfidf_logreg(p.analyzer, p.ngram_max, p.min_df, p.max_features, p.sublinear_tf, p.C,
+def build(p: BaselineParams, seed: int, analyzer: str | None = None) -> Pipeline:
+    """The baseline; `analyzer` is `resolve_analyzer`'s answer for the training texts (auto alone means word)."""
+    analyzer = analyzer or ("word" if p.analyzer == "auto" else p.analyzer)
+    return tfidf_logreg(analyzer, p.ngram_max, p.min_df, p.max_features, p.sublinear_tf, p.C,
                         None if p.class_weight == "none" else p.class_weight, p.max_iter, seed)
+
+
+def resolve_analyzer(p: BaselineParams, texts: list[str]) -> str:
+    """auto: word n-grams for text with spaces between words, character n-grams for text without."""
+    if p.analyzer != "auto":
+        return p.analyzer
+    return "word" if words_separated(texts) else "char_wb"
 
 
 def main() -> None:
@@ -34,7 +44,9 @@ def main() -> None:
     train_df, val_df = read_table(args.train), read_table(args.val)
     label_names = label_names_of(train_df)
     check_splits({"train": train_df, "val": val_df}, label_names)
-    model = build(params.baseline, params.seed).fit(train_df["text"], train_df["label"])
+    analyzer = resolve_analyzer(params.baseline, train_df["text"].tolist())
+    log.info("baseline.analyzer %s -> %s", params.baseline.analyzer, analyzer)
+    model = build(params.baseline, params.seed, analyzer).fit(train_df["text"], train_df["label"])
     # classes_ are the sorted label names, the same order as the transformer models' ids.
     to_id = {n: i for i, n in enumerate(label_names)}
     val = classification_metrics(val_df["label"].map(to_id).to_numpy(),
@@ -42,7 +54,7 @@ def main() -> None:
     log.info("baseline val macro-F1 %.4f", val["macro_f1"])
     lineage = lineage_record("baseline", params.baseline, params.seed, {"train": args.train, "val": args.val},
                              label_names=label_names, val_metrics={"macro_f1": val["macro_f1"]},
-                             train_rows=len(train_df))
+                             train_rows=len(train_df), resolved={"analyzer": analyzer})
     out = Path(args.output)
     with atomic_path(out) as tmp:
         tmp.mkdir()

@@ -86,9 +86,10 @@ def data_problems(df: pd.DataFrame, raw_row: list[int], source: str, params: Par
         rep.errors.append(f"clean.label_names: maps {sorted(p.label_names)} but the labels of {source} are "
                           f"{sorted(raw_labels)[:10]}; fix the keys or set label_names: {{}}")
     elif (p.label_names == BUNDLED_LABEL_NAMES and Path(source).name != Path(BUNDLED_RAW).name
-          and raw_labels <= set(BUNDLED_LABEL_NAMES)):
+          and raw_labels <= set(BUNDLED_LABEL_NAMES) and not p.confirm_label_names):
         rep.errors.append(f"clean.label_names: the bundled SMS names {BUNDLED_LABEL_NAMES} would rename the labels "
-                          f"{sorted(raw_labels)} of {source}; set your own names, or label_names: {{}} to keep them")
+                          f"{sorted(raw_labels)} of {source}; set your own names, label_names: {{}} to keep them, "
+                          "or clean.confirm_label_names: true if ham/spam is what they are")
     if p.allowed_labels:
         names = {p.label_names.get(x, x) for x in raw_labels}
         unknown = sorted(names - set(p.allowed_labels))
@@ -110,8 +111,63 @@ def data_problems(df: pd.DataFrame, raw_row: list[int], source: str, params: Par
     if len(result.dropped):
         rep.notes.append(f"{source}: clean will drop {len(result.dropped)} of {len(df)} rows, each counted with its "
                          f"reason: {result.dropped['reason'].value_counts().to_dict()}")
-    rep.errors += class_size_problems(result.kept["label"], params, source)
+    rep.errors += class_size_problems(result.kept["label"], params, source, result.dropped)
+    rep.notes += profile_notes(result.kept, params)
     return rep
+
+
+def profile_notes(kept: pd.DataFrame, params: Params) -> list[str]:
+    """What the cleaned rows look like to the pipeline's data-driven defaults: class balance (class_weights: auto,
+    classes too small to learn), token lengths (max_length: auto, what is cut) and how well the model's tokenizer
+    covers the text (language), and the baseline's analyzer."""
+    from pipeline.profile import (
+        AUTO_CLASS_WEIGHT_RATIO,
+        class_balance,
+        coverage_warning,
+        resolve_max_length,
+        tokenizer_coverage,
+        words_separated,
+    )
+
+    notes = []
+    texts = kept["text"].tolist()
+    bal = class_balance({str(k): int(v) for k, v in kept["label"].value_counts().items()}, params.split.train)
+    if bal["classes"]:
+        cw = params.train.class_weights
+        on = cw if isinstance(cw, bool) else bal["ratio"] >= AUTO_CLASS_WEIGHT_RATIO
+        notes.append(f"classes: {bal['classes']}, largest {bal['largest']} rows, smallest {bal['smallest']} (ratio "
+                     f"{bal['ratio']:g}); train.class_weights {cw}: the loss is {'weighted' if on else 'unweighted'}")
+        if bal["small"]:
+            notes.append(f"class(es) with fewer than ~20 training rows, learned from few examples and judged on a "
+                         f"handful of test rows: {bal['small']}; add rows or merge them if you can")
+    if not words_separated(texts):
+        notes.append("the text does not separate words with spaces (e.g. Chinese, Japanese, Thai): baseline.analyzer "
+                     "auto uses character n-grams")
+    model = params.train.model
+    try:
+        from transformers import AutoConfig
+
+        from pipeline.modeling import load_tokenizer, resolve_model
+
+        tok = load_tokenizer(model, "train.model")
+        config = AutoConfig.from_pretrained(resolve_model(model, "train.model"))
+    except Exception as e:  # an offline Hub name: train names the problem; here it is only a note
+        return [*notes, f"train.model: could not load its tokenizer to profile the text ({type(e).__name__})"]
+    train_rows = kept.sample(frac=params.split.train, random_state=params.seed)["text"].tolist() or texts
+    try:
+        value, rec = resolve_max_length(params.train, tok, config, train_rows, "train", params.seed)
+    except KnownError as e:
+        notes.append(str(e))
+    else:
+        pct = rec.get("percentiles", {})
+        notes.append(f"tokens per text ({model}): median {pct.get('p50')}, p90 {pct.get('p90')}, p99 "
+                     f"{pct.get('p99')}, max {pct.get('max')}; train.max_length {rec['setting']} reads {value}: "
+                     f"{rec.get('truncated_rows', 0):.1%} of the rows are cut, {rec.get('tokens_not_read', 0):.1%} "
+                     "of their tokens not read")
+    warning = coverage_warning(tokenizer_coverage(tok, texts), model)
+    if warning:
+        notes.append(warning)
+    return notes
 
 
 def model_problems(params: Params) -> Report:

@@ -26,13 +26,26 @@ def splittable(n: int, s: SplitParams) -> bool:
     return min(allocate(n, (s.train, s.val, s.test))) > 0
 
 
-def class_size_problems(labels: pd.Series, params: Params, where: str) -> list[str]:
-    """Every class without enough original rows for one in each of train/val/test (see `splittable`)."""
+def class_size_problems(labels: pd.Series, params: Params, where: str, dropped: pd.DataFrame | None = None
+                        ) -> list[str]:
+    """Every class without enough original rows for one in each of train/val/test (see `splittable`). With the
+    rows a stage `dropped` (label, reason), a class that shrank says by how much and why: "only 1 row" about a
+    347-row class sends a user to the wrong fix."""
     s = params.split
-    return [f"{where}: class {label!r} has only {n} row(s): too few to put one in each of train/val/test with "
-            f"split {s.method} {s.train:g}/{s.val:g}/{s.test:g}; add rows, merge the class, or change the split"
-            for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0]))
-            if not splittable(int(n), s)]
+    out = []
+    for label, n in sorted(labels.value_counts().items(), key=lambda kv: str(kv[0])):
+        if splittable(int(n), s):
+            continue
+        msg = f"{where}: class {label!r} has only {n} row(s)"
+        lost = dropped[dropped["label"] == label] if dropped is not None and len(dropped) else None
+        if lost is not None and len(lost):
+            reasons = ", ".join(f"{r} {c}" for r, c in lost["reason"].value_counts().items())
+            msg += f" left of {n + len(lost)} (dropped: {reasons})"
+        out.append(msg + f": too few to put one in each of train/val/test with split {s.method} "
+                   f"{s.train:g}/{s.val:g}/{s.test:g}; add rows, merge the class, change the split"
+                   + (", or keep the dropped rows (e.g. clean.max_chars for too_long)" if lost is not None
+                      and len(lost) else ""))
+    return out
 
 
 def check_splittable(labels: pd.Series, params: Params, where: str) -> None:

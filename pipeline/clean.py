@@ -187,7 +187,7 @@ def clean_file(path: str, params: Params) -> CleanResult:
         raise DataError(f"{len(report.errors)} problem(s):\n  " + "\n  ".join(report.errors))
     result = clean(raw.df, p, path, raw.raw_row)
     result.restored_rows, result.bare_cr = raw.restored_rows, raw.bare_cr
-    problems = class_size_problems(result.kept["label"], params, path)
+    problems = class_size_problems(result.kept["label"], params, path, result.dropped)
     if problems:
         raise DataError("\n  ".join(problems))
     return result

@@ -41,27 +41,41 @@ from pipeline.checks import student_layer_problems
 from pipeline.io import DataError, read_table, run_stage, setup_logging, stage_args
 from pipeline.modeling import (
     ModelError,
-    classification_metrics,
     encoder_layers,
+    lineage_max_length,
+    lineage_truncation,
     load_classifier,
     load_tokenizer,
     predict_logits,
+    read_texts,
 )
 from pipeline.params import DistillParams, load_params
+from pipeline.profile import resolve_class_weights, resolve_max_length
+from pipeline.stats import student_evidence
 from pipeline.training import check_splits, encode, fingerprint, finish, fit, lineage_record
 
 log = logging.getLogger(__name__)
 PRUNE_ROWS = 512  # training rows that score the feed-forward neurons (seeded sample)
 
 
-def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alpha: float, temperature: float) -> Any:
+def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alpha: float, temperature: float,
+                      class_weights: Any = None) -> Any:
+    """With `class_weights` (one per class) each row's soft and hard terms count by its true class's weight, as
+    the teacher's weighted cross-entropy does (a weighted mean), so a student of an imbalanced set is not pulled back
+    to the big classes by a loss that counts every row alike."""
     import torch.nn.functional as F
 
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
-                    reduction="batchmean") * (t * t)
-    hard = F.cross_entropy(student_logits, labels)
-    return alpha * soft + (1.0 - alpha) * hard
+    if class_weights is None:
+        soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
+                        reduction="batchmean") * (t * t)
+        hard = F.cross_entropy(student_logits, labels)
+        return alpha * soft + (1.0 - alpha) * hard
+    w = class_weights.to(student_logits.dtype)[labels]
+    soft_rows = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
+                         reduction="none").sum(-1) * (t * t)
+    hard_rows = F.cross_entropy(student_logits, labels, reduction="none")
+    return (w * (alpha * soft_rows + (1.0 - alpha) * hard_rows)).sum() / w.sum()
 
 
 def hidden_state_loss(student_hidden: Any, teacher_hidden: Any, attention_mask: Any) -> Any:
@@ -186,9 +200,10 @@ def prune_feed_forward(model: Any, tokenizer: Any, texts: list[str], width: int,
     return {"from": inter, "to": width, "rows": len(texts), "importance_kept": [round(x, 4) for x in kept_share]}
 
 
-def distill_trainer_class(p: DistillParams, teacher: Any = None) -> type:
+def distill_trainer_class(p: DistillParams, teacher: Any = None, class_weights: Any = None) -> type:
     """A Trainer with the distillation loss; evaluation batches (no teacher logits) use plain cross-entropy.
-    `teacher` is needed when `p.hidden_weight` > 0: it runs, frozen, on each training batch."""
+    `teacher` is needed when `p.hidden_weight` > 0: it runs, frozen, on each training batch. `class_weights`
+    (numpy, one per class) weighs each training row by its class."""
     from transformers import Trainer
 
     if p.hidden_weight > 0 and teacher is None:
@@ -209,8 +224,9 @@ def distill_trainer_class(p: DistillParams, teacher: Any = None) -> type:
             if teacher_logits is None:
                 loss = F.cross_entropy(outputs.logits, labels)
             else:
+                w = None if class_weights is None else torch.as_tensor(class_weights, device=outputs.logits.device)
                 loss = distillation_loss(outputs.logits, teacher_logits.to(outputs.logits.dtype), labels, p.alpha,
-                                         p.temperature)
+                                         p.temperature, w)
             if hidden:
                 device = outputs.logits.device
                 if next(teacher.parameters()).device != device:  # wherever Trainer placed the student
@@ -263,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     if problems:
         raise ModelError("; ".join(problems))
     students = p.students()
-    teacher_f1 = teacher_val_f1(teacher, args.teacher, val_df, label_names, p) if len(students) > 1 else None
+    # The teacher's validation predictions as evaluate will score it (its own max_length): each smaller student is
+    # judged against them, row by row.
+    teacher_val = teacher_val_predictions(teacher, args.teacher, val_df, label_names, p) if len(students) > 1 else None
     data_files = [args.train, args.val, args.logits]
     search: list[dict] = []
     for i, (key, q) in enumerate(students):
@@ -276,29 +294,41 @@ def main(argv: list[str] | None = None) -> None:
             log.info("%s: rejected in an earlier run of this same job (%s); not distilled again", key, earlier)
             search.append(earlier)
             continue
-        trainer, result, best, pruned, tokenizer = distill_one(q, key, seed, teacher, args, train_df, val_df, logits,
-                                                               label_names, str(ckpt), data_files)
+        trainer, result, best, pruned, tokenizer, resolved = distill_one(
+            q, key, seed, teacher, args, train_df, val_df, logits, label_names, str(ckpt), data_files)
         record = {"key": key, "layers": None if q.student else q.layers, "hidden_weight": q.hidden_weight,
-                  "intermediate_size": q.intermediate_size, "val_macro_f1": round(best["eval_macro_f1"], 6),
-                  "val_f1_ratio": round(best["eval_macro_f1"] / teacher_f1, 4) if teacher_f1 else None}
-        keeps = teacher_f1 is None or best["eval_macro_f1"] >= p.min_val_f1_ratio * teacher_f1
+                  "intermediate_size": q.intermediate_size, "val_macro_f1": round(best["eval_macro_f1"], 6)}
+        keeps = True
+        if teacher_val is not None:
+            y_val, teacher_pred = teacher_val
+            pred = predict_logits(trainer.model, tokenizer, val_df["text"].tolist(), q.eval_batch_size,
+                                  resolved["max_length"], progress=False, truncation=q.truncation).argmax(1)
+            evidence = student_evidence(y_val, pred, teacher_pred, label_names, p.min_val_f1_ratio,
+                                        p.selection_confidence, seed=seed)
+            record.update(val_f1_ratio=evidence["ratio"], evidence=evidence)
+            keeps = evidence["keeps"]
         record["shipped"] = keeps or last
         search.append(record)
         if record["shipped"]:
             break
-        log.info("%s: validation macro-F1 %.4f is %.1f%% of the teacher's %.4f, under distill.min_val_f1_ratio %g: "
-                 "trying %s", key, best["eval_macro_f1"], 100 * record["val_f1_ratio"], teacher_f1,
-                 p.min_val_f1_ratio, students[i + 1][0])
+        ev = record["evidence"]
+        log.info("%s: keeps %.1f%% of the teacher's validation macro-F1 (%.0f%% lower bound %.1f%%, needs %.0f%%; "
+                 "classes significantly worse: %s): trying %s", key, 100 * ev["ratio"], 100 * p.selection_confidence,
+                 100 * ev["ratio_lower"], 100 * p.min_val_f1_ratio, ev["classes_worse"] or "none", students[i + 1][0])
         shutil.rmtree(ckpt, ignore_errors=True)
         ckpt.mkdir(parents=True)
         (ckpt / VERDICT).write_text(json.dumps({"fingerprint": fp, "record": record}, sort_keys=True))
     log.info("student %s ships, best val: %s", key, best)
     # Which students were tried, and why this one ships (absent when distill.try_first is empty).
     extra = {} if len(students) == 1 else {"student_search": {
-        "teacher_val_macro_f1": round(teacher_f1, 6), "min_val_f1_ratio": p.min_val_f1_ratio, "tried": search}}
+        "min_val_f1_ratio": p.min_val_f1_ratio, "selection_confidence": p.selection_confidence,
+        "rule": "a try_first student ships when the paired-bootstrap lower bound of its validation macro-F1 / the "
+                "teacher's is >= min_val_f1_ratio and no class is significantly worse; the last one ships regardless",
+        "tried": search}}
     lineage = lineage_record("distill", q, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
                              label_names=label_names, teacher=args.teacher, val_metrics=best,
-                             train_metrics=result, train_rows=len(train_df), pruned_feed_forward=pruned, **extra)
+                             train_metrics=result, train_rows=len(train_df), pruned_feed_forward=pruned,
+                             resolved=resolved, **extra)
     finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
 
 
@@ -314,36 +344,45 @@ def rejected_before(ckpt: Path, fp: str) -> dict | None:
     return saved["record"] if saved.get("fingerprint") == fp else None
 
 
-def teacher_val_f1(teacher: Any, teacher_dir: str, val_df: Any, label_names: list[str], p: DistillParams) -> float:
-    """The teacher's validation macro-F1, scored as the students' are (same rows, same max_length)."""
+def teacher_val_predictions(teacher: Any, teacher_dir: str, val_df: Any, label_names: list[str],
+                            p: DistillParams) -> tuple[np.ndarray, np.ndarray]:
+    """(validation labels, the teacher's predicted labels), reading as many tokens as the teacher was trained on."""
     tok = load_tokenizer(teacher_dir, "teacher")
+    lineage = json.loads((Path(teacher_dir) / "lineage.json").read_text())
     y = val_df["label"].map({n: i for i, n in enumerate(label_names)}).to_numpy()
-    z = predict_logits(teacher, tok, val_df["text"].tolist(), p.eval_batch_size, p.max_length, progress=False)
-    return classification_metrics(y, z.argmax(1), label_names)["macro_f1"]
+    z = predict_logits(teacher, tok, val_df["text"].tolist(), p.eval_batch_size, lineage_max_length(lineage),
+                       progress=False, truncation=lineage_truncation(lineage))
+    return y, z.argmax(1)
 
 
 def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, train_df: Any, val_df: Any,
                 logits: Any, label_names: list[str], checkpoints: str, data_files: list[str]) -> tuple:
     """Build, (prune,) and distil one student; its trainer, training summary, best validation metrics, pruning
-    record and tokenizer."""
+    record, tokenizer and what was resolved from the data (max_length, class weights)."""
     # Seed before the model is built: a new classification head is initialised randomly right here, before
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
     model, tokenizer = build_student(q, teacher, args.teacher, label_names, key)
+    max_length, length_record = resolve_max_length(q, tokenizer, model.config, train_df["text"].tolist(), key, seed)
     pruned = None
     if q.intermediate_size:
         sample = train_df["text"].sample(n=min(len(train_df), PRUNE_ROWS), random_state=seed).tolist()
-        pruned = prune_feed_forward(model, tokenizer, sample, q.intermediate_size, q.max_length)
-    train_ds = encode(train_df, tokenizer, label_names, q.max_length,
-                      extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})
-    val_ds = encode(val_df, tokenizer, label_names, q.max_length, sort_by_length=True)
+        pruned = prune_feed_forward(model, tokenizer, read_texts(sample, tokenizer, max_length, q.truncation),
+                                    q.intermediate_size, max_length)
+    train_ds = encode(train_df, tokenizer, label_names, max_length,
+                      extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]},
+                      truncation=q.truncation)
+    val_ds = encode(val_df, tokenizer, label_names, max_length, sort_by_length=True, truncation=q.truncation)
+    weights, weight_record = resolve_class_weights(q.class_weights, train_ds["label"], label_names, key)
+    resolved = {"max_length": max_length, "truncation": q.truncation, "length": length_record,
+                "class_weights": weight_record}
     trainer, result, best = fit(
-        distill_trainer_class(q, teacher if q.hidden_weight > 0 else None), model, tokenizer, q, seed, train_ds,
-        val_ds, label_names, checkpoints=checkpoints, data_files=data_files, resume=True, live=args.live,
+        distill_trainer_class(q, teacher if q.hidden_weight > 0 else None, weights), model, tokenizer, q, seed,
+        train_ds, val_ds, label_names, checkpoints=checkpoints, data_files=data_files, resume=True, live=args.live,
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
         remove_unused_columns=False,
     )
-    return trainer, result, best, pruned, tokenizer
+    return trainer, result, best, pruned, tokenizer, resolved
 
 
 if __name__ == "__main__":

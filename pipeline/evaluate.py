@@ -41,13 +41,17 @@ from pipeline.io import (
 )
 from pipeline.modeling import (
     classification_metrics,
+    lineage_max_length,
+    lineage_truncation,
     load_baseline,
     load_classifier,
     load_tokenizer,
     predict_logits,
+    read_texts,
 )
 from pipeline.onnx_model import FP32_FILE, ONNX_FILE, OnnxClassifier
 from pipeline.params import EvaluateParams, as_dict, load_params
+from pipeline.profile import coverage_warning, tokenizer_coverage
 from pipeline.stats import (
     accuracy,
     expected_calibration_error,
@@ -102,12 +106,14 @@ def measure_speed(predictors: dict[str, Callable[[list[str]], Any]], texts: list
                    "cpu_latency_ms_batch1": round(statistics.median(lat[name]), 3)} for name in predictors}
 
 
-def transformer_predictor(model: Any, tokenizer: Any, max_length: int) -> Callable[[list[str]], Any]:
+def transformer_predictor(model: Any, tokenizer: Any, max_length: int, truncation: str = "head"
+                          ) -> Callable[[list[str]], Any]:
     import torch
 
     model = model.to("cpu").eval()
 
     def predict(texts: list[str]) -> Any:
+        texts = read_texts(texts, tokenizer, max_length, truncation)
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         with torch.inference_mode():
             return model(**enc).logits
@@ -129,7 +135,7 @@ def _ci(m: dict) -> str:
 
 
 def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_names: list[str],
-               speed: dict, verdicts: list[str], worst: list[str], example: str) -> str:
+               speed: dict, verdicts: list[str], worst: list[str], example: str, notes: list[str] = ()) -> str:
     base = lineage.get("base_model") or lineage.get("teacher") or ""
     library = {"baseline": "sklearn", ONNX_NAME: "onnx"}.get(name, "transformers")
     front = ["---", "library_name: " + library,
@@ -150,17 +156,17 @@ def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_name
                f'pipeline-serve --model {folder}   # POST /predict {{"texts": [...]}}\n```\n'
                f'```python\nfrom pipeline.onnx_model import OnnxClassifier\n'
                f'OnnxClassifier("{folder}").predict_proba([{example!r}])\n```')
-        return _card(front, name, how, label_names, metrics, speed, verdicts, worst, lineage, use)
+        return _card(front, name, how, label_names, metrics, speed, verdicts, worst, lineage, use, notes)
     use = (f'```python\nfrom transformers import pipeline\nclf = pipeline("text-classification", model="{folder}")\n'
            f'clf({example!r})\n```' if name != "baseline" else
            f'```python\nfrom pipeline.modeling import load_baseline  # skops: loads no code from the file\n'
            f'clf = load_baseline("{folder}")\n'
            f'clf.predict([{example!r}])\n```')
-    return _card(front, name, how, label_names, metrics, speed, verdicts, worst, lineage, use)
+    return _card(front, name, how, label_names, metrics, speed, verdicts, worst, lineage, use, notes)
 
 
 def _card(front: list[str], name: str, how: str, label_names: list[str], metrics: dict, speed: dict,
-          verdicts: list[str], worst: list[str], lineage: dict, use: str) -> str:
+          verdicts: list[str], worst: list[str], lineage: dict, use: str, notes: list[str] = ()) -> str:
     rows = "\n".join(f"| {lab} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
                      for lab, v in metrics["per_class"].items())
     data = "\n".join(f"| {k} | `{v['path']}` | `{v['md5']}` |" for k, v in lineage.get("data", {}).items())
@@ -168,7 +174,7 @@ def _card(front: list[str], name: str, how: str, label_names: list[str], metrics
 # {name}
 
 {how} Labels: {', '.join(label_names)}.
-
+{chr(10) + "## Read this first" + chr(10) + chr(10).join("- " + n for n in notes) + chr(10) if notes else ""}
 ## Test metrics
 | metric | value |
 |---|---|
@@ -209,6 +215,48 @@ Trained with seed {lineage.get('seed')} on these files (md5 as recorded in `dvc.
 ## Use
 {use}
 """
+
+
+def data_settings(lineage: dict) -> list[str]:
+    """The settings a model's stage chose from the data (max_length, class weights, analyzer), in words."""
+    r = lineage.get("resolved") or {}
+    out = []
+    if "max_length" in r:
+        length = r.get("length", {})
+        out.append(f"reads {r['max_length']} tokens per text (max_length {length.get('setting', '?')}; "
+                   f"{length.get('truncated_rows', 0):.1%} of the training rows were cut, "
+                   f"{length.get('tokens_not_read', 0):.1%} of their tokens not read)")
+    cw = r.get("class_weights")
+    if cw:
+        out.append(f"class-weighted loss: {'on' if cw['used'] else 'off'} (class_weights {cw['setting']}, largest/"
+                   f"smallest training class {cw['imbalance_ratio']:g})")
+    if "analyzer" in r:
+        out.append(f"TF-IDF analyzer: {r['analyzer']}")
+    return out
+
+
+def student_notes(name: str, lineage: dict, comparison: dict, min_ratio: float) -> list[str]:
+    """How the shipped student was chosen (the validation evidence of each one tried) and, in plain words, whether
+    it keeps the teacher's quality on the test rows."""
+    notes = []
+    kept = comparison.get("macro_f1_retained")
+    search = lineage.get("student_search") or {}
+    if kept is not None and kept < min_ratio:
+        shapes = ", ".join(t["key"] for t in search.get("tried", [])) or "distill's own"
+        notes.append(f"**This {name.replace('_', ' ')} keeps {kept:.1%} of the teacher's test macro-F1, under the "
+                     f"{min_ratio:.0%} the pipeline aims for**: no student of the shapes tried ({shapes}) was shown "
+                     f"to keep it (macro-F1 difference {comparison['delta']:+.4f} [{comparison['ci_low']:+.4f}, "
+                     f"{comparison['ci_high']:+.4f}]). Use the teacher where that matters, or try larger students "
+                     "(distill.layers).")
+    for t in search.get("tried", []):
+        ev = t.get("evidence")
+        if not ev:
+            continue
+        notes.append(f"student tried `{t['key']}` (layers {t.get('layers')}): validation macro-F1 {ev['ratio']:.1%} "
+                     f"of the teacher's, {100 * ev['confidence']:.0f}% lower bound {ev['ratio_lower']:.1%} on "
+                     f"{ev['rows']} rows (needs {ev['min_ratio']:.0%}), classes significantly worse: "
+                     f"{', '.join(ev['classes_worse']) or 'none'} -> {'shipped' if t.get('shipped') else 'rejected'}")
+    return notes
 
 
 def package(name: str, src: Path, dest: Path, card: str, lineage: dict, temperature: float | None = None) -> None:
@@ -336,22 +384,23 @@ def main(argv: list[str] | None = None) -> None:
     predictors: dict[str, Callable] = {}
     for name in TRANSFORMERS:
         model, tok = load_classifier(str(dirs[name]), name), load_tokenizer(str(dirs[name]), name)
-        max_length = lineage[name]["params"]["max_length"]
-        logits = predict_logits(model, tok, texts, p.batch_size, max_length, device="cpu", progress=False)
+        max_length, truncation = lineage_max_length(lineage[name]), lineage_truncation(lineage[name])
+        logits = predict_logits(model, tok, texts, p.batch_size, max_length, device="cpu", progress=False,
+                                truncation=truncation)
         prob = softmax(logits)
         probs[name] = raw_probs[name] = prob
         if p.calibrate:
             # Temperature scaling, fitted on validation (never on test): argmax and so every label metric are
             # unchanged; only the probabilities move.
             val_logits = predict_logits(model, tok, val["text"].tolist(), p.batch_size, max_length, device="cpu",
-                                        progress=False)
+                                        progress=False, truncation=truncation)
             temperatures[name] = round(fit_temperature(val_logits, y_val), 4)
             probs[name] = softmax(logits / temperatures[name])
         preds[name] = (prob.argmax(1), probs[name].max(1))
         results[name] = {**classification_metrics(y, preds[name][0], label_names),
                          "parameters": int(sum(x.numel() for x in model.parameters())),
                          "size_bytes": dir_size(dirs[name])}
-        predictors[name] = transformer_predictor(model, tok, max_length)
+        predictors[name] = transformer_predictor(model, tok, max_length, truncation)
     baseline = load_baseline(dirs["baseline"])
     bprob = baseline.predict_proba(texts)
     preds["baseline"] = (bprob.argmax(1), bprob.max(1))
@@ -434,7 +483,10 @@ def main(argv: list[str] | None = None) -> None:
     write_json(results, args.metrics)
     write_json(speed, args.speed)
     write_json(slices, args.slices)
-    write_text(report(results, speed, verdicts, len(test), slices), args.report)
+    coverage = coverage_warning(tokenizer_coverage(load_tokenizer(str(dirs["teacher"]), "teacher"), texts),
+                                lineage["teacher"].get("base_model", "the teacher"))
+    write_text(report(results, speed, verdicts, len(test), slices,
+                      data_notes(comparisons, len(test), lineage, coverage)), args.report)
     # The raw file and the test split are part of each packaged model's lineage (card and lineage.json).
     evaluated = {"raw": {"path": args.raw, "md5": file_md5(args.raw)}, "test": {"path": args.test,
                                                                              "md5": file_md5(args.test)}}
@@ -447,8 +499,15 @@ def main(argv: list[str] | None = None) -> None:
         # The clean params travel with the model: predict/serve normalise text exactly as training data was.
         lin = {**lineage[name], "data": {**evaluated, **lineage[name].get("data", {})},
                "clean": as_dict(params.clean)}
+        source = lineage["student"] if name in ("student", ONNX_NAME) else lineage[name]
+        notes = data_settings(source)
+        if name in ("student", ONNX_NAME):
+            notes = student_notes(name, source, comparisons[f"{name}_vs_teacher"],
+                                  params.distill.min_val_f1_ratio) + notes
+        if coverage and name != "baseline":
+            notes.append(coverage)
         card = model_card(name, dest, results[name], lin, label_names, speed[name], mine,
-                          worst_slices(slices, name), test["text"].iloc[0])
+                          worst_slices(slices, name), test["text"].iloc[0], notes)
         package(name, d, dest, card, lin, temperatures.get(name))
     for v in verdicts.values():
         log.info("%s", v)
@@ -457,7 +516,36 @@ def main(argv: list[str] | None = None) -> None:
              speed["student_vs_teacher"]["throughput_speedup"])
 
 
-def report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, slices: dict) -> str:
+SMALL_TEST = 1000  # below this many test rows, say in words what the comparisons cannot tell
+
+
+def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | None) -> list[str]:
+    """REPORT.md's plain-words section: what each model chose from the data, which comparisons the test rows
+    cannot settle (a small test split), and a tokenizer that does not cover the language."""
+    lines = [f"- {name}: " + "; ".join(data_settings(lineage[name])) for name in ("teacher", "student", "baseline")
+             if data_settings(lineage[name])]
+    for key, c in comparisons.items():
+        if c["significant"] or n_test >= SMALL_TEST:
+            continue
+        a, b = key.split("_vs_")
+        lines.append(f"- The {n_test} test rows cannot tell {a} from {b}: their macro-F1 difference is somewhere in "
+                     f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] (95% CI). A wider test split, or more data, is what "
+                     "would settle it; the point figures alone do not.")
+    search = lineage["student"].get("student_search") or {}
+    for t in search.get("tried", []):
+        ev = t.get("evidence")
+        if ev:
+            lines.append(f"- distill tried `{t['key']}`: {ev['ratio']:.1%} of the teacher's validation macro-F1, lower "
+                         f"bound {ev['ratio_lower']:.1%} ({100 * ev['confidence']:.0f}%, {ev['rows']} rows), classes "
+                         f"worse: {', '.join(ev['classes_worse']) or 'none'} -> "
+                         f"{'shipped' if t.get('shipped') else 'rejected'}")
+    if coverage:
+        lines.append(f"- Language: {coverage}")
+    return lines
+
+
+def report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, slices: dict,
+           notes: list[str] = ()) -> str:
     """metrics/REPORT.md: what `dvc metrics show` cannot print readably — one row per model, then the verdicts."""
     rows, weak = [], []
     for name in ("teacher", "student", ONNX_NAME, "baseline"):
@@ -478,6 +566,7 @@ def report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, sl
         *[f"- {v}" for v in verdicts.values()], "",
         "Weakest slice per column (lowest macro-F1, >= 10 rows; every slice in `metrics/slices.json`):", "",
         *weak, "",
+        *(["What the data decided, and what it cannot tell:", "", *notes, ""] if notes else []),
         "Speeds are CPU figures of this run's machine (`metrics/speed.json`); quality figures are in "
         "`metrics/eval.json`.",
         "",

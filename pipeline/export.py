@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io import KnownError, atomic_path, read_table, run_stage, setup_logging, stage_args, write_json
-from pipeline.modeling import classification_metrics, load_classifier, load_tokenizer, predict_logits
+from pipeline.modeling import (
+    classification_metrics,
+    lineage_max_length,
+    lineage_truncation,
+    load_classifier,
+    load_tokenizer,
+    predict_logits,
+)
 from pipeline.onnx_model import FP32_FILE, ONNX_FILE, RECIPES, OnnxClassifier, export_fp32, quantize_int8
 from pipeline.params import ExportParams, load_params
 
@@ -85,16 +92,17 @@ def export_one(src: Path, dest: Path, texts: list[str], y: np.ndarray, p: Export
     (the test rows themselves when none are given)."""
     model, tok = load_classifier(str(src), str(src)), load_tokenizer(str(src), str(src))
     lineage = json.loads((src / "lineage.json").read_text())
-    max_length = int(lineage["params"]["max_length"])
+    max_length, truncation = lineage_max_length(lineage), lineage_truncation(lineage)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     cfg = json.loads((dest / "config.json").read_text())
     cfg["export_max_length"] = max_length
+    cfg["export_truncation"] = truncation  # OnnxClassifier cuts long texts as the torch model was trained to
     (dest / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     export_fp32(model, tok, dest / FP32_FILE, max_length)
 
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     logits = lambda rows: predict_logits(model, tok, rows, p.batch_size, max_length, device="cpu",  # noqa: E731
-                                         progress=False)
+                                         progress=False, truncation=truncation)
     ref = logits(texts)
     f1_torch = classification_metrics(y, ref.argmax(1), names)["macro_f1"]
     fp32_diff = float(np.abs(OnnxClassifier(dest, FP32_FILE).logits(texts, p.batch_size) - ref).max())

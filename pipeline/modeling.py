@@ -81,6 +81,52 @@ def load_seq2seq(name: str, key: str) -> Any:
     return _load(AutoModelForSeq2SeqLM, name, key)
 
 
+HEAD_SHARE = 0.25  # head_tail truncation: this share of the token budget from the start, the rest from the end
+
+
+def head_tail_texts(texts: list[str], tokenizer: Any, max_length: int, head_share: float = HEAD_SHARE) -> list[str]:
+    """Each text that has more tokens than `max_length` (special tokens included) cut to its first and last tokens:
+    the text from its start to the end of token `head`, a space, and the text from the start of the last `tail`
+    tokens, so that tokenizing it (with the usual truncation) reads head + tail tokens. Shorter texts are returned
+    unchanged. Works through character offsets, so every path that tokenizes a text (training, predict, serve,
+    ONNX) reads the same tokens; at the seam one token may differ from a token-level cut."""
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    head = int(round(budget * head_share))
+    tail = budget - head
+    out = list(texts)
+    # A text of at most `budget` characters cannot have more tokens than that, except through byte-level pieces;
+    # those (and every longer text) are measured.
+    todo = [i for i, t in enumerate(texts) if len(t) > budget or not t.isascii()]
+    for start in range(0, len(todo), 1000):
+        idx = todo[start:start + 1000]
+        enc = tokenizer([texts[i] for i in idx], add_special_tokens=False, return_offsets_mapping=True,
+                        truncation=False, verbose=False)
+        for i, offsets in zip(idx, enc["offset_mapping"]):
+            if len(offsets) > budget and tail > 0 and head > 0:
+                t = texts[i]
+                out[i] = t[: offsets[head - 1][1]] + " " + t[offsets[-tail][0]:]
+    return out
+
+
+def read_texts(texts: list[str], tokenizer: Any, max_length: int, truncation: str) -> list[str]:
+    """The texts as the model reads them under `truncation` (head: unchanged, the tokenizer cuts the end)."""
+    return head_tail_texts(texts, tokenizer, max_length) if truncation == "head_tail" else list(texts)
+
+
+def lineage_truncation(lineage: dict) -> str:
+    """How a trained model cuts a long text (models from before the head_tail option: head)."""
+    return lineage.get("resolved", {}).get("truncation") or lineage.get("params", {}).get("truncation", "head")
+
+
+def lineage_max_length(lineage: dict, default: int = 128) -> int:
+    """The tokens a trained model reads per text: resolved at training (max_length: auto) or set in its params."""
+    resolved = lineage.get("resolved", {}).get("max_length")
+    if resolved is not None:
+        return int(resolved)
+    value = lineage.get("params", {}).get("max_length", default)
+    return int(value) if value != "auto" else default
+
+
 def encoder_layers(model: Any) -> Any:
     """The transformer's ModuleList of layers (BERT/RoBERTa `encoder.layer`, DistilBERT `transformer.layer`, …)."""
     import torch
@@ -149,11 +195,12 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
 
 
 def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 128,
-                   device: str | None = None, progress: bool = True) -> np.ndarray:
+                   device: str | None = None, progress: bool = True, truncation: str = "head") -> np.ndarray:
     """Logits for `texts` in their order; batches of similar length keep padding (and time) low."""
     import torch
     from tqdm.auto import tqdm
 
+    texts = read_texts(texts, tokenizer, max_length, truncation)
     device = device or pick_device("auto")
     model = model.to(device).eval()
     order = np.argsort([len(t) for t in texts], kind="stable")

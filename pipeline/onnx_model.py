@@ -153,6 +153,7 @@ class OnnxClassifier:
         cfg = json.loads((self.folder / "config.json").read_text())
         self.label_names = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
         self.max_length = int(cfg.get("export_max_length", 128))
+        self.truncation = cfg.get("export_truncation", "head")
         self.temperature = float(cfg.get("calibration_temperature") or 1.0)
         self.encode = fast_encoder(self.tokenizer, self.max_length, self.inputs) or self._encode_hf
 
@@ -165,7 +166,10 @@ class OnnxClassifier:
 
         Leaves the calling thread flushing denormal floats to zero (torch.set_flush_denormal): onnxruntime runs part
         of each call on this thread and has no switch for it."""
+        from pipeline.modeling import read_texts
+
         flush_denormals()
+        texts = read_texts(texts, self.tokenizer, self.max_length, self.truncation)
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), batch_size):

@@ -37,6 +37,9 @@ class CleanParams:
     # Raw label value (as written in the file) -> label name, e.g. {0: ham, 1: spam}. Unmapped values keep
     # their own text as name.
     label_names: dict[str, str] = _f({})
+    # true: label_names are meant for this file even though they are the shipped SMS names ({0: ham, 1: spam}) and
+    # the file is another (without it, check and clean stop rather than rename a stranger's 0/1 labels).
+    confirm_label_names: bool = False
     # If non-empty, the only labels allowed (after label_names); any other is an error naming the row.
     allowed_labels: list[str] = _f([])
     missing_label: Literal["error", "drop"] = "error"
@@ -47,7 +50,9 @@ class CleanParams:
     mask_phones: bool = False
     lowercase: bool = False
     min_chars: int = _f(1, ge=1)
-    max_chars: int = _f(5000, ge=1)
+    # A safety cap, not a length policy: long documents are kept (train/distill choose how many tokens to read,
+    # `max_length: auto`); only a text longer than this is dropped, counted as too_long.
+    max_chars: int = _f(100_000, ge=1)
     dedup: Literal["none", "exact", "normalised"] = "normalised"
     # Extra raw columns (e.g. a group, source or language) carried through every stage to the test split;
     # evaluate reports metrics per value of each (slices).
@@ -188,7 +193,18 @@ class FitParams:
     weight_decay: float = _f(0.01, ge=0)
     warmup_ratio: float = _f(0.06, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    max_length: int = _f(128, ge=8, le=8192)
+    # Tokens read per text. auto: from the training rows' token lengths (the multiple of 64 that covers 99% of
+    # them, at least 128), capped by the model's position limit and by max_length_cap (the cost budget: a
+    # transformer's cost grows with length; 512 suits a GPU). The resolved number is in the model's lineage.
+    max_length: Union[int, Literal["auto"]] = _f("auto", ge=8, le=8192)
+    max_length_cap: int = _f(256, ge=8, le=8192)
+    # A text longer than max_length: head keeps its first tokens; head_tail its first quarter and last three
+    # quarters of the budget (Sun et al. 2019: the end of a long document says as much as its start). Applied as
+    # a text transformation, so training, predict, serve and the ONNX model read the very same tokens.
+    truncation: Literal["head", "head_tail"] = "head_tail"
+    # Class-weighted loss ('balanced' weights from the training rows): true | false | auto (on when the largest
+    # class has at least AUTO_CLASS_WEIGHT_RATIO times the rows of the smallest: README "Imbalance").
+    class_weights: Union[bool, Literal["auto"]] = "auto"
     group_by_length: bool = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     early_stopping_patience: int = _f(2, ge=0)  # 0 = off
@@ -219,7 +235,6 @@ class TrainParams(FitParams):
     # "python", or e.g. "torchrun --nproc_per_node 2" / "accelerate launch": the train stage restarts itself under
     # it (an argument list, no shell). Not a result-changing param: dvc.yaml does not track it.
     launcher: str = "python"
-    class_weights: bool = False
     freeze_embeddings: bool = False
     freeze_layers: int = _f(0, ge=0)
     lora: LoraParams = field(default_factory=LoraParams)
@@ -283,7 +298,12 @@ class DistillParams(FitParams):
     # Smaller students distilled first, in order; the first whose validation macro-F1 keeps `min_val_f1_ratio` of
     # the teacher's ships, else the student the keys above describe (README "Use the model"). [] = only that one.
     try_first: list[StudentShape] = _f([StudentShape(layers=[5], hidden_weight=1.0)])
+    # A try_first student ships only when the validation evidence says it keeps this share of the teacher's
+    # macro-F1: the paired-bootstrap lower bound of student/teacher macro-F1 at selection_confidence (one-sided),
+    # and no class's F1 significantly below the teacher's (Bonferroni over the classes). A point estimate on a few
+    # hundred rows is too noisy to decide it (README "Which student ships").
     min_val_f1_ratio: float = _f(0.98, gt=0, le=1)
+    selection_confidence: float = _f(0.9, ge=0.5, lt=1)
 
     def students(self, key: str = "distill") -> list[tuple[str, "DistillParams"]]:
         """(params key, the student's params) for each student to distill, in the order they are tried."""
@@ -308,7 +328,9 @@ class DistillParams(FitParams):
 
 @dataclass(frozen=True)
 class BaselineParams:
-    analyzer: Literal["word", "char_wb"] = "word"
+    # auto: word n-grams where the text separates words with spaces, character n-grams (char_wb) where it does not
+    # (Chinese, Japanese, Thai: a word analyzer would see each clause as one token).
+    analyzer: Literal["auto", "word", "char_wb"] = "auto"
     ngram_max: int = _f(2, ge=1, le=6)
     min_df: int = _f(1, ge=1)
     max_features: int = _f(100_000, ge=1)

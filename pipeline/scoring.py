@@ -73,7 +73,10 @@ class Scorer:
                 torch.set_num_threads(threads)
             self._model = load_classifier(str(self.folder), str(self.folder))
             self._tok = load_tokenizer(str(self.folder), str(self.folder))
-            self._max_length = int(self.lineage.get("params", {}).get("max_length", 128))
+            from pipeline.modeling import lineage_max_length, lineage_truncation
+
+            self._max_length = lineage_max_length(self.lineage)
+            self._truncation = lineage_truncation(self.lineage)
             self.label_names = [self._model.config.id2label[i] for i in range(self._model.config.num_labels)]
         self.hash = model_hash(self.folder)
 
@@ -112,7 +115,7 @@ class Scorer:
         from pipeline.stats import softmax
 
         return softmax(predict_logits(self._model, self._tok, texts, batch_size, self._max_length, device="cpu",
-                                      progress=False))
+                                      truncation=self._truncation, progress=False))
 
     def score(self, texts: list[Any], batch_size: int = 32) -> list[dict]:
         """Per text: status, label and per-class probabilities (None where status is not ok)."""

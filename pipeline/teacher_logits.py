@@ -5,12 +5,20 @@ distillation params (`dvc exp run -S distill.alpha=0.7`) reruns only the student
 """
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pandas as pd
 
 from pipeline.io import read_table, run_stage, setup_logging, stage_args, write_table
-from pipeline.modeling import load_classifier, load_tokenizer, predict_logits
+from pipeline.modeling import (
+    lineage_max_length,
+    lineage_truncation,
+    load_classifier,
+    load_tokenizer,
+    predict_logits,
+)
 from pipeline.params import load_params
 
 log = logging.getLogger(__name__)
@@ -23,8 +31,10 @@ def main() -> None:
     df = read_table(args.train)
     tokenizer = load_tokenizer(args.teacher, "teacher")
     model = load_classifier(args.teacher, "teacher")
+    # As many tokens as the teacher read in training (resolved there when train.max_length is auto).
+    lineage = json.loads((Path(args.teacher) / "lineage.json").read_text())
     logits = predict_logits(model, tokenizer, df["text"].tolist(), params.train.eval_batch_size,
-                            params.train.max_length)
+                            lineage_max_length(lineage), truncation=lineage_truncation(lineage))
     # raw_row too: every table points at the raw line of its rows (lineage).
     write_table(pd.DataFrame({"id": df["id"], "raw_row": df["raw_row"], "logits": list(logits)}), args.output)
     log.info("teacher logits for %d training rows", len(df))

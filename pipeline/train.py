@@ -20,6 +20,11 @@ from pipeline.checks import check_student_layers
 from pipeline.io import read_table, run_stage, setup_logging, stage_args
 from pipeline.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
 from pipeline.params import TrainParams, load_params
+from pipeline.profile import (
+    class_weights,  # noqa: F401 - re-exported: the teacher's weights are the ones this module documents
+    resolve_class_weights,
+    resolve_max_length,
+)
 from pipeline.training import (
     check_splits,
     encode,
@@ -31,12 +36,6 @@ from pipeline.training import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def class_weights(labels: list[int], n_classes: int) -> np.ndarray:
-    """'balanced' weights, n_samples / (n_classes * count), as scikit-learn computes them."""
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    return len(labels) / (n_classes * np.maximum(counts, 1))
 
 
 def weighted_trainer_class(weights: np.ndarray | None) -> type:
@@ -102,11 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(p.model, "train.model")
     model = build_model(p, label_names)
     check_student_layers(params, model.config.num_hidden_layers)  # before training, not after
-    train_ds = encode(train_df, tokenizer, label_names, p.max_length)
-    val_ds = encode(val_df, tokenizer, label_names, p.max_length, sort_by_length=True)
-    weights = class_weights(train_ds["label"], len(label_names)) if p.class_weights else None
-    if weights is not None:
-        log.info("class weights %s", dict(zip(label_names, weights.round(3))))
+    max_length, length_record = resolve_max_length(p, tokenizer, model.config, train_df["text"].tolist(),
+                                                   "train", seed)
+    train_ds = encode(train_df, tokenizer, label_names, max_length, truncation=p.truncation)
+    val_ds = encode(val_df, tokenizer, label_names, max_length, sort_by_length=True, truncation=p.truncation)
+    weights, weight_record = resolve_class_weights(p.class_weights, train_ds["label"], label_names, "train")
 
     trainer, result, best = fit(
         weighted_trainer_class(weights), model, tokenizer, p, seed, train_ds, val_ds, label_names,
@@ -116,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model
     lineage = lineage_record("train", p, seed, {"train": args.train, "val": args.val}, label_names=label_names,
                              base_model=p.model, val_metrics=best, train_metrics=result,
-                             train_rows=len(train_df))
+                             train_rows=len(train_df),
+                             resolved={"max_length": max_length, "truncation": p.truncation,
+                                       "length": length_record,
+                                       "class_weights": weight_record})
     finish(trainer, final, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":

@@ -45,15 +45,19 @@ def check_splits(splits: dict[str, pd.DataFrame], label_names: list[str]) -> Non
 
 
 def encode(df: pd.DataFrame, tokenizer: Any, label_names: list[str], max_length: int,
-           extra: dict[str, list] | None = None, sort_by_length: bool = False) -> Any:
-    """A `datasets.Dataset` of token ids (unpadded: the collator pads each batch) and integer labels.
+           extra: dict[str, list] | None = None, sort_by_length: bool = False, truncation: str = "head") -> Any:
+    """A `datasets.Dataset` of token ids (unpadded: the collator pads each batch) and integer labels; a text longer
+    than `max_length` tokens is cut as `truncation` says (modeling.read_texts).
 
     `sort_by_length` is for evaluation sets: metrics do not depend on order, and sorted batches need little padding.
     """
     import datasets
 
+    from pipeline.modeling import read_texts
+
     label2id = {n: i for i, n in enumerate(label_names)}
-    data = {"text": df["text"].tolist(), "label": [label2id[x] for x in df["label"]], **(extra or {})}
+    data = {"text": read_texts(df["text"].tolist(), tokenizer, max_length, truncation),
+            "label": [label2id[x] for x in df["label"]], **(extra or {})}
     ds = datasets.Dataset.from_dict(data)
     ds = ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
                 remove_columns=["text"], desc="tokenise")

@@ -81,7 +81,22 @@ def test_label_names_that_map_nothing_or_rename_another_files_classes(tmp_path):
     ints = tmp_path / "reviews.csv"
     ints.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(30)))
     params = write_params(tmp_path, clean={"label_column": "label"})
-    assert any("the bundled SMS names" in e for e in check(str(params), str(ints)).errors)
+    assert any("the bundled SMS names" in e and "confirm_label_names" in e
+               for e in check(str(params), str(ints)).errors)
+    # A user whose 0/1 labels really are ham/spam says so, and the guard stands down.
+    params = write_params(tmp_path, clean={"label_column": "label", "confirm_label_names": True})
+    assert not any("label_names" in e for e in check(str(params), str(ints)).errors)
+
+
+def test_a_class_that_shrank_in_clean_says_how_and_why(tmp_path):
+    raw = tmp_path / "news.csv"
+    long = "a long article " * 20
+    rows = [f"short item {i},sport" for i in range(20)] + [f"{long}{i},tech" for i in range(10)] + ["brief,tech"]
+    raw.write_text("text,label\n" + "\n".join(rows) + "\n")
+    params = write_params(tmp_path, clean={"label_column": "label", "label_names": {}, "max_chars": 100})
+    errors = check(str(params), str(raw)).errors
+    assert any("class 'tech' has only 1 row(s) left of 11 (dropped: too_long 10)" in e and "clean.max_chars" in e
+               for e in errors), errors
 
 
 def test_clean_fails_on_all_problems_at_once(tmp_path):

@@ -298,3 +298,31 @@ def test_server_handles_16_concurrent_clients(server):
         codes = list(pool.map(call, range(64)))
     assert codes == [200] * 64
     assert httpx.get(server + "/health").status_code == 200
+
+
+def test_long_texts_are_read_head_and_tail_alike_by_torch_and_onnx(exported, student, sms_slice, tmp_path):
+    """A model trained with truncation head_tail is served the same tokens: the ONNX folder records the setting and
+    OnnxClassifier cuts a long text as predict_logits (training's reader) does."""
+    from pipeline.modeling import head_tail_texts, load_classifier, load_tokenizer, predict_logits
+    from pipeline.onnx_model import FP32_FILE, OnnxClassifier
+
+    tok = load_tokenizer(str(student))
+    texts = sms_slice["text"].tolist()
+    long_texts = [" ".join(texts[i:i + 12]) for i in range(0, 96, 12)]  # ~150-250 tokens each, over 64
+    cut = head_tail_texts(long_texts, tok, 64)
+    assert all(len(tok(t)["input_ids"]) <= 64 for t in cut)
+    assert all(c.split()[0] == t.split()[0] and c.split()[-1] == t.split()[-1] for c, t in zip(cut, long_texts))
+    assert head_tail_texts(texts[:5], tok, 64) == texts[:5]  # short texts untouched
+
+    src, _ = exported
+    folder = tmp_path / "onnx"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "export_truncation": "head_tail"}))
+    model = load_classifier(str(student))
+    torch_head_tail = predict_logits(model, tok, long_texts, 8, 64, device="cpu", progress=False,
+                                     truncation="head_tail")
+    torch_head = predict_logits(model, tok, long_texts, 8, 64, device="cpu", progress=False)
+    onnx = OnnxClassifier(folder, FP32_FILE).logits(long_texts)
+    assert np.abs(onnx - torch_head_tail).max() < 1e-3
+    assert np.abs(torch_head - torch_head_tail).max() > 1e-2  # the tail really is read

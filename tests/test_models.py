@@ -289,3 +289,79 @@ def test_baseline_file_is_byte_reproducible(tmp_path, sms_slice):
     save_baseline(model, tmp_path / "0" / "model.skops")
     loaded = load_baseline(tmp_path / "0")
     assert (loaded.predict_proba(sms_slice["text"]) == model.predict_proba(sms_slice["text"])).all()
+
+
+def test_class_weighted_distillation_loss_is_the_weighted_mean_of_row_losses():
+    s = torch.tensor([[1.0, 0.0], [0.2, 0.4], [0.0, 2.0]])
+    t = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    y = torch.tensor([0, 1, 1])
+    # Equal weights give the unweighted loss.
+    assert distillation_loss(s, t, y, 0.7, 2.0, torch.ones(2)).item() == pytest.approx(
+        distillation_loss(s, t, y, 0.7, 2.0).item(), rel=1e-6)
+    # A weight of 3 on class 0 counts row 0 three times.
+    rows = [distillation_loss(s[i:i + 1], t[i:i + 1], y[i:i + 1], 0.7, 2.0).item() for i in range(3)]
+    expect = (3 * rows[0] + rows[1] + rows[2]) / 5
+    assert distillation_loss(s, t, y, 0.7, 2.0, torch.tensor([3.0, 1.0])).item() == pytest.approx(expect, rel=1e-5)
+
+
+@pytest.mark.parametrize("counts, setting, used", [
+    ([60, 30], "auto", False),     # 2:1 (the tweets' kind of imbalance): unweighted
+    ([70, 10], "auto", True),      # 7:1 (SMS): weighted
+    ([70, 10], False, False),
+    ([50, 50], True, True),
+])
+def test_class_weights_auto_follows_the_training_rows_class_ratio(counts, setting, used):
+    from pipeline.profile import resolve_class_weights
+
+    labels = [i for i, n in enumerate(counts) for _ in range(n)]
+    weights, record = resolve_class_weights(setting, labels, ["a", "b"], "train")
+    assert record["used"] is used and (weights is not None) is used
+    assert record["imbalance_ratio"] == pytest.approx(max(counts) / min(counts), rel=1e-3)
+    if used:
+        assert np.allclose(weights, class_weights(labels, 2)) and record["weights"]["b"] == pytest.approx(
+            sum(counts) / (2 * counts[1]), rel=1e-3)
+
+
+def test_max_length_auto_reads_the_data_within_the_model_limit_and_the_cap():
+    import dataclasses
+
+    from pipeline.profile import resolve_max_length
+
+    tok = load_tokenizer(MINILM)
+    model = load_classifier(MINILM, num_labels=2)
+    p = DistillParams()
+    short = ["a short message, like an SMS"] * 50
+    value, rec = resolve_max_length(p, tok, model.config, short, "train")
+    assert value == 128 and rec["truncated_rows"] == 0  # short texts: the floor, nothing cut
+    long_doc = " ".join(["word"] * 400)  # about 400 tokens
+    value, rec = resolve_max_length(p, tok, model.config, [long_doc] * 10 + short, "train")
+    assert value == p.max_length_cap == 256  # the cost budget binds before the model's 512
+    assert rec["truncated_rows"] == pytest.approx(10 / 60, abs=1e-3) and rec["tokens_not_read"] > 0
+    value, _ = resolve_max_length(dataclasses.replace(p, max_length_cap=4096), tok, model.config, [long_doc], "train")
+    assert value == 448  # 402 tokens rounded up to a multiple of 64, under the model's 512
+    with pytest.raises(ModelError, match="train.max_length: 1024"):
+        resolve_max_length(dataclasses.replace(p, max_length=1024), tok, model.config, short, "train")
+
+
+def test_baseline_analyzer_follows_the_script():
+    from pipeline.baseline import resolve_analyzer
+    from pipeline.params import BaselineParams
+
+    english = ["The service was slow but the food was excellent.", "Call me when you get home"]
+    chinese = ["这家餐厅的服务很慢，但是菜非常好吃。", "物流很快，包装也很好，下次还会再来。"]
+    assert resolve_analyzer(BaselineParams(), english) == "word"
+    assert resolve_analyzer(BaselineParams(), chinese) == "char_wb"
+    assert resolve_analyzer(BaselineParams(analyzer="word"), chinese) == "word"  # set by hand: kept
+
+
+def test_tokenizer_coverage_flags_text_the_model_cannot_read():
+    from pipeline.profile import coverage_warning, tokenizer_coverage
+
+    tok = load_tokenizer(MINILM)
+    english = tokenizer_coverage(tok, ["The service was slow but the food was excellent."] * 3)
+    assert coverage_warning(english, MINILM) is None
+    chinese = tokenizer_coverage(tok, ["这家餐厅的服务很慢，但是菜非常好吃。",
+                                       "我昨天买的手机质量很差，屏幕已经坏了。"])
+    russian = tokenizer_coverage(tok, ["Обслуживание было медленным, но еда была отличной."])
+    assert chinese["unknown_share"] > 0.3 and "covers this text poorly" in coverage_warning(chinese, MINILM)
+    assert russian["chars_per_token"] < 1.5 and "multilingual" in coverage_warning(russian, MINILM)

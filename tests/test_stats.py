@@ -86,3 +86,24 @@ def test_ece_of_a_calibrated_toy_model_is_near_zero_and_temperature_fixes_overco
     t = fit_temperature(logits, y)
     assert t == pytest.approx(3.0, rel=0.1)
     assert expected_calibration_error(y, softmax(logits / t)) < 0.02
+
+
+def test_student_evidence_ships_only_what_the_rows_can_vouch_for():
+    from pipeline.stats import student_evidence
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    teacher = np.where(rng.random(600) < 0.9, y, (y + 1) % 3)
+    names = ["a", "b", "c"]
+    same = student_evidence(y, teacher, teacher, names, 0.98, 0.9)
+    assert same["ratio"] == 1.0 and same["ratio_lower"] == 1.0 and same["keeps"] and not same["classes_worse"]
+    # Differs from the teacher on 6% of rows at random: the point ratio looks fine, the lower bound does not.
+    noisy = np.where(rng.random(600) < 0.06, (teacher + 1) % 3, teacher)
+    ev = student_evidence(y, noisy, teacher, names, 0.98, 0.9)
+    assert ev["ratio_lower"] < ev["ratio"] and not ev["keeps"]
+    # Loses a small class entirely while keeping the average close: rejected for that class.
+    y2 = np.r_[np.zeros(300, int), np.ones(300, int), np.full(30, 2)]
+    student = np.where(y2 == 2, 0, y2)
+    ev = student_evidence(y2, student, y2, names, 0.5, 0.9)
+    # (class a suffers too: the lost rows are predicted as a, so its precision falls)
+    assert "c" in ev["classes_worse"] and not ev["keeps"] and ev["ratio_lower"] >= 0.5
