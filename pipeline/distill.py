@@ -51,7 +51,7 @@ from pipeline.modeling import (
 )
 from pipeline.params import DistillParams, load_params
 from pipeline.profile import resolve_class_weights, resolve_max_length
-from pipeline.stats import student_evidence
+from pipeline.stats import macro_f1_fn, student_evidence
 from pipeline.training import check_splits, encode, fingerprint, finish, fit, lineage_record
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
                                   resolved["max_length"], progress=False, truncation=q.truncation).argmax(1)
             evidence = student_evidence(y_val, pred, teacher_pred, label_names, p.min_val_f1_ratio,
                                         p.selection_confidence, seed=seed)
-            record.update(val_f1_ratio=evidence["ratio"], evidence=evidence)
+            record.update(val_macro_f1=evidence["student_macro_f1"], val_f1_ratio=evidence["ratio"],
+                          evidence=evidence)
             keeps = evidence["keeps"]
         record["shipped"] = keeps or last
         search.append(record)
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("student %s ships, best val: %s", key, best)
     # Which students were tried, and why this one ships (absent when distill.try_first is empty).
     extra = {} if len(students) == 1 else {"student_search": {
+        "teacher_val_macro_f1": round(macro_f1_fn(len(label_names))(*teacher_val), 6),
         "min_val_f1_ratio": p.min_val_f1_ratio, "selection_confidence": p.selection_confidence,
         "rule": "a try_first student ships when the paired-bootstrap lower bound of its validation macro-F1 / the "
                 "teacher's is >= min_val_f1_ratio and no class is significantly worse; the last one ships regardless",

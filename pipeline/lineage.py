@@ -310,6 +310,10 @@ def format_model(m: dict) -> str:
             shape = f"layers {t['layers']}, hidden_weight {t['hidden_weight']:g}, intermediate_size " \
                     f"{t['intermediate_size']}"
             ratio = f"{t['val_f1_ratio']:.1%}" if t.get("val_f1_ratio") is not None else "n/a"
+            ev = t.get("evidence")
+            if ev:
+                ratio += (f", {100 * ev['confidence']:.0f}% lower bound {ev['ratio_lower']:.1%}, classes worse: "
+                          f"{', '.join(ev['classes_worse']) or 'none'}")
             lines.append(f"  {t['key']:<22} {shape}: val macro-F1 {t['val_macro_f1']:.4f} ({ratio})"
                          f"{'  <- shipped' if t['shipped'] else ''}")
     lines.append("commits whose dvc.lock holds these inputs: " + (", ".join(m["commits"]) or "none (uncommitted)"))

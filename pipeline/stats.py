@@ -122,9 +122,9 @@ def student_evidence(y: np.ndarray, pred_student: np.ndarray, pred_teacher: np.n
     """Does the student keep `min_ratio` of the teacher's macro-F1 on these rows, beyond their noise?
 
     Paired bootstrap (the same resampled rows for both models): `keeps` when the one-sided lower bound at
-    `confidence` of student/teacher macro-F1 is at least `min_ratio` and no class's F1 is significantly lower than
-    the teacher's (one-sided, Bonferroni over the classes present), so a student that keeps the big classes and
-    loses a small one is not shipped on its average."""
+    `confidence` of student/teacher macro-F1 is at least `min_ratio` and no class's F1 is significantly below
+    `min_ratio` times the teacher's (one-sided, Bonferroni over the classes present), so a student that keeps the
+    big classes and loses a small one is not shipped on its average."""
     n = len(label_names)
     y, ps, pt = np.asarray(y), np.asarray(pred_student), np.asarray(pred_teacher)
     fs, ft = bootstrap_class_f1(y, [ps, pt], n, n_resamples, seed)
@@ -137,11 +137,11 @@ def student_evidence(y: np.ndarray, pred_student: np.ndarray, pred_teacher: np.n
     alpha = (1 - confidence) / max(len(present), 1)
     classes = {}
     for c in present:
-        diff = fs[:, c] - ft[:, c]
+        diff = fs[:, c] - min_ratio * ft[:, c]
         upper = float(np.quantile(diff, 1 - alpha))
         s_c, t_c = _class_f1(y, ps, c), _class_f1(y, pt, c)
         classes[label_names[c]] = {"rows": int(np.sum(y == c)), "student_f1": round(s_c, 4),
-                                   "teacher_f1": round(t_c, 4), "diff_upper": round(upper, 4),
+                                   "teacher_f1": round(t_c, 4), "upper_vs_min_ratio": round(upper, 4),
                                    "worse": bool(upper < 0)}
     worse = [k for k, v in classes.items() if v["worse"]]
     keeps = lower >= min_ratio and not worse

@@ -151,6 +151,24 @@ def test_exp_run_of_a_distill_param_reruns_only_distill_export_and_evaluate(repo
     assert any(k.startswith("student.") for k in changed), changed
 
 
+def test_tune_trials_are_dvc_experiments_scored_on_validation_only(repo, env, tmp_path):
+    """Two trials (the reference and one Optuna suggestion), each a `dvc exp run` of the train stage; the choice and
+    its evidence in metrics/tune.json; without --apply the workspace's params are put back as they were. Run on a
+    copy: the shared repo keeps its state for the other tests."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    params_before = (work / "params.yaml").read_text()
+    proc = run([sys.executable, "-m", "pipeline.tune", "--trials", "2", "--root", str(work)], ROOT, env)
+    result = json.loads((work / "metrics" / "tune.json").read_text())
+    names = [t["name"] for t in result["trials"]]
+    assert len(names) == 2 and result["trials"][0]["params"] == {} and result["reference"] == names[0]
+    assert set(result["trials"][1]["params"]) == {"train.learning_rate", "train.epochs"}
+    assert result["adopted"] == (result["evidence"]["delta_lower"] > 0) and "validation" in result["rule"]
+    shown = dvc("exp", "show", "--json", repo=work, env=env).stdout
+    assert all(n in shown for n in names), shown[-2000:]
+    assert (work / "params.yaml").read_text() == params_before and "reference" in proc.stdout
+
+
 def test_rebalance_change_reruns_only_rebalance_and_split(repo, env):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["rebalance"]["target_ratio"] = 0.8

@@ -1,0 +1,148 @@
+"""Bring your own data, as a new user would: the README's steps on a fresh clone, then the results table.
+
+    python bench/byo.py run --name bundestag --raw bench/work/datasets/bundestag.csv [--set train.epochs=4 ...]
+    python bench/byo.py table                          # bench/results/DATASETS.md from every finished run
+
+`run` clones this repository (its committed HEAD) into bench/work/byo/<name>, links the virtualenv, copies the file
+to data/raw/, points dvc.yaml's `raw` var at it, sets `clean.text_column: text`, `clean.label_column: label` and
+`clean.label_names: {}` (the README's steps 1-2; `--set` adds params a user would set), runs `pipeline-check` and
+`dvc repro`, and keeps their output. `table` reads each run's metrics/eval.json, speed.json and the student's
+lineage into one table per dataset: teacher, student, int8 student and baseline macro-F1 with CIs, the paired
+comparisons, the speed ratios, which student shipped and what the data decided.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "work" / "byo"
+OUT = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def sh(cmd: list[str], cwd: Path, log: Path, env: dict) -> int:
+    with open(log, "w") as f:
+        return subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def set_param(params: dict, dotted: str, value: object) -> None:
+    *path, key = dotted.split(".")
+    node = params
+    for k in path:
+        node = node[k]
+    node[key] = value
+
+
+def run(name: str, raw: Path, sets: list[str]) -> None:
+    repo = WORK / name
+    if repo.exists():
+        shutil.rmtree(repo)
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    (repo / ".venv").symlink_to(ROOT / ".venv")
+    dest = repo / "data" / "raw" / raw.name
+    shutil.copy(raw, dest)
+    dvc_yaml = (repo / "dvc.yaml").read_text()
+    (repo / "dvc.yaml").write_text(dvc_yaml.replace("raw: data/raw/sms-spam.csv", f"raw: data/raw/{raw.name}"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["clean"].update(text_column="text", label_column="label", label_names={})
+    for s in sets:
+        key, _, value = s.partition("=")
+        set_param(params, key, yaml.safe_load(value))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
+    sh(["git", "add", "-A"], repo, repo / "git.log", env)
+    sh(["git", "commit", "-qm", f"{name}: data and params"], repo, repo / "git.log", env)
+    check = sh(["pipeline-check"], repo, repo / "check.txt", env)
+    t0 = time.time()
+    code = sh(["dvc", "repro"], repo, repo / "repro.log", env)
+    (repo / "repro.json").write_text(json.dumps({"returncode": code, "check_returncode": check, "sets": sets,
+                                                 "seconds": round(time.time() - t0, 1), "raw": str(raw)}))
+    print(f"{name}: pipeline-check rc={check}, dvc repro rc={code} in {time.time() - t0:.0f} s")
+
+
+def ci(m: dict) -> str:
+    return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+
+
+def diff(c: dict) -> str:
+    return f"{c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" + (" *" if c["significant"] else "")
+
+
+def table() -> str:
+    from run import machine
+
+    lines = ["# Results on real datasets, brought in with the README's steps", "",
+             f"Written {machine()['date']}; each row is `python bench/byo.py run …` (a fresh clone, the README's "
+             "steps, `dvc repro` with the defaults unless `--set` says otherwise) on 2 CPU cores. Macro-F1 on the "
+             "test rows with 95% bootstrap CIs; differences are paired (same rows), * = the CI excludes 0.", ""]
+    for repo in sorted(p for p in WORK.iterdir() if (p / "repro.json").is_file()):
+        run_info = json.loads((repo / "repro.json").read_text())
+        if run_info["returncode"] != 0 or not (repo / "metrics" / "eval.json").is_file():
+            lines += [f"## {repo.name}: dvc repro failed (see {repo / 'repro.log'})", ""]
+            continue
+        ev = json.loads((repo / "metrics" / "eval.json").read_text())
+        sp = json.loads((repo / "metrics" / "speed.json").read_text())
+        split = json.loads((repo / "metrics" / "data" / "split.json").read_text())
+        clean = json.loads((repo / "metrics" / "data" / "clean.json").read_text())
+        student = json.loads((repo / "data" / "models" / "student" / "lineage.json").read_text())
+        teacher = json.loads((repo / "data" / "models" / "teacher" / "lineage.json").read_text())
+        baseline = json.loads((repo / "data" / "models" / "baseline" / "lineage.json").read_text())
+        cmp = ev["comparisons"]
+        tried = student.get("student_search", {}).get("tried", [])
+        shipped = next((t for t in tried if t.get("shipped")), None)
+        r = teacher.get("resolved", {})
+        lines += [f"## {repo.name}", "",
+                  f"{clean.get('rows_in')} raw rows, {clean.get('rows_out')} after clean "
+                  f"(dropped {clean.get('dropped', {})}); test {split['per_split']['test']['rows']} rows; "
+                  f"{len(teacher['label_names'])} classes; teacher reads {r.get('max_length')} tokens "
+                  f"({r.get('truncation')}, {r.get('length', {}).get('truncated_rows', 0):.1%} of training rows cut), "
+                  f"class weights {'on' if r.get('class_weights', {}).get('used') else 'off'} "
+                  f"(ratio {r.get('class_weights', {}).get('imbalance_ratio')}); baseline analyzer "
+                  f"{baseline.get('resolved', {}).get('analyzer')}; params set: {run_info['sets'] or 'none'}; "
+                  f"`dvc repro` {run_info['seconds'] / 60:.0f} min.", "",
+                  "| model | test macro-F1 [95% CI] | throughput vs teacher (CPU, batch 32) |", "|---|---|---|"]
+        for name in ("teacher", "student", "student_onnx", "baseline"):
+            ratio = sp.get(f"{name}_vs_teacher", {}).get("throughput_speedup")
+            lines.append(f"| {name} | {ci(ev[name]['macro_f1_ci'])} | {'1' if name == 'teacher' else ratio or ''} |")
+        lines += ["", f"- teacher − baseline: {diff(cmp['teacher_vs_baseline'])}",
+                  f"- student − teacher: {diff(cmp['student_vs_teacher'])}; student keeps "
+                  f"{cmp['student_vs_teacher']['macro_f1_retained']:.1%}, int8 student "
+                  f"{cmp['student_onnx_vs_teacher']['macro_f1_retained']:.1%} of the teacher's macro-F1",
+                  "- students tried: " + ("; ".join(
+                      f"`{t['key']}` val ratio {t['evidence']['ratio']:.3f}, lower bound "
+                      f"{t['evidence']['ratio_lower']:.3f}, classes worse {t['evidence']['classes_worse'] or 'none'}"
+                      f" -> {'shipped' if t.get('shipped') else 'rejected'}" if t.get("evidence") else
+                      f"`{t['key']}` -> {'shipped' if t.get('shipped') else 'rejected'}" for t in tried)
+                      or "one") + (f"; shipped `{shipped['key']}`" if shipped else ""), ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--name", required=True)
+    r.add_argument("--raw", required=True, type=Path)
+    r.add_argument("--set", action="append", default=[], help="params key=value a user would set")
+    sub.add_parser("table")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run(args.name, args.raw.resolve(), args.set)
+    else:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "DATASETS.md").write_text(table())
+        print((OUT / "DATASETS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
