@@ -20,9 +20,13 @@ took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (READM
 to share the teacher's hidden size and tokenizer, as a truncated teacher does.
 
 `distill.try_first` lists smaller students to distil before the one above (each entry replaces some of `layers`,
-`hidden_weight`, `intermediate_size`): the first whose validation macro-F1 is at least `min_val_f1_ratio` of the
-teacher's (same rows, same max_length) ships, otherwise the next is distilled, ending with distill's own student.
-The lineage's `student_search` records each one tried. Each student has its own checkpoint folder, and a rejected
+`hidden_weight`, `intermediate_size`): the first that the validation rows show keeps `min_val_f1_ratio` of the
+teacher's macro-F1 beyond their noise ships (the paired-bootstrap lower bound at `selection_confidence`, and no class
+significantly below that share of the teacher's F1: stats.student_evidence), otherwise the next is distilled,
+ending with distill's own student. The lineage's `student_search` records each one tried, with its evidence.
+
+Class imbalance: with `class_weights` on (auto: from 3:1, as the teacher), each row's soft and hard loss counts by
+its class's 'balanced' weight. Each student has its own checkpoint folder, and a rejected
 one leaves its verdict there, so a run killed later resumes without distilling it again.
 """
 from __future__ import annotations

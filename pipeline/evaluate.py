@@ -525,7 +525,8 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
     lines = [f"- {name}: " + "; ".join(data_settings(lineage[name])) for name in ("teacher", "student", "baseline")
              if data_settings(lineage[name])]
     for key, c in comparisons.items():
-        if c["significant"] or n_test >= SMALL_TEST:
+        disagree = c["mcnemar"]["a_right_b_wrong"] + c["mcnemar"]["a_wrong_b_right"]
+        if c["significant"] or n_test >= SMALL_TEST or not disagree:  # no disagreement: nothing left to tell
             continue
         a, b = key.split("_vs_")
         lines.append(f"- The {n_test} test rows cannot tell {a} from {b}: their macro-F1 difference is somewhere in "
