@@ -42,7 +42,7 @@ def set_param(params: dict, dotted: str, value: object) -> None:
     node[key] = value
 
 
-def run(name: str, raw: Path, sets: list[str]) -> None:
+def run(name: str, raw: Path, sets: list[str], target: str | None = None) -> None:
     repo = WORK / name
     if repo.exists():
         shutil.rmtree(repo)
@@ -64,9 +64,10 @@ def run(name: str, raw: Path, sets: list[str]) -> None:
     sh(["git", "commit", "-qm", f"{name}: data and params"], repo, repo / "git.log", env)
     check = sh(["pipeline-check"], repo, repo / "check.txt", env)
     t0 = time.time()
-    code = sh(["dvc", "repro"], repo, repo / "repro.log", env)
+    code = sh(["dvc", "repro", *([target] if target else [])], repo, repo / "repro.log", env)
     (repo / "repro.json").write_text(json.dumps({"returncode": code, "check_returncode": check, "sets": sets,
-                                                 "seconds": round(time.time() - t0, 1), "raw": str(raw)}))
+                                                 "seconds": round(time.time() - t0, 1), "raw": str(raw),
+                                                 "target": target}))
     print(f"{name}: pipeline-check rc={check}, dvc repro rc={code} in {time.time() - t0:.0f} s")
 
 
@@ -87,6 +88,8 @@ def table() -> str:
              "test rows with 95% bootstrap CIs; differences are paired (same rows), * = the CI excludes 0.", ""]
     for repo in sorted(p for p in WORK.iterdir() if (p / "repro.json").is_file()):
         run_info = json.loads((repo / "repro.json").read_text())
+        if run_info.get("target"):
+            continue  # a partial run (e.g. for bench/long_docs.py): no results table
         if run_info["returncode"] != 0 or not (repo / "metrics" / "eval.json").is_file():
             lines += [f"## {repo.name}: dvc repro failed (see {repo / 'repro.log'})", ""]
             continue
@@ -134,10 +137,11 @@ def main() -> None:
     r.add_argument("--name", required=True)
     r.add_argument("--raw", required=True, type=Path)
     r.add_argument("--set", action="append", default=[], help="params key=value a user would set")
+    r.add_argument("--target", help="a stage to stop at (dvc repro <stage>), e.g. train for bench/long_docs.py")
     sub.add_parser("table")
     args = ap.parse_args()
     if args.cmd == "run":
-        run(args.name, args.raw.resolve(), args.set)
+        run(args.name, args.raw.resolve(), args.set, args.target)
     else:
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / "DATASETS.md").write_text(table())

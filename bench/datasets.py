@@ -2,7 +2,7 @@
 
     python bench/datasets.py healthtweets-imbalanced   # 16 news outlets' health tweets, 100:1 geometric imbalance
     python bench/datasets.py news-articles             # long news articles (~3,300 chars), labelled by outlet
-    python bench/datasets.py news-articles-1200        # a stratified 1,200-article sample of them
+    python bench/datasets.py news-articles-1200        # a stratified 1,200-article sample of them (also -600)
     python bench/datasets.py bundestag                 # German parliament speeches, labelled by party
 
 Each is written under bench/work/datasets/ as a CSV with columns `label,text` (label_names: {} in params.yaml).
@@ -57,10 +57,10 @@ def news_articles() -> pd.DataFrame:
     return df[["label", "text"]]
 
 
-def news_articles_1200() -> pd.DataFrame:
-    """A stratified 1,200-article sample: long documents at a size whose teacher trains in minutes on 2 cores."""
+def news_articles_sample(rows: int) -> pd.DataFrame:
+    """A stratified sample of the articles: long documents at a size whose teacher trains in minutes on 2 cores."""
     df = news_articles()
-    return df.groupby("label", group_keys=False).sample(frac=1200 / len(df), random_state=0).sort_index()
+    return df.groupby("label", group_keys=False).sample(frac=rows / len(df), random_state=0).sort_index()
 
 
 def bundestag() -> pd.DataFrame:
@@ -71,7 +71,8 @@ def bundestag() -> pd.DataFrame:
 
 
 BUILDERS = {"healthtweets-imbalanced": healthtweets_imbalanced, "news-articles": news_articles,
-            "news-articles-1200": news_articles_1200, "bundestag": bundestag}
+            "news-articles-1200": lambda: news_articles_sample(1200),
+            "news-articles-600": lambda: news_articles_sample(600), "bundestag": bundestag}
 
 
 def build(name: str) -> Path:
