@@ -138,8 +138,9 @@ def profile_notes(kept: pd.DataFrame, params: Params) -> list[str]:
         notes.append(f"classes: {bal['classes']}, largest {bal['largest']} rows, smallest {bal['smallest']} (ratio "
                      f"{bal['ratio']:g}); train.class_weights {cw}: the loss is {'weighted' if on else 'unweighted'}")
         if bal["small"]:
-            notes.append(f"class(es) with fewer than ~20 training rows, learned from few examples and judged on a "
-                         f"handful of test rows: {bal['small']}; add rows or merge them if you can")
+            notes.append(f"class(es) with fewer than ~20 training rows (split.train {params.split.train:g} of these "
+                         f"rows), learned from few examples and judged on a handful of test rows: {bal['small']}; "
+                         "add rows or merge them if you can")
     if not words_separated(texts):
         notes.append("the text does not separate words with spaces (e.g. Chinese, Japanese, Thai): baseline.analyzer "
                      "auto uses character n-grams")
