@@ -142,19 +142,10 @@ def run_cell(d: Path, raw: Path, params: dict, log: Path) -> Path:
 
 
 def predict(teacher: Path, test: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    from pipeline.modeling import (
-        lineage_max_length,
-        lineage_truncation,
-        load_classifier,
-        load_tokenizer,
-        predict_logits,
-    )
+    from run import teacher_predictions  # bench/run.py
 
     lineage = json.loads((teacher / "lineage.json").read_text())
-    model, tok = load_classifier(str(teacher)), load_tokenizer(str(teacher))
-    logits = predict_logits(model, tok, test["text"].tolist(), 64, lineage_max_length(lineage), device="cpu",
-                            truncation=lineage_truncation(lineage), progress=False)
-    return logits.argmax(1), lineage["label_names"]
+    return teacher_predictions(teacher, test["text"].tolist()), lineage["label_names"]
 
 
 def main() -> None:

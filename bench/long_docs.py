@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,12 +20,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import OUT, ROOT, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
 
 VARIANTS = {
     "head 128": {"max_length": 128, "truncation": "head"},
@@ -62,15 +57,7 @@ def main() -> None:
                                      "project: scored too, for CIs a small test split cannot give")
     ap.add_argument("--unseen-rows", type=int, default=1000)
     args = ap.parse_args()
-    from run import machine  # bench/run.py
-
-    from pipeline.modeling import (
-        lineage_max_length,
-        lineage_truncation,
-        load_classifier,
-        load_tokenizer,
-        predict_logits,
-    )
+    from pipeline.modeling import lineage_max_length, lineage_truncation
     from pipeline.stats import macro_f1_fn, metric_ci, paired_comparison
 
     project = Path(args.project).resolve()
@@ -96,9 +83,7 @@ def main() -> None:
     preds, rows = {}, {}
     for variant, (folder, seconds) in teachers.items():
         lin = json.loads((folder / "lineage.json").read_text())
-        model, tok = load_classifier(str(folder)), load_tokenizer(str(folder))
-        preds[variant] = predict_logits(model, tok, test["text"].tolist(), 32, lineage_max_length(lin),
-                                        device="cpu", progress=False, truncation=lineage_truncation(lin)).argmax(1)
+        preds[variant] = teacher_predictions(folder, test["text"].tolist())
         length = lin.get("resolved", {}).get("length", {})
         rows[variant] = {"max_length": lineage_max_length(lin), "truncation": lineage_truncation(lin),
                          "truncated_rows": length.get("truncated_rows"), "tokens_not_read": length.get(
@@ -109,24 +94,18 @@ def main() -> None:
         if variant != ref:
             rows[variant]["vs_default"] = paired_comparison(y, preds[variant], preds[ref], metric, name_a=variant,
                                                             name_b="default", seed=0)
-    results_file = Path(args.out) / "long_docs.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {"datasets": {}}
-    results["machine"] = machine()
     own = len(pd.read_parquet(project / "data" / "processed" / "test.parquet"))
-    results["datasets"][name] = {"test_rows": len(test), "variants": rows,
-                                 "unseen": f"{len(test) - own} rows of {Path(args.unseen).name} not in the project, "
-                                           f"with its {own} test rows" if args.unseen else None}
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
-    (Path(args.out) / "LONG_DOCS.md").write_text(markdown(results))
-    sys.stdout.write(markdown(results))
+    row = {"test_rows": len(test), "variants": rows,
+           "unseen": f"{len(test) - own} rows of {Path(args.unseen).name} not in the project, with its {own} test "
+                     "rows" if args.unseen else None}
+    sys.stdout.write(record(Path(args.out), "long_docs", name, row, markdown))
 
 
 def markdown(results: dict) -> str:
-    m = results["machine"]
     lines = ["# Long documents: how much of each text the teacher reads", "",
-             f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}. "
-             "Produced by `python bench/long_docs.py --project <folder>`; each variant is the teacher trained with the "
-             "project's own params and split, changing only its reading.", ""]
+             f"{measured(results['machine'])}. Produced by `python bench/long_docs.py --project <folder>`; each "
+             "variant is the teacher trained with the project's own params and split, changing only its reading.",
+             ""]
     for ds, r in results["datasets"].items():
         lines += [f"**{ds}** ({r['test_rows']} test rows" + (f": {r['unseen']}" if r.get("unseen") else "") + ")",
                   "",

@@ -38,6 +38,32 @@ TRAIN = ROOT / "data" / "processed" / "train.parquet"
 VAL = ROOT / "data" / "processed" / "val.parquet"
 
 
+def measured(m: dict) -> str:
+    """The 'Measured <date> on <machine>' sentence every results file opens with."""
+    return f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}"
+
+
+def record(out: Path, stem: str, dataset: str, row: dict, markdown: Callable[[dict], str]) -> str:
+    """Add one dataset's results to `out/<stem>.json` (earlier datasets kept), rewrite `out/<STEM>.md` from all of
+    them with the machine, and return that Markdown."""
+    path = Path(out) / f"{stem}.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"datasets": {}}
+    results["machine"] = machine()
+    results["datasets"][dataset] = row
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (Path(out) / f"{stem.upper()}.md").write_text(text)
+    return text
+
+
+def teacher_predictions(folder: Path, texts: list[str]) -> Any:
+    """Predicted label ids of a trained model folder, reading texts as it was trained to (its lineage's max_length
+    and truncation): the one way every bench scores a teacher it did not package."""
+    from pipeline.scoring import Scorer
+
+    return Scorer(folder).proba(texts).argmax(1)
+
+
 def machine() -> dict:
     import torch
 

@@ -20,29 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import OUT, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
 
 
 def test_predictions(project: Path) -> tuple:
-    from pipeline.modeling import (
-        lineage_max_length,
-        lineage_truncation,
-        load_classifier,
-        load_tokenizer,
-        predict_logits,
-    )
-
     teacher = project / "data" / "models" / "teacher"
-    lin = json.loads((teacher / "lineage.json").read_text())
+    names = json.loads((teacher / "lineage.json").read_text())["label_names"]
     test = pd.read_parquet(project / "data" / "processed" / "test.parquet")
-    z = predict_logits(load_classifier(str(teacher)), load_tokenizer(str(teacher)), test["text"].tolist(), 32,
-                       lineage_max_length(lin), device="cpu", progress=False, truncation=lineage_truncation(lin))
-    y = test["label"].map({n: i for i, n in enumerate(lin["label_names"])}).to_numpy()
-    return y, z.argmax(1), lin["label_names"]
+    y = test["label"].map({n: i for i, n in enumerate(names)}).to_numpy()
+    return y, teacher_predictions(teacher, test["text"].tolist()), names
 
 
 def main() -> None:
@@ -52,8 +39,6 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    from run import machine
-
     from pipeline.stats import macro_f1_fn, metric_ci, paired_comparison
 
     project = Path(args.project).resolve()
@@ -73,21 +58,14 @@ def main() -> None:
            "test_best": metric_ci(y, preds["best"], metric, seed=0),
            "test_best_vs_reference": paired_comparison(y, preds["best"], preds["reference"], metric,
                                                        name_a="best trial", name_b="reference", seed=0)}
-    results_file = Path(args.out) / "tune.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {"datasets": {}}
-    results["machine"] = machine()
-    results["datasets"][args.name or project.name] = row
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
-    (Path(args.out) / "TUNE.md").write_text(markdown(results))
-    sys.stdout.write(markdown(results))
+    sys.stdout.write(record(Path(args.out), "tune", args.name or project.name, row, markdown))
 
 
 def markdown(results: dict) -> str:
-    m = results["machine"]
     lines = ["# Does tuning the teacher pay?", "",
-             f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}, "
-             "by `python bench/tune_gain.py --project <folder> --trials N`. `pipeline-tune` decides on validation "
-             "rows only; the test columns are this bench's, after the decision.", "",
+             f"{measured(results['machine'])}, by `python bench/tune_gain.py --project <folder> --trials N`. "
+             "`pipeline-tune` decides on validation rows only; the test columns are this bench's, after the "
+             "decision.", "",
              "| dataset | trials (val macro-F1) | best − reference on validation [lower bound] | adopted | "
              "test: reference → best trial, difference [95% CI] | minutes |", "|---|---|---|---|---|---|"]
     for ds, r in results["datasets"].items():
