@@ -5,7 +5,7 @@
 
 `run` clones this repository (its committed HEAD) into bench/work/byo/<name>, links the virtualenv, copies the file
 to data/raw/, points dvc.yaml's `raw` var at it, sets `clean.text_column: text`, `clean.label_column: label` and
-`clean.label_names: {}` (the README's steps 1-2; `--set` adds params a user would set), runs `pipeline-check` and
+`clean.label_names: {}` (the README's steps 1-2; `--set` adds params a user would set), runs `finetune check` and
 `dvc repro`, and keeps their output. `table` reads each run's metrics/eval.json, speed.json and the student's
 lineage into one table per dataset: teacher, student, int8 student and baseline macro-F1 with CIs, the paired
 comparisons, the speed ratios, which student shipped and what the data decided.
@@ -62,13 +62,13 @@ def run(name: str, raw: Path, sets: list[str], target: str | None = None) -> Non
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
     sh(["git", "add", "-A"], repo, repo / "git.log", env)
     sh(["git", "commit", "-qm", f"{name}: data and params"], repo, repo / "git.log", env)
-    check = sh(["pipeline-check"], repo, repo / "check.txt", env)
+    check = sh(["finetune", "check"], repo, repo / "check.txt", env)
     t0 = time.time()
     code = sh(["dvc", "repro", *([target] if target else [])], repo, repo / "repro.log", env)
     (repo / "repro.json").write_text(json.dumps({"returncode": code, "check_returncode": check, "sets": sets,
                                                  "seconds": round(time.time() - t0, 1), "raw": str(raw),
                                                  "target": target}))
-    print(f"{name}: pipeline-check rc={check}, dvc repro rc={code} in {time.time() - t0:.0f} s")
+    print(f"{name}: finetune check rc={check}, dvc repro rc={code} in {time.time() - t0:.0f} s")
 
 
 def ci(m: dict) -> str:

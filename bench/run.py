@@ -417,7 +417,7 @@ def bench_logits(n: int = 2000) -> dict:
 
 
 def bench_predict(rows: int = 20_000, naive_rows: int = 2000, small: int = 100_000, big: int = 1_000_000) -> dict:
-    """pipeline-predict (int8 ONNX student, streaming) on a `rows`-row file: rows/s and peak RSS, vs a naive loop
+    """finetune predict (int8 ONNX student, streaming) on a `rows`-row file: rows/s and peak RSS, vs a naive loop
     calling transformers.pipeline row by row on the torch student. Memory stays flat with file size: peak RSS at 1M
     vs 100k rows, scored with models/baseline (the int8 student needs ~35 min for 1M rows on 2 cores; the streaming
     code path is the same for every model)."""
@@ -456,7 +456,7 @@ def bench_predict(rows: int = 20_000, naive_rows: int = 2000, small: int = 100_0
 
 
 def bench_serve(seconds: int = 30, clients: int = 16) -> dict:
-    """pipeline-serve (int8 ONNX student) under `clients` concurrent clients for `seconds`: requests/s, p50/p99."""
+    """finetune serve (int8 ONNX student) under `clients` concurrent clients for `seconds`: requests/s, p50/p99."""
     import concurrent.futures
     import socket
 
@@ -583,16 +583,16 @@ def markdown(results: dict) -> str:
                      f"{g['torch_rows_per_s']:.0f} | {g['speedup']:.2f}× (max diff {g['max_abs_logit_diff']:.1e}) | |")
     if "predict" in r:
         p = r["predict"]
-        lines.append(f"| 11a | `pipeline-predict` rows/s on {p['rows']:,} rows (int8 ONNX, streaming) | {p['rows_per_s']:.0f}, "
+        lines.append(f"| 11a | `finetune predict` rows/s on {p['rows']:,} rows (int8 ONNX, streaming) | {p['rows_per_s']:.0f}, "
                      f"peak RSS {p['peak_rss_mib']:.0f} MiB | {p['naive_rows_per_s']:.0f}, naive `transformers.pipeline` loop "
                      f"({p['naive_rows']:,} rows; RSS {p['naive_peak_rss_mib']:.0f} MiB) | **{p['speedup']:.1f}×** | |")
         if "big_rows" in p:
-            lines.append(f"| 11b | `pipeline-predict` peak RSS, {p['big_rows']:,} vs {p['small_rows']:,} rows "
+            lines.append(f"| 11b | `finetune predict` peak RSS, {p['big_rows']:,} vs {p['small_rows']:,} rows "
                          f"({p['memory_model']}, {p['big_rows_per_s']:.0f} rows/s) | {p['big_peak_rss_mib']:.0f} MiB | "
                          f"{p['small_peak_rss_mib']:.0f} MiB | {p['rss_ratio_big_vs_small']:.2f}× | ≈ 1× |")
     if "serve" in r:
         v = r["serve"]
-        lines.append(f"| 12 | `pipeline-serve` under {v['clients']} concurrent clients, {v['seconds']} s, 1 text/request | "
+        lines.append(f"| 12 | `finetune serve` under {v['clients']} concurrent clients, {v['seconds']} s, 1 text/request | "
                      f"{v['requests_per_s']:.0f} req/s, p50 {v['p50_ms']:.0f} ms, p99 {v['p99_ms']:.0f} ms | | "
                      f"{v['errors']} errors | 0 errors |")
     if "lineage" in r:

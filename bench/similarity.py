@@ -9,7 +9,6 @@ similarity band, to read. Writes bench/results/similarity.json.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -28,7 +27,10 @@ from ablation import tweets_raw  # noqa: E402
 from pipeline.augment import EmbeddingSimilarity, augment, build_jobs  # noqa: E402
 from pipeline.clean import clean  # noqa: E402
 from pipeline.io import read_raw_table  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
+from pipeline.params import (  # noqa: E402
+    load_params,
+    replace,
+)
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5)
 NULL_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
@@ -61,12 +63,12 @@ def measure(name: str, raw: pd.DataFrame, clean_params, augment_params, sim: Emb
 
 def main() -> None:
     p = load_params(ROOT / "params.yaml")
-    aug = dataclasses.replace(p.augment, filter=dataclasses.replace(p.augment.filter, min_similarity=0.0))
+    aug = replace(p.augment, filter=replace(p.augment.filter, min_similarity=0.0))
     sim = EmbeddingSimilarity(aug.filter)
     raw, name = read_raw_table(str(ROOT / "data" / "raw" / "sms-spam.csv"))
     results = {"sms": measure(name, raw, p.clean, aug, sim, p.seed)}
     tweets = pd.read_csv(tweets_raw(ROOT / "bench" / "work" / "ablation", 3000), dtype=str, keep_default_na=False)
-    tclean = dataclasses.replace(p.clean, text_column="text", label_column="sentiment", label_names={})
+    tclean = replace(p.clean, text_column="text", label_column="sentiment", label_names={})
     results["tweets3000"] = measure("tweets", tweets, tclean, aug, sim, p.seed)
     (ROOT / "bench" / "results" / "similarity.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -14,13 +14,14 @@ with the machine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+from pipeline.params import replace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import OUT, machine  # noqa: E402  (bench/run.py also sets the offline environment and sys.path)
@@ -58,7 +59,7 @@ def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42,
         s_model, s_tok = load_classifier(folder), load_tokenizer(folder)
         cfg = s_model.config
         quantize = (recipes or {}).get(name, p.quantize)  # a named recipe still has to pass the test-row bounds
-        figures = export_one(Path(folder), tmp / name, texts, y, dataclasses.replace(p, quantize=quantize), selection)
+        figures = export_one(Path(folder), tmp / name, texts, y, replace(p, quantize=quantize), selection)
         onnx = OnnxClassifier(tmp / name)
         rows[name] = {"layers": cfg.num_hidden_layers, "intermediate_size": cfg.intermediate_size,
                       "macro_f1_torch": round(figures["macro_f1_torch"], 4),

@@ -1,4 +1,4 @@
-"""Does `pipeline-tune` pay? Its chosen teacher against the reference (the params as they were), on test rows.
+"""Does `finetune tune` pay? Its chosen teacher against the reference (the params as they were), on test rows.
 
     python bench/tune_gain.py --project bench/work/byo/<name> --trials 4
 
@@ -64,7 +64,7 @@ def main() -> None:
 def markdown(results: dict) -> str:
     lines = ["# Does tuning the teacher pay?", "",
              f"{measured(results['machine'])}, by `python bench/tune_gain.py --project <folder> --trials N`. "
-             "`pipeline-tune` decides on validation rows only; the test columns are this bench's, after the "
+             "`finetune tune` decides on validation rows only; the test columns are this bench's, after the "
              "decision.", "",
              "| dataset | trials (val macro-F1) | best − reference on validation [lower bound] | adopted | "
              "test: reference → best trial, difference [95% CI] | minutes |", "|---|---|---|---|---|---|"]

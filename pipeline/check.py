@@ -1,6 +1,6 @@
 """check: every problem with the raw data and params.yaml, listed at once, in seconds, before any heavy work.
 
-    pipeline-check [--params params.yaml] [--raw data/raw/your.csv]      (or python -m pipeline.check)
+    finetune check [--params params.yaml] [--raw data/raw/your.csv]      (or python -m pipeline.check)
 
 Reads params.yaml (every section: a typo under `train:` is found even when only `clean` would run) and the raw
 file once, then lists: params errors; unreadable files and encodings; missing columns; records a stray quote
@@ -233,11 +233,11 @@ def check(params_path: str, raw: str | None) -> Report:
     return rep
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     from pipeline.io import setup_logging
 
     setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--raw", help="the raw data file (default: dvc.yaml's `raw` var)")
     args = ap.parse_args(argv)

@@ -16,8 +16,8 @@ With `distill.hidden_weight` > 0 the teacher also runs on every training batch, 
 
 a signal of hidden_size numbers per token instead of num_labels per text. Hidden-state matching is what lets very
 small students keep up (Sun et al. 2019, "Patient KD"; Jiao et al. 2020, TinyBERT); on a 3-class tweet corpus it
-took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (README "Use the model"). It needs the student
-to share the teacher's hidden size and tokenizer, as a truncated teacher does.
+took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (bench/results/export-and-students.md).
+It needs the student to share the teacher's hidden size and tokenizer, as a truncated teacher does.
 
 `distill.try_first` lists smaller students to distil before the one above (each entry replaces some of `layers`,
 `hidden_weight`, `intermediate_size`): the first that the validation rows show keeps `min_val_f1_ratio` of the
@@ -54,7 +54,7 @@ from pipeline.modeling import (
     read_texts,
 )
 from pipeline.params import DistillParams, load_params
-from pipeline.profile import resolve_class_weights, resolve_max_length
+from pipeline.profile import resolve_class_weights, resolve_epochs, resolve_max_length
 from pipeline.stats import macro_f1_fn, student_evidence
 from pipeline.training import check_splits, encode, fingerprint, finish, fit, lineage_record
 
@@ -380,13 +380,14 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
                       truncation=q.truncation)
     val_ds = encode(val_df, tokenizer, label_names, max_length, sort_by_length=True, truncation=q.truncation)
     weights, weight_record = resolve_class_weights(q.class_weights, train_ds["label"], label_names, key)
+    epochs, epochs_record = resolve_epochs(q, len(train_ds), key)
     resolved = {"max_length": max_length, "truncation": q.truncation, "length": length_record,
-                "class_weights": weight_record}
+                "class_weights": weight_record, "epochs": epochs_record}
     trainer, result, best = fit(
         distill_trainer_class(q, teacher if q.hidden_weight > 0 else None, weights), model, tokenizer, q, seed,
         train_ds, val_ds, label_names, checkpoints=checkpoints, data_files=data_files, resume=True, live=args.live,
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
-        remove_unused_columns=False,
+        remove_unused_columns=False, num_train_epochs=epochs,
     )
     return trainer, result, best, pruned, tokenizer, resolved
 

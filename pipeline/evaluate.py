@@ -152,8 +152,8 @@ def model_card(name: str, folder: Path, metrics: dict, lineage: dict, label_name
                    "(`metrics/export.json`).",
     }[name]
     if name == ONNX_NAME:
-        use = (f'```bash\npipeline-predict --model {folder} --input new.csv --output scored.parquet\n'
-               f'pipeline-serve --model {folder}   # POST /predict {{"texts": [...]}}\n```\n'
+        use = (f'```bash\nfinetune predict --model {folder} --input new.csv --output scored.parquet\n'
+               f'finetune serve --model {folder}   # POST /predict {{"texts": [...]}}\n```\n'
                f'```python\nfrom pipeline.onnx_model import OnnxClassifier\n'
                f'OnnxClassifier("{folder}").predict_proba([{example!r}])\n```')
         return _card(front, name, how, label_names, metrics, speed, verdicts, worst, lineage, use, notes)
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     # The raw file and the test split are part of each packaged model's lineage (card and lineage.json).
     evaluated = {"raw": {"path": args.raw, "md5": file_md5(args.raw)}, "test": {"path": args.test,
                                                                              "md5": file_md5(args.test)}}
-    fetched = source_record(args.raw)  # a Hub dataset's pinned revision (pipeline-fetch), if that is the source
+    fetched = source_record(args.raw)  # a Hub dataset's pinned revision (finetune fetch), if that is the source
     if fetched:
         evaluated["raw"]["fetched_from"] = fetched
     for name, d in dirs.items():

@@ -6,7 +6,7 @@ before anything ships: the fp32 graph must match torch's logits to `max_logit_di
 The stage fails with the figures otherwise.
 
 How much of the graph goes int8 depends on the model: a student with many near-tie rows changes labels under full
-int8 where another does not (README, "Use the model"). With `quantize: auto` the stage tries the recipes of
+int8 where another does not (bench/results/export-and-students.md). With `quantize: auto` the stage tries the recipes of
 pipeline/onnx_model.RECIPES, smallest first, on selection rows (validation, then training rows; never test) and
 ships the first whose labels agree with torch on `selection_agreement` of them and that passes the test gate
 above, or the fp32 graph if none does (a recipe named in params is not replaced: its gate failure is an error).

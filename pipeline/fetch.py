@@ -1,6 +1,6 @@
 """fetch: a Hugging Face Hub dataset -> a local, versioned raw file the pipeline depends on.
 
-    pipeline-fetch hf:<dataset>[:<config>]:<split> --revision <tag|branch|sha> --output data/raw/<name>.parquet
+    finetune fetch hf:<dataset>[:<config>]:<split> --revision <tag|branch|sha> --output data/raw/<name>.parquet
 
 DVC versions files, not Hub names: `raw: hf:imdb:train` in dvc.yaml was a dependency on a file that does not exist.
 So a Hub dataset is fetched once, at a pinned revision, into a Parquet file that `dvc add` (or a commit) versions
@@ -79,9 +79,9 @@ def source_record(raw: str | Path) -> dict | None:
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("source", help="hf:<dataset>[:<config>]:<split>")
     ap.add_argument("--revision", help="Hub tag, branch or commit sha (required for Hub datasets)")
     ap.add_argument("--output", required=True, help="the Parquet file to write, e.g. data/raw/imdb-train.parquet")

@@ -181,7 +181,7 @@ def read_raw(source: str, fmt: str, encoding: str, bare_cr: str) -> tuple[pd.Dat
     """read_raw_table, also returning how many bare carriage returns were replaced."""
     if source.startswith("hf:"):
         raise DataError(f"{source}: a Hub dataset is fetched first, at a pinned revision, into a file DVC versions: "
-                        f"`pipeline-fetch {source} --revision <tag|sha> --output data/raw/<name>.parquet`, then point "
+                        f"`finetune fetch {source} --revision <tag|sha> --output data/raw/<name>.parquet`, then point "
                         "`raw` in dvc.yaml at that file")
     path = Path(source)
     if path.is_dir():

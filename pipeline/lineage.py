@@ -430,22 +430,27 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
-    ap = argparse.ArgumentParser(prog="lineage", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--repo", default=".", help="the project folder (default: here)")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    # The same two options after the subcommand, where users type them (`lineage trace --raw-row 5 --json`);
+    # SUPPRESS keeps a subparser from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", default=argparse.SUPPRESS, help="the project folder (default: here)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("trace", help="a row from its raw line through every stage to the models")
+    t = sub.add_parser("trace", parents=[common], help="a row from its raw line through every stage to the models")
     t.add_argument("id", nargs="?")
     t.add_argument("--text", help="a substring of the row's text (case-insensitive)")
     t.add_argument("--raw-row", type=int, help="the 1-based data row of the raw file")
     t.add_argument("--rev", help="a git revision or dvc exp name (default: the workspace)")
     t.add_argument("--limit", type=int, default=10)
-    m = sub.add_parser("model", help="a model's inputs, params, commits, and whether it is current")
+    m = sub.add_parser("model", parents=[common], help="a model's inputs, params, commits, and whether it is current")
     m.add_argument("path")
     m.add_argument("--params", default="params.yaml")
-    d = sub.add_parser("diff", help="rows, splits and predictions changed between two revisions")
+    d = sub.add_parser("diff", parents=[common], help="rows, splits and predictions changed between two revisions")
     d.add_argument("rev_a", nargs="?", default="HEAD")
     d.add_argument("rev_b", nargs="?", default=None, help="default: the workspace")
     args = ap.parse_args(argv)

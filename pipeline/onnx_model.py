@@ -46,7 +46,8 @@ def export_fp32(model: Any, tokenizer: Any, path: Path, max_length: int) -> None
 
 # int8 recipes, smallest and fastest first (export.quantize: auto takes the first that keeps the torch labels).
 # All use per-channel weight scales: with one scale per matrix an outlier column coarsens the whole matrix, and on a
-# 3-class tweet student per-tensor int8 changed 3.9% of the test labels, per-channel 2.6% (README, "Use the model").
+# 3-class tweet student per-tensor int8 changed 3.9% of the test labels, per-channel 2.6%
+# (bench/results/export-and-students.md).
 RECIPES = {
     "int8": "every MatMul, Gemm and embedding table in int8 (about 4x smaller)",
     "int8_ffn_fp32": "the encoder's MatMuls and the embedding tables in int8, except the feed-forward "
@@ -101,9 +102,9 @@ def fast_encoder(tokenizer: Any, max_length: int, inputs: set[str]) -> Callable[
     """`tokenizer(texts, padding=True, truncation=True, max_length=max_length)` straight from its Rust backend (the
     `tokenizers` library that transformers' fast tokenizers call anyway), as int64 arrays for `inputs`.
 
-    Skips transformers' per-call Python work: 6-9% more rows/s for the int8 students at batch 32 (README, "Use the
-    model"). None when the tokenizer has no such backend, a model input is not one the backend gives, or on a few
-    probe texts the two do not give the same arrays."""
+    Skips transformers' per-call Python work: 6-9% more rows/s for the int8 students at batch 32
+    (bench/results/export-and-students.md). None when the tokenizer has no such backend, a model input is not one
+    the backend gives, or on a few probe texts the two do not give the same arrays."""
     import copy
 
     fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -139,7 +140,7 @@ class OnnxClassifier:
         # Padding is masked with the most negative float, and the softmax over masked scores underflows into
         # denormal floats, which x86 handles ~6x slower: 18-23% of the int8 student's time. Flushing them to
         # zero (here for onnxruntime's pool threads, in logits() for the calling thread) changes no value above
-        # 1.2e-38 (README, "Use the model").
+        # 1.2e-38 (bench/results/export-and-students.md).
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         if threads:
             opts.intra_op_num_threads = threads

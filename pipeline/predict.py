@@ -1,6 +1,6 @@
 """predict: score a file with any packaged model, streaming, rows in input order.
 
-    pipeline-predict --model models/student-onnx --input new.csv --output scored.parquet [--text-column text]
+    finetune predict --model models/student-onnx --input new.csv --output scored.parquet [--text-column text]
 
 CSV/TSV/JSONL/Parquet in and out (by extension; `.gz` input too). Each output row is the input row with `status`
 (`ok`, or why it could not be scored: `empty_text`, `non_string_text`), `prediction`, `confidence` and `p_<label>`
@@ -123,9 +123,9 @@ def score_file(scorer: Scorer, src: Path, dest: Path, text_column: str, fmt: str
     return meta
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
-    ap = argparse.ArgumentParser(prog="pipeline-predict", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models/student-onnx", help="a packaged model folder")
     ap.add_argument("--input", required=True)
     ap.add_argument("--output", required=True, help="CSV/TSV/JSONL/Parquet, by extension")

@@ -69,7 +69,7 @@ def coverage_warning(cov: dict, model: str) -> str | None:
         return (f"the tokenizer of {model} covers this text poorly: {unk:.1%} unknown tokens, {cpt:.2f} characters "
                 f"per token (English text: 2.6-4.0, no unknown tokens); the model has not learned this language. "
                 "Use a multilingual model (train.model, e.g. a multilingual MiniLM, XLM-R or mBERT) or one "
-                "trained on your language (README \"Bring your own data and model\")")
+                "trained on your language (docs/your-data.md)")
     if cpt < SPLIT_CHARS_PER_TOKEN:
         return (f"the tokenizer of {model} splits many words of this text into pieces ({cpt:.2f} characters per "
                 "token; English text: 2.6-4.0): if it is not English, a model trained on its language will "
@@ -89,8 +89,9 @@ def class_balance(counts: dict[str, int], train_share: float) -> dict:
 
 # ---------------------------------------------------------------------------------------------- settings from data
 # class_weights: auto turns the weighted loss on at this ratio of the largest training class to the smallest. Measured
-# (README "Imbalance", bench/results/ABLATION.md): at 2.3:1 (tweets) weighting changed nothing; at 7:1 (SMS) it was
-# better or no different; at 100:1 over 16 classes it is the difference between learning the small classes or not.
+# (docs/your-data.md, "Imbalance", bench/results/ABLATION.md): at 2.3:1 (tweets) weighting changed nothing; at 7:1
+# (SMS) it was better or no different; at 100:1 over 16 classes it is the difference between learning the small
+# classes or not.
 AUTO_CLASS_WEIGHT_RATIO = 3.0
 # max_length: auto reads enough tokens for this share of the training rows, in multiples of 64, never fewer than
 # AUTO_MAX_LENGTH_FLOOR (below it truncation saves nothing: batches are padded only to their longest row).
@@ -159,6 +160,28 @@ def length_report(lengths: np.ndarray, max_length: int) -> dict:
                 "max": int(lengths.max())},
             "truncated_rows": round(float(over.mean()), 4),
             "tokens_not_read": round(float(np.maximum(lengths - max_length, 0).sum() / lengths.sum()), 4)}
+
+
+def resolve_epochs(p: FitParams, train_rows: int, key: str, world_size: int | None = None) -> tuple[float, dict]:
+    """The epochs to train (p.epochs, raised on small data until there are p.min_steps optimiser steps, at most
+    p.max_epochs) and the record for the lineage."""
+    import math
+    import os
+
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = p.batch_size * p.gradient_accumulation_steps * world
+    steps_per_epoch = max(1, math.ceil(train_rows / per_step))
+    epochs = float(p.epochs)
+    if p.max_steps <= 0 and p.min_steps and steps_per_epoch * epochs < p.min_steps:
+        epochs = float(max(epochs, min(math.ceil(p.min_steps / steps_per_epoch), p.max_epochs)))
+    record = {"setting": p.epochs, "value": epochs, "steps_per_epoch": steps_per_epoch,
+              "planned_steps": p.max_steps if p.max_steps > 0 else math.ceil(steps_per_epoch * epochs),
+              "rule": f"at least {key}.min_steps {p.min_steps} optimiser steps, at most {key}.max_epochs "
+                      f"{p.max_epochs:g} epochs; early stopping may end sooner"}
+    if epochs != p.epochs:
+        log.info("%s.epochs %g -> %g: %d rows make %d optimiser steps per epoch, %s.min_steps is %d", key, p.epochs,
+                 epochs, train_rows, steps_per_epoch, key, p.min_steps)
+    return epochs, record
 
 
 def resolve_max_length(p: FitParams, tokenizer: Any, config: Any, texts: list[str], key: str, seed: int = 0

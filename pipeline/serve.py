@@ -1,6 +1,6 @@
 """serve: an HTTP server for one packaged model (FastAPI + uvicorn; OpenAPI docs at /docs).
 
-    pipeline-serve [--model models/student-onnx] [--host 127.0.0.1] [--port 8000] [--max-texts 256]
+    finetune serve [--model models/student-onnx] [--host 127.0.0.1] [--port 8000] [--max-texts 256]
                    [--max-chars 10000] [--pool 16]
 
 POST /predict {"texts": ["…", …]} -> per text: label, confidence, probabilities (or a status saying why a text
@@ -120,13 +120,13 @@ def _card_metrics(folder: Path) -> dict:
     return {}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     import uvicorn
 
     from pipeline.io import run_stage, setup_logging
 
     setup_logging()
-    ap = argparse.ArgumentParser(prog="pipeline-serve", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models/student-onnx")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)

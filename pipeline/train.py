@@ -23,6 +23,7 @@ from pipeline.params import TrainParams, load_params
 from pipeline.profile import (
     class_weights,  # noqa: F401 - re-exported: the teacher's weights are the ones this module documents
     resolve_class_weights,
+    resolve_epochs,
     resolve_max_length,
 )
 from pipeline.training import (
@@ -106,10 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     train_ds = encode(train_df, tokenizer, label_names, max_length, truncation=p.truncation)
     val_ds = encode(val_df, tokenizer, label_names, max_length, sort_by_length=True, truncation=p.truncation)
     weights, weight_record = resolve_class_weights(p.class_weights, train_ds["label"], label_names, "train")
+    epochs, epochs_record = resolve_epochs(p, len(train_ds), "train")
 
     trainer, result, best = fit(
         weighted_trainer_class(weights), model, tokenizer, p, seed, train_ds, val_ds, label_names,
         checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
+        num_train_epochs=epochs,
     )
     log.info("train: %s; best val: %s", result, best)
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                              train_rows=len(train_df),
                              resolved={"max_length": max_length, "truncation": p.truncation,
                                        "length": length_record,
-                                       "class_weights": weight_record})
+                                       "class_weights": weight_record, "epochs": epochs_record})
     finish(trainer, final, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":

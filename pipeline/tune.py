@@ -33,7 +33,7 @@ from pipeline.io import KnownError, setup_logging, write_json
 log = logging.getLogger(__name__)
 
 LR_RANGE = (1e-5, 3e-4)
-EPOCH_RANGE = (2, 8)
+EPOCH_RANGE = (2, 12)
 CAPS = (128, 256, 512)  # max_length_cap choices, offered only when the reference cuts a share of the training rows
 LONG_TEXT_SHARE = 0.05
 
@@ -79,7 +79,9 @@ def improvement(y: np.ndarray, best: np.ndarray, ref: np.ndarray, n_classes: int
 
 def suggest(trial: Any, long_texts: bool) -> dict[str, Any]:
     params = {"train.learning_rate": trial.suggest_float("learning_rate", *LR_RANGE, log=True),
-              "train.epochs": trial.suggest_int("epochs", *EPOCH_RANGE)}
+              "train.epochs": trial.suggest_int("epochs", *EPOCH_RANGE),
+              # The epochs a trial names are the epochs it trains: min_steps would raise them on small data.
+              "train.min_steps": 0}
     if long_texts:
         params["train.max_length_cap"] = trial.suggest_categorical("max_length_cap", list(CAPS))
     return params
@@ -141,9 +143,9 @@ def tune(root: Path, trials: int, budget_minutes: float, confidence: float, appl
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=6, help="trials in all, the reference included")
     ap.add_argument("--budget-minutes", type=float, default=float("inf"), help="no new trial after this long")
     ap.add_argument("--confidence", type=float, default=0.9, help="of the lower bound that decides adoption")

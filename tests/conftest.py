@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.params import Params, load_params
+from pipeline.params import Params, load_params, replace
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "sms-spam.csv"
@@ -26,13 +26,11 @@ def params() -> Params:
 def data_stages_on(params: Params) -> Params:
     """params.yaml with both augmentation methods and oversampling switched on (off by default since the
     ablation): tests of those stages must not depend on the defaults."""
-    import dataclasses
-
     a = params.augment
-    aug = dataclasses.replace(a, synonym=dataclasses.replace(a.synonym, enabled=True),
-                              back_translation=dataclasses.replace(a.back_translation, enabled=True))
-    return dataclasses.replace(params, augment=aug,
-                               rebalance=dataclasses.replace(params.rebalance, strategy="oversample"))
+    aug = replace(a, synonym=replace(a.synonym, enabled=True),
+                              back_translation=replace(a.back_translation, enabled=True))
+    return replace(params, augment=aug,
+                               rebalance=replace(params.rebalance, strategy="oversample"))
 
 
 @pytest.fixture(scope="session")

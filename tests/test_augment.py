@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +18,7 @@ from pipeline.augment import (
     stage_metrics,
 )
 from pipeline.io import DataError
-from pipeline.params import AugmentParams, BackTranslationParams, SynonymParams, VariantFilterParams
+from pipeline.params import AugmentParams, BackTranslationParams, SynonymParams, VariantFilterParams, replace
 from pipeline.protect import mask, protected_tokens, restore
 from pipeline.resources import ResourceError, ensure_apertium
 from pipeline.text import dedup_key
@@ -115,7 +113,7 @@ def test_build_jobs_runs_the_configured_methods(sms_slice, data_stages_on):
     from pipeline.clean import clean
 
     kept = clean(sms_slice, params.clean, "sms.csv").kept
-    p = dataclasses.replace(params.augment, synonym=dataclasses.replace(params.augment.synonym, variants=2))
+    p = replace(params.augment, synonym=replace(params.augment.synonym, variants=2))
     r = augment(kept, build_jobs(kept, p, seed=1), p, seed=1, similarity=EmbeddingSimilarity(p.filter))
     spam = kept[kept["label"] == "spam"]
     # 240 ham / 60 spam: the budget (240 - 60) exceeds 3 jobs x 60 rows, so every job runs on every spam row.
@@ -156,7 +154,7 @@ def test_hf_backend_batches_and_returns_one_text_per_input(tiny_marian):
     out = tr(0)(SPAM + ["short"], list("abcde"))
     assert len(out) == 5 and all(isinstance(o, str) for o in out) and any(out)
     assert tr(0)(SPAM + ["short"], list("abcde")) == out  # greedy decoding is deterministic
-    sampled = HFTranslator(dataclasses.replace(p, variants=2), seed=0)
+    sampled = HFTranslator(replace(p, variants=2), seed=0)
     assert sampled(0)(SPAM, list("abcd")) == sampled(0)(SPAM, list("abcd"))  # sampling is seeded
 
 

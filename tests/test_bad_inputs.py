@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 from pipeline.io import DataError, OutputError, read_raw_table, write_table
+from pipeline.params import replace
 
 CSV = "text,label\ngood film,pos\nbad film,neg\n"
 
@@ -94,7 +95,9 @@ def test_json_error_line_is_found_in_real_sized_input(tmp_path):
 # Each case: a small file built here, clean's params (overrides of a neutral base), and the outcome: an error
 # naming the culprit, or counted drops. Every case goes through clean_file, exactly what the stage runs.
 GOOD = "".join(f"good film number {i},pos\nbad film number {i},neg\n" for i in range(12))
-BASE = {"text_column": "text", "label_column": "label", "label_names": {}, "min_chars": 2, "max_chars": 200}
+# multiline_records: error, so that a folded record is the error this corpus asserts (the shipped default recovers it).
+BASE = {"text_column": "text", "label_column": "label", "label_names": {}, "min_chars": 2, "max_chars": 200,
+        "multiline_records": "error"}
 
 
 def csv_file(*rows: str, header: str = "text,label") -> bytes:
@@ -213,12 +216,10 @@ def build(tmp_path, name: str, content) -> str:
 
 
 def params_with(**clean_overrides):
-    import dataclasses
-
     from pipeline.params import CleanParams, Params
     from pipeline.params import build as build_params
 
-    return dataclasses.replace(Params(), clean=build_params(CleanParams, {**BASE, **clean_overrides}, "clean"))
+    return replace(Params(), clean=build_params(CleanParams, {**BASE, **clean_overrides}, "clean"))
 
 
 @pytest.mark.parametrize("case, name, content, overrides, fragment", ERRORS, ids=[c[0] for c in ERRORS])

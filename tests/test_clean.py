@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pandas as pd
@@ -8,10 +7,16 @@ import pytest
 
 from pipeline.clean import clean, stage_metrics
 from pipeline.io import DataError, read_raw_table
-from pipeline.params import CleanParams
+from pipeline.params import CleanParams, replace
 from pipeline.text import normalise_text
 
 SMS = CleanParams(label_column="spam", label_names={"0": "ham", "1": "spam"}, max_chars=1000)
+# A file of this corpus's shape (text, label): the shipped params are the SMS file's.
+GENERIC = {"label_column": "label", "label_names": {}, "min_chars": 1, "multiline_records": "error"}
+
+
+def P(**changes) -> CleanParams:  # noqa: N802 - reads as the params class it builds
+    return CleanParams(**{**GENERIC, **changes})
 
 
 def raw(rows: list[tuple[object, object]]) -> pd.DataFrame:
@@ -19,10 +24,10 @@ def raw(rows: list[tuple[object, object]]) -> pd.DataFrame:
 
 
 def test_normalise_text():
-    p = CleanParams(mask_emails=True, mask_urls=True, mask_phones=True)
+    p = P(mask_emails=True, mask_urls=True, mask_phones=True)
     got = normalise_text("<b>Call</b>\u00a0me at +44 7911 123456 or a.b@x.co.uk, see https://x.io/a?b=1 \x07 ﬁne", p)
     assert got == "Call me at [PHONE] or [EMAIL], see [URL] fine"
-    assert normalise_text("donâ€™t  stop", CleanParams()) == "don't stop"  # ftfy repairs mojibake
+    assert normalise_text("donâ€™t  stop", P()) == "don't stop"  # ftfy repairs mojibake
 
 
 def test_row_accounting_on_real_data(sms_slice):
@@ -38,7 +43,7 @@ def test_row_accounting_on_real_data(sms_slice):
 def test_dedup_conflicts_and_lengths():
     df = raw([("Hello there", "a"), ("hello, THERE!", "a"), ("Hello there", "a"), ("same text", "a"),
               ("Same text.", "b"), ("x", "a"), ("", "b"), ("fine one", "b"), ("y" * 50, "b")])
-    r = clean(df, CleanParams(min_chars=2, max_chars=40), "t.csv")
+    r = clean(df, P(min_chars=2, max_chars=40), "t.csv")
     reasons = dict(zip(r.dropped["raw_row"], r.dropped["reason"]))
     assert reasons == {2: "duplicate_normalised", 3: "duplicate_exact", 4: "label_conflict", 5: "label_conflict",
                        6: "too_short", 7: "empty_text", 9: "too_long"}
@@ -47,15 +52,15 @@ def test_dedup_conflicts_and_lengths():
 
 def test_exact_dedup_keeps_case_variants():
     df = raw([("Hi", "a"), ("hi", "a"), ("other", "b")])
-    assert len(clean(df, CleanParams(dedup="exact"), "t.csv").kept) == 3
+    assert len(clean(df, P(dedup="exact"), "t.csv").kept) == 3
 
 
 def test_string_and_integer_labels_keep_names():
     ints = raw([("one text", 0), ("two text", 1), ("three", 1)])
-    assert set(clean(ints, CleanParams(label_names={"0": "neg", "1": "pos"}), "t").kept["label"]) == {"neg", "pos"}
-    assert set(clean(ints, CleanParams(), "t").kept["label"]) == {"0", "1"}
+    assert set(clean(ints, P(label_names={"0": "neg", "1": "pos"}), "t").kept["label"]) == {"neg", "pos"}
+    assert set(clean(ints, P(), "t").kept["label"]) == {"0", "1"}
     strs = raw([("one text", " pos "), ("two text", "neg")])
-    assert set(clean(strs, CleanParams(), "t").kept["label"]) == {"pos", "neg"}
+    assert set(clean(strs, P(), "t").kept["label"]) == {"pos", "neg"}
 
 
 def test_ids_come_from_content_and_survive_edits_of_other_rows(sms_slice):
@@ -76,17 +81,17 @@ def test_ids_come_from_content_and_survive_edits_of_other_rows(sms_slice):
     assert clean(relabelled, SMS, "sms.csv").kept["id"].iloc[0] == ids[1]
     # Identical texts get distinct ids by occurrence.
     dup = raw([("same", "a"), ("same", "b"), ("other", "a")])
-    got = clean(dup, CleanParams(dedup="none"), "t").kept["id"]
+    got = clean(dup, P(dedup="none"), "t").kept["id"]
     assert got.is_unique
 
 
 @pytest.mark.parametrize("rows, params, fragment", [
-    ([("a text", "x")], dataclasses.replace(SMS, text_column="body"), "no column 'body' (clean.text_column)"),
-    ([("a", "x")], dataclasses.replace(SMS, label_column="lbl"), "no column 'lbl'"),
-    ([("", "a"), (None, "b")], CleanParams(), "every text in column 'text' is empty"),
-    ([("one", "a"), ("two", None), ("three", "b")], CleanParams(), "empty in 1 row(s), first at data row(s) [2]"),
-    ([("one", "a"), ("two", "a"), ("two", "b")], CleanParams(), "only 1 class is left"),
-    ([("one", "a"), ("two", "zzz")], CleanParams(allowed_labels=["a", "b"]), "data row 2 has label 'zzz'"),
+    ([("a text", "x")], replace(SMS, text_column="body"), "no column 'body' (clean.text_column)"),
+    ([("a", "x")], replace(SMS, label_column="lbl"), "no column 'lbl'"),
+    ([("", "a"), (None, "b")], P(), "every text in column 'text' is empty"),
+    ([("one", "a"), ("two", None), ("three", "b")], P(), "empty in 1 row(s), first at data row(s) [2]"),
+    ([("one", "a"), ("two", "a"), ("two", "b")], P(), "only 1 class is left"),
+    ([("one", "a"), ("two", "zzz")], P(allowed_labels=["a", "b"]), "data row 2 has label 'zzz'"),
 ])
 def test_bad_input_is_a_clear_error(rows, params, fragment):
     df = raw(rows).rename(columns={"label": "spam"}) if params.label_column == "spam" else raw(rows)
@@ -97,7 +102,7 @@ def test_bad_input_is_a_clear_error(rows, params, fragment):
 
 def test_missing_labels_can_be_dropped_and_counted():
     df = raw([("one", "a"), ("two", None), ("three", "b")])
-    r = clean(df, CleanParams(missing_label="drop"), "t.csv")
+    r = clean(df, P(missing_label="drop"), "t.csv")
     assert r.dropped["reason"].tolist() == ["missing_label"] and len(r.kept) == 2
 
 
@@ -115,7 +120,7 @@ def test_reads_every_format(tmp_path, fmt):
         df.to_parquet(path)
     got, name = read_raw_table(str(path))
     assert name == path.name
-    assert clean(got, CleanParams(), name).kept["text"].tolist() == df["text"].tolist()
+    assert clean(got, P(), name).kept["text"].tolist() == df["text"].tolist()
 
 
 def test_non_utf8_file_names_line_and_latin1_param_reads_it(tmp_path):
@@ -139,11 +144,11 @@ def test_missing_empty_and_unknown_files(tmp_path):
     (tmp_path / "header.csv").write_text("text,label\n")
     df, name = read_raw_table(str(tmp_path / "header.csv"))
     with pytest.raises(DataError, match="no data rows"):
-        clean(df, CleanParams(), name)
+        clean(df, P(), name)
 
 
 def test_hub_dataset_is_fetched_to_a_versioned_file(tmp_path):
-    """Issue 9 item 10: `raw: hf:…` is not a file DVC can track; `pipeline-fetch` writes one, with the pinned
+    """Issue 9 item 10: `raw: hf:…` is not a file DVC can track; `finetune fetch` writes one, with the pinned
     revision in a sidecar that the models' lineage picks up. Offline: a local folder of data files."""
     from pipeline.fetch import fetch, source_record
 
@@ -170,11 +175,11 @@ def test_hub_dataset_is_fetched_to_a_versioned_file(tmp_path):
 def test_kept_columns_and_raw_row_travel_with_each_row():
     df = pd.DataFrame({"text": ["good film", "bad film", "good film", "awful plot"],
                        "label": ["pos", "neg", "pos", "neg"], "lang": ["en", "en", "fr", None]})
-    kept = clean(df, CleanParams(keep_columns=["lang"]), "f.csv").kept
+    kept = clean(df, P(keep_columns=["lang"]), "f.csv").kept
     assert kept["raw_row"].tolist() == [1, 2, 4] and kept["lang"].iloc[:2].tolist() == ["en", "en"]
     assert kept["lang"].isna().iloc[2]
     with pytest.raises(DataError, match=r"no column 'group' \(clean.keep_columns\)"):
-        clean(df, CleanParams(keep_columns=["group"]), "f.csv")
+        clean(df, P(keep_columns=["group"]), "f.csv")
 
 
 def test_kept_column_may_not_shadow_a_pipeline_column(tmp_path):
@@ -195,41 +200,39 @@ def test_kept_column_may_not_shadow_a_pipeline_column(tmp_path):
     ("safe\u202etext\u2066here\u2069", "safe text here"),  # bidi controls
 ])
 def test_html_stripping_keeps_text_that_is_not_html(raw, expected):
-    assert normalise_text(raw, CleanParams()) == expected
+    assert normalise_text(raw, P()) == expected
 
 
 def test_float_labels_map_like_integers_and_non_string_text_is_named():
     df = pd.DataFrame({"text": ["good film", "bad film", "fine film"], "label": ["1.0", "0.0", "1"]})
-    kept = clean(df, CleanParams(label_names={"0": "neg", "1": "pos"}), "f.csv").kept
+    kept = clean(df, P(label_names={"0": "neg", "1": "pos"}), "f.csv").kept
     assert kept["label"].tolist() == ["pos", "neg", "pos"]
     with pytest.raises(DataError, match=r"holds no strings \(data row 1: int 12345\)"):
-        clean(pd.DataFrame({"text": [12345, 678], "label": ["a", "b"]}), CleanParams(), "f.jsonl")
+        clean(pd.DataFrame({"text": [12345, 678], "label": ["a", "b"]}), P(), "f.jsonl")
     mixed = pd.DataFrame({"text": ["good film", 12345, "bad film"], "label": ["a", "a", "b"]})
-    r = clean(mixed, CleanParams(), "f.jsonl")
+    r = clean(mixed, P(), "f.jsonl")
     assert r.dropped["reason"].tolist() == ["non_string_text"] and len(r.kept) == 2
 
 
 def test_characters_removed_by_normalisation_are_counted():
     df = pd.DataFrame({"text": ["<div>hello there</div>", "plain   text", "x&amp;y"], "label": ["a", "b", "a"]})
-    m = stage_metrics(clean(df, CleanParams(), "f.csv"))
+    m = stage_metrics(clean(df, P(), "f.csv"))
     # 11 characters of tags (one row over the threshold of 5); spacing and decoded entities are not counted.
     assert m["text_changed_rows"] == 1 and m["chars_removed"] == 11
 
 
 def test_cheap_checks_fail_before_heavy_work(tmp_path, params):
-    import dataclasses
-
     from pipeline.checks import check_splittable, check_student_layers
     from pipeline.params import ParamsError
 
     labels = pd.Series(["a"] * 50 + ["b"] * 10)
     check_splittable(labels, params, "f.csv")
-    exact = dataclasses.replace(params.split, method="exact", train=0.9, val=0.05, test=0.05)
+    exact = replace(params.split, method="exact", train=0.9, val=0.05, test=0.05)
     with pytest.raises(DataError, match="class 'b' has only 10 row"):
-        check_splittable(labels, dataclasses.replace(params, split=exact), "f.csv")
+        check_splittable(labels, replace(params, split=exact), "f.csv")
     with pytest.raises(DataError, match="class 'b' has only 2 row"):  # hash: one row for each split
         check_splittable(pd.Series(["a"] * 50 + ["b"] * 2), params, "f.csv")
     check_student_layers(params, 6)
-    bad = dataclasses.replace(params, distill=dataclasses.replace(params.distill, layers=[0, 11]))
+    bad = replace(params, distill=replace(params.distill, layers=[0, 11]))
     with pytest.raises(ParamsError, match=r"distill.layers: \[0, 11\] names layer 11, but the teacher"):
         check_student_layers(bad, 6)

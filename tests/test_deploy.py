@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import json
 import shutil
 import socket
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from pipeline.params import CleanParams, ExportParams, as_dict
+from pipeline.params import CleanParams, ExportParams, as_dict, replace
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS = ["ham", "spam"]
@@ -81,7 +80,7 @@ def test_export_parity_is_checked_and_recorded(exported, student, test_rows):
     assert json.loads((dest / "lineage.json").read_text())["export"] == f
     assert not list(dest.glob("*.safetensors"))  # the ONNX folder ships no torch weights
     texts, y = test_rows
-    strict = dataclasses.replace(ExportParams(), max_logit_diff=1e-12)
+    strict = replace(ExportParams(), max_logit_diff=1e-12)
     with pytest.raises(ParityError, match=r"parity does not hold on 160 test rows: fp32 max \|logit diff\|"):
         export_one(student, dest.parent / "again", texts, y, strict)
 
@@ -179,7 +178,7 @@ def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_
     assert recipe == "none" and list(tried) == list(RECIPES) and max(tried.values()) < 0.5
     assert (work / ONNX_FILE).read_bytes() == (dest / FP32_FILE).read_bytes()
     # A recipe named in params is written as asked; the test-row gate in export_one then judges it.
-    named = dataclasses.replace(ExportParams(), quantize="int8_matmul_ffn_fp32")
+    named = replace(ExportParams(), quantize="int8_matmul_ffn_fp32")
     recipe, tried, _ = choose_recipe(dest / FP32_FILE, work, texts, ref, named, 16)
     assert recipe == "int8_matmul_ffn_fp32" and list(tried) == [recipe]
     ops = {n.name: n.op_type for n in onnx.load(str(work / ONNX_FILE)).graph.node}
@@ -191,7 +190,7 @@ def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_
                                             gate=lambda r: [] if refused else refused.append(r) or ["too few"])
     assert refused == ["int8"] and rejected == {"int8": ["too few"]} and recipe == "int8_ffn_fp32"
     with pytest.raises(ValueError, match="unknown int8 recipe"):
-        choose_recipe(dest / FP32_FILE, work, texts, ref, dataclasses.replace(ExportParams(), quantize="int4"), 16)
+        choose_recipe(dest / FP32_FILE, work, texts, ref, replace(ExportParams(), quantize="int4"), 16)
 
 
 def test_scorer_gives_one_answer_per_row_whatever_the_model(exported, student):

@@ -43,15 +43,13 @@ def test_every_stage_depends_on_the_modules_it_imports():
 def test_result_changing_params_are_tracked_per_key():
     """train/distill are tracked key by key: everything that changes the model, and not the launcher, resume or
     thread count, so switching to torchrun or changing threads never invalidates a cached model."""
-    import dataclasses
-
     from pipeline.params import RUN_ONLY_KEYS, DistillParams, TrainParams
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     untracked = RUN_ONLY_KEYS
     for stage, cls in (("train", TrainParams), ("distill", DistillParams)):
         tracked = {p.split(".", 1)[1] for p in stages[stage]["params"] if isinstance(p, str) and "." in p}
-        assert tracked == {f.name for f in dataclasses.fields(cls)} - untracked, stage
+        assert tracked == set(cls.model_fields) - untracked, stage
         assert "seed" in stages[stage]["params"]
 
 

@@ -162,7 +162,7 @@ def test_tune_trials_are_dvc_experiments_scored_on_validation_only(repo, env, tm
     result = json.loads((work / "metrics" / "tune.json").read_text())
     names = [t["name"] for t in result["trials"]]
     assert len(names) == 2 and result["trials"][0]["params"] == {} and result["reference"] == names[0]
-    assert set(result["trials"][1]["params"]) == {"train.learning_rate", "train.epochs"}
+    assert set(result["trials"][1]["params"]) == {"train.learning_rate", "train.epochs", "train.min_steps"}
     assert result["adopted"] == (result["evidence"]["delta_lower"] > 0) and "validation" in result["rule"]
     shown = dvc("exp", "show", "--json", repo=work, env=env).stdout
     assert all(n in shown for n in names), shown[-2000:]

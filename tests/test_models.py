@@ -18,7 +18,7 @@ from pipeline.distill import (
 )
 from pipeline.io import DataError
 from pipeline.modeling import ModelError, load_classifier, load_tokenizer, resolve_model
-from pipeline.params import DistillParams
+from pipeline.params import DistillParams, replace
 from pipeline.train import class_weights
 from pipeline.training import check_splits
 
@@ -229,23 +229,19 @@ def test_resume_only_from_complete_checkpoints_of_the_same_job(tmp_path):
 
 
 def test_run_only_params_do_not_change_a_job_fingerprint(tmp_path):
-    import dataclasses
-
     from pipeline.params import TrainParams
     from pipeline.training import fingerprint
 
     data = tmp_path / "d.parquet"
     data.write_bytes(b"x")
     p = TrainParams()
-    same = dataclasses.replace(p, launcher="torchrun --nproc_per_node 2", num_threads=3, resume=False,
+    same = replace(p, launcher="torchrun --nproc_per_node 2", num_threads=3, resume=False,
                                checkpoint_steps=7)
     assert fingerprint(p, 1, [str(data)]) == fingerprint(same, 1, [str(data)])
-    assert fingerprint(p, 1, [str(data)]) != fingerprint(dataclasses.replace(p, learning_rate=1e-3), 1, [str(data)])
+    assert fingerprint(p, 1, [str(data)]) != fingerprint(replace(p, learning_rate=1e-3), 1, [str(data)])
 
 
 def test_freezing_and_lora_change_what_trains():
-    import dataclasses
-
     from pipeline.params import LoraParams, TrainParams
     from pipeline.train import build_model
 
@@ -257,7 +253,7 @@ def test_freezing_and_lora_change_what_trains():
     emb = sum(p.numel() for p in full.bert.embeddings.parameters())
     per_layer = sum(p.numel() for p in full.bert.encoder.layer[0].parameters())
     assert trainable(full) - trainable(frozen) == emb + 3 * per_layer
-    lora = build_model(dataclasses.replace(TrainParams(), lora=LoraParams(enabled=True, r=4)), ["ham", "spam"])
+    lora = build_model(replace(TrainParams(), lora=LoraParams(enabled=True, r=4)), ["ham", "spam"])
     assert 0 < trainable(lora) < trainable(full) // 20  # adapters (and the head) only
     with pytest.raises(ModelError, match="train.freeze_layers: 7"):
         build_model(TrainParams(freeze_layers=7), ["ham", "spam"])
@@ -322,9 +318,28 @@ def test_class_weights_auto_follows_the_training_rows_class_ratio(counts, settin
             sum(counts) / (2 * counts[1]), rel=1e-3)
 
 
-def test_max_length_auto_reads_the_data_within_the_model_limit_and_the_cap():
-    import dataclasses
+@pytest.mark.parametrize("rows, over, epochs, steps", [
+    (3500, {}, 6, 660),                                     # SMS-sized: 110 steps an epoch, raised to 6 epochs
+    (20000, {}, 3, 1875),                                   # large: 3 epochs already pass min_steps
+    (600, {}, 10, 190),                                     # small: at most max_epochs
+    (600, {"max_steps": 50}, 3, 50),                        # max_steps overrides, as in Trainer
+    (600, {"min_steps": 0}, 3, 57),                         # off
+    (600, {"batch_size": 16, "gradient_accumulation_steps": 2}, 10, 190),  # steps count optimiser updates
+    (3500, {"epochs": 8}, 8, 880),                          # never lowered
+])
+def test_epochs_rise_on_small_data_to_min_steps_within_max_epochs(rows, over, epochs, steps):
+    from pipeline.params import FitParams
+    from pipeline.profile import resolve_epochs
 
+    p = replace(FitParams(), **{"epochs": 3.0, "min_steps": 600, "max_epochs": 10.0, **over})
+    value, record = resolve_epochs(p, rows, "train", world_size=1)
+    assert value == epochs and record["planned_steps"] == steps
+    # Two processes each take a batch per step: half the steps per epoch.
+    assert resolve_epochs(p, rows, "train", world_size=2)[1]["steps_per_epoch"] == -(-rows // (
+        2 * p.batch_size * p.gradient_accumulation_steps))
+
+
+def test_max_length_auto_reads_the_data_within_the_model_limit_and_the_cap():
     from pipeline.profile import resolve_max_length
 
     tok = load_tokenizer(MINILM)
@@ -337,10 +352,10 @@ def test_max_length_auto_reads_the_data_within_the_model_limit_and_the_cap():
     value, rec = resolve_max_length(p, tok, model.config, [long_doc] * 10 + short, "train")
     assert value == p.max_length_cap == 256  # the cost budget binds before the model's 512
     assert rec["truncated_rows"] == pytest.approx(10 / 60, abs=1e-3) and rec["tokens_not_read"] > 0
-    value, _ = resolve_max_length(dataclasses.replace(p, max_length_cap=4096), tok, model.config, [long_doc], "train")
+    value, _ = resolve_max_length(replace(p, max_length_cap=4096), tok, model.config, [long_doc], "train")
     assert value == 448  # 402 tokens rounded up to a multiple of 64, under the model's 512
     with pytest.raises(ModelError, match="train.max_length: 1024"):
-        resolve_max_length(dataclasses.replace(p, max_length=1024), tok, model.config, short, "train")
+        resolve_max_length(replace(p, max_length=1024), tok, model.config, short, "train")
 
 
 def test_baseline_analyzer_follows_the_script():

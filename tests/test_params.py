@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.params import ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -14,14 +20,44 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_repo_params_load_and_match_defaults(params):
-    from pipeline.params import AugmentParams
+def _differences(a, b, key=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            yield from _differences(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{key}.{k}".lstrip("."))
+    elif a != b:
+        yield f"{key}: params.yaml {a!r}, code {b!r}"
 
-    # One source for each default: the code's augment defaults are what params.yaml runs.
-    assert params.augment == AugmentParams()
-    assert params.split.train == 0.8
-    assert params.train.model == "sentence-transformers/all-MiniLM-L6-v2"
-    assert params.clean.label_names == {"0": "ham", "1": "spam"}
+
+def test_params_yaml_is_exactly_the_code_defaults():
+    # One source for each default: every key of params.yaml, not one section, equals the code's default, so code
+    # that builds params without the file (tests, library users) runs what `dvc repro` runs.
+    from pipeline.params import Params
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert list(_differences(load_params(ROOT / "params.yaml").model_dump(), Params().model_dump())) == []
+    # ...and the file spells out every key (nothing silently falls back to a default).
+    assert set(raw) == set(Params.model_fields)
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            assert set(values) == set(type(getattr(Params(), section)).model_fields), section
+
+
+def test_schema_and_params_reference_are_up_to_date_and_the_schema_validates_params_yaml():
+    import jsonschema
+
+    out = subprocess.run([sys.executable, "scripts/params_schema.py", "--check"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    schema = json.loads((ROOT / "params.schema.json").read_text())
+    text = (ROOT / "params.yaml").read_text()
+    assert text.startswith("# yaml-language-server: $schema=params.schema.json")
+    raw = yaml.safe_load(text)
+    raw["clean"]["label_names"] = {str(k): v for k, v in raw["clean"]["label_names"].items()}  # YAML int keys
+    jsonschema.validate(raw, schema)
+    for bad in ({"train": {"learning_rat": 0.1}}, {"train": {"batch_size": 0}}, {"split": {"method": "random"}}):
+        section, change = next(iter(bad.items()))
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**raw, section: {**raw[section], **change}}, schema)
 
 
 @pytest.mark.parametrize("yaml_text, key, fragment", [

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import numpy as np
@@ -12,7 +11,7 @@ from pipeline.augment import augment, build_jobs
 from pipeline.checks import allocate
 from pipeline.clean import clean
 from pipeline.io import DataError
-from pipeline.params import RebalanceParams, SplitParams
+from pipeline.params import RebalanceParams, SplitParams, replace
 from pipeline.rebalance import rebalance
 from pipeline.split import SPLITS, split
 
@@ -23,7 +22,7 @@ def imbalanced(n_a: int = 60, n_b: int = 12) -> pd.DataFrame:
 
 def test_oversample_reaches_the_ratio_with_traceable_copies():
     df = imbalanced()
-    r = rebalance(df, RebalanceParams("oversample", 0.5), np.random.default_rng(0))
+    r = rebalance(df, RebalanceParams(strategy="oversample", target_ratio=0.5), np.random.default_rng(0))
     counts = r.rows["label"].value_counts()
     assert counts["a"] == 60 and counts["b"] == 30
     copies = r.rows[r.rows["origin"] == "oversample"]
@@ -33,14 +32,14 @@ def test_oversample_reaches_the_ratio_with_traceable_copies():
 
 def test_undersample_counts_what_it_drops():
     df = imbalanced()
-    r = rebalance(df, RebalanceParams("undersample", 0.5), np.random.default_rng(0))
+    r = rebalance(df, RebalanceParams(strategy="undersample", target_ratio=0.5), np.random.default_rng(0))
     assert r.rows["label"].value_counts().to_dict() == {"a": 24, "b": 12}
     assert len(r.rows) + len(r.dropped) == len(df) and set(r.dropped["reason"]) == {"undersampled"}
 
 
 def test_none_passes_rows_through():
     df = imbalanced()
-    assert rebalance(df, RebalanceParams("none", 0.5), np.random.default_rng(0)).rows.equals(df)
+    assert rebalance(df, RebalanceParams(strategy="none", target_ratio=0.5), np.random.default_rng(0)).rows.equals(df)
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 33, 101])
@@ -73,7 +72,7 @@ def test_split_invariants_on_real_data(pipeline_data, params):
     assert (parts["val"]["origin"] == "original").all() and (parts["test"]["origin"] == "original").all()
     assert (parts["train"]["origin"] != "original").any()
     # Hash split: 80/10/10 per class within binomial noise (4 sigma); exact: within one source row.
-    exact = split(pipeline_data, dataclasses.replace(params.split, method="exact"), params.seed).splits
+    exact = split(pipeline_data, replace(params.split, method="exact"), params.seed).splits
     for label, group in pipeline_data.groupby("label"):
         n = group["source_id"].nunique()
         for name, ratio in zip(SPLITS, (0.8, 0.1, 0.1)):
@@ -108,7 +107,7 @@ def test_hash_split_moves_no_row_when_data_grows_or_shrinks(sms_slice, params):
     after = where(split(fixed, params.split, params.seed).splits)
     assert after == before
     # The exact method, by contrast, reshuffles: it is the opt-in for exact shares.
-    ep = dataclasses.replace(params.split, method="exact")
+    ep = replace(params.split, method="exact")
     eb, ea = where(split(base, ep, params.seed).splits), where(split(grown, ep, params.seed).splits)
     assert sum(ea[i] != s for i, s in eb.items()) > 0
 
@@ -161,13 +160,11 @@ def test_same_seed_gives_byte_identical_outputs(sms_slice, data_stages_on):
 def test_kept_columns_reach_the_test_split(sms_slice, data_stages_on):
     """A raw column named in clean.keep_columns travels clean -> audit -> augment -> rebalance -> split with each
     row, variants and copies included, so evaluate can report per-slice metrics on the test split."""
-    import dataclasses
-
     from pipeline.audit import audit
 
     params = data_stages_on
     raw = sms_slice.assign(group=[f"g{i % 3}" for i in range(len(sms_slice))])
-    cp = dataclasses.replace(params.clean, keep_columns=["group"])
+    cp = replace(params.clean, keep_columns=["group"])
     kept = clean(raw, cp, "sms.csv").kept
     audited = audit(kept, params.audit, params.seed).rows
     aug = augment(audited, build_jobs(audited, params.augment, params.seed), params.augment, params.seed).rows
