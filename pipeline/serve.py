@@ -9,8 +9,7 @@ model, data md5s, params, test metrics). A bad request gets a 4xx with a one-lin
 Inference runs in a thread pool (onnxruntime and torch release the GIL), so concurrent clients do not wait for
 one another's requests one at a time.
 """
-# No `from __future__ import annotations` here: FastAPI reads the endpoint's annotations at runtime, and the request
-# model is a local class a string annotation could not resolve (the body would silently become a query param).
+# No `from __future__ import annotations` here: FastAPI reads the endpoint's annotations at runtime.
 
 import argparse
 import json
@@ -19,39 +18,87 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 log = logging.getLogger(__name__)
+
+
+class PredictRequest(BaseModel):
+    texts: list[str] = Field(..., description="texts to score: at least one, at most the server's --max-texts, each "
+                                              "at most --max-chars characters (GET /model says the limits)",
+                             examples=[["Free entry in a weekly competition! Text WIN to 80086"]])
+
+
+class Prediction(BaseModel):
+    status: str = Field(..., description="`ok`, or why the text could not be scored (e.g. `empty_text`)")
+    label: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+
+
+class PredictResponse(BaseModel):
+    model_md5: str
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+ERRORS = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+
+def error(status: int, message: str) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def install_error_handlers(app: Any) -> None:
+    """Every error a one-line JSON `error` with a 4xx/5xx status, never a traceback or FastAPI's nested detail."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Any:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        if first.get("type") == "json_invalid":
+            return error(400, "malformed JSON body")
+        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Any:
+        log.exception("unexpected error")
+        return error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def request_problem(texts: list[str], max_texts: int, max_chars: int) -> Any:
+    """The error response for a request over the limits, or None."""
+    if not texts:
+        return error(422, "texts: must hold at least one text")
+    if len(texts) > max_texts:
+        return error(413, f"texts: {len(texts)} texts, more than the limit of {max_texts} per request")
+    long = [i for i, t in enumerate(texts) if len(t) > max_chars]
+    if long:
+        return error(413, f"texts[{long[0]}]: {len(texts[long[0]])} characters, more than the limit of {max_chars}")
+    return None
 
 
 def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads: int = 0, pool: int = 16) -> Any:
     import contextlib
 
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi import FastAPI
 
     from pipeline.scoring import Scorer
 
     scorer = Scorer(model, threads=threads)
     card = _card_metrics(Path(model))
-
-    class PredictRequest(BaseModel):
-        texts: list[str] = Field(..., description=f"1 to {max_texts} texts, each at most {max_chars} characters",
-                                 examples=[["Free entry in a weekly competition! Text WIN to 80086"]])
-
-    class Prediction(BaseModel):
-        status: str = Field(..., description="`ok`, or why the text could not be scored (e.g. `empty_text`)")
-        label: str | None = None
-        confidence: float | None = None
-        probabilities: dict[str, float] | None = None
-
-    class PredictResponse(BaseModel):
-        model_md5: str
-        predictions: list[Prediction]
-
-    class ErrorResponse(BaseModel):
-        error: str
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
@@ -61,41 +108,16 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
         yield
 
     app = FastAPI(title="finetune-pipeline model server", version="1", lifespan=lifespan,
-                  description=f"Serves `{model}` ({scorer.kind}); labels: {', '.join(scorer.label_names)}.")
+                  description=f"Serves `{model}` ({scorer.kind}); labels: {', '.join(scorer.label_names)}. "
+                              f"Limits: {max_texts} texts per request, {max_chars} characters per text.")
+    install_error_handlers(app)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": message})
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        if first.get("type") == "json_invalid":
-            return error(400, "malformed JSON body")
-        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return error(500, f"internal error ({type(exc).__name__}); see the server log")
-
-    bad = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
-
-    @app.post("/predict", response_model=PredictResponse, responses=bad)
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
     def predict(req: PredictRequest) -> Any:
         # A plain `def`: FastAPI runs it in its thread pool, so requests are scored concurrently.
-        if not req.texts:
-            return error(422, "texts: must hold at least one text")
-        if len(req.texts) > max_texts:
-            return error(413, f"texts: {len(req.texts)} texts, more than the limit of {max_texts} per request")
-        long = [i for i, t in enumerate(req.texts) if len(t) > max_chars]
-        if long:
-            return error(413, f"texts[{long[0]}]: {len(req.texts[long[0]])} characters, more than the limit of "
-                              f"{max_chars}")
+        problem = request_problem(req.texts, max_texts, max_chars)
+        if problem is not None:
+            return problem
         return {"model_md5": scorer.hash, "predictions": scorer.score(req.texts)}
 
     @app.get("/health")
@@ -104,7 +126,7 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
 
     @app.get("/model")
     def model_info() -> dict:
-        return {**scorer.info(), "test_metrics": card}
+        return {**scorer.info(), "test_metrics": card, "limits": {"max_texts": max_texts, "max_chars": max_chars}}
 
     return app
 

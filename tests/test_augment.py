@@ -23,6 +23,8 @@ from pipeline.protect import mask, protected_tokens, restore
 from pipeline.resources import ResourceError, ensure_apertium
 from pipeline.text import dedup_key
 
+pytestmark = pytest.mark.model  # loads real transformer models
+
 NO_FILTER = AugmentParams(filter=VariantFilterParams(enabled=False))
 
 SPAM = [

@@ -16,6 +16,8 @@ from conftest import ROOT
 
 from pipeline.params import CleanParams, ExportParams, as_dict, replace
 
+pytestmark = pytest.mark.model  # loads real transformer models
+
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS = ["ham", "spam"]
 

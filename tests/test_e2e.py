@@ -1,6 +1,7 @@
 """End to end: `dvc repro` of the whole pipeline in a temporary git repo, on a real slice with a tiny budget."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +38,24 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.
 
 def dvc(*args: str, repo: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "dvc", *args], repo, env, check)
+
+
+@contextlib.contextmanager
+def edited_params(repo: Path, env: dict, **changes: object):
+    """params.yaml with `changes` ({"section__key": value}) for the block; afterwards the file is put back and
+    `dvc repro` restores the outputs (from DVC's run cache), so no test depends on the order the others ran in."""
+    path = repo / "params.yaml"
+    before = path.read_text()
+    params = yaml.safe_load(before)
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        yield params
+    finally:
+        path.write_text(before)
+        dvc("repro", repo=repo, env=env)
 
 
 def ran_stages(output: str) -> set[str]:
@@ -170,10 +189,8 @@ def test_tune_trials_are_dvc_experiments_scored_on_validation_only(repo, env, tm
 
 
 def test_rebalance_change_reruns_only_rebalance_and_split(repo, env):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["rebalance"]["target_ratio"] = 0.8
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = dvc("repro", "split", repo=repo, env=env)
+    with edited_params(repo, env, rebalance__target_ratio=0.8):
+        out = dvc("repro", "split", repo=repo, env=env)
     assert ran_stages(out.stdout) == {"rebalance", "split"}, out.stdout
 
 
@@ -208,7 +225,7 @@ def test_launcher_threads_and_resume_do_not_invalidate_the_cached_model(repo, en
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         assert "train" in json.loads(dvc("status", "--json", repo=repo, env=env).stdout)
     finally:
-        params_file.write_text(before)
+        params_file.write_text(before)  # only `dvc status` ran: no output to restore
 
 
 def lineage(*args: str, repo: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -263,10 +280,8 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
 
     m = json.loads(lineage("--json", "model", "models/teacher", repo=repo, env=env).stdout)
     assert m["current"] and m["inputs"]["train"]["md5"] == m["inputs"]["train"]["workspace_md5"]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["learning_rate"] = 3e-4
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    m = json.loads(lineage("--json", "model", "data/models/teacher", repo=repo, env=env).stdout)
+    with edited_params(repo, env, train__learning_rate=3e-4):
+        m = json.loads(lineage("--json", "model", "data/models/teacher", repo=repo, env=env).stdout)
     assert not m["current"] and any("train.learning_rate" in c for c in m["changed"])
 
     bad = lineage("trace", "0123456789abcdef", repo=repo, env=env, check=False)

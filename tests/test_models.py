@@ -22,6 +22,8 @@ from pipeline.params import DistillParams, replace
 from pipeline.train import class_weights
 from pipeline.training import check_splits
 
+pytestmark = pytest.mark.model  # loads real transformer models
+
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 

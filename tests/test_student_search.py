@@ -14,6 +14,8 @@ from pipeline.distill import VERDICT, main
 from pipeline.params import load_params
 from pipeline.training import fingerprint
 
+pytestmark = pytest.mark.model  # loads real transformer models
+
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LABELS = ["ham", "spam"]
 
