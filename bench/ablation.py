@@ -11,7 +11,7 @@ raw file with the same seed, changing only the cell's params, and trains the tea
 The test split holds original rows only and does not depend on augmentation or oversampling (its groups are the
 original rows), so every cell is scored on the very same test rows and compared with the reference cell ("none":
 no augmentation, no rebalancing) by a paired bootstrap CI of the macro-F1 difference and McNemar's exact test
-(pipeline/stats.py).
+(pipeline/core/stats.py).
 
 Outputs bench/results/ablation.json and bench/results/ABLATION.md (with the machine); each finished cell is kept
 in --workdir, so an interrupted run resumes where it stopped.
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pipeline.stats import macro_f1_fn, metric_ci, paired_comparison  # noqa: E402
+from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison  # noqa: E402
 
 AUG = {
     "none": {"synonym": {"enabled": False}, "back_translation": {"enabled": False}},

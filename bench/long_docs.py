@@ -38,7 +38,7 @@ def train_variant(project: Path, work: Path, name: str, over: dict) -> tuple[Pat
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     t0 = time.time()
-    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(out / "params.yaml"),
+    cmd = [sys.executable, "-m", "pipeline.stages.train", "--params", str(out / "params.yaml"),
            "--train", "data/processed/train.parquet", "--val", "data/processed/val.parquet",
            "--output", str(out / "teacher"), "--checkpoints", str(out / "ckpt"), "--live", str(out / "live")]
     with open(out / "train.log", "w") as log:
@@ -57,8 +57,8 @@ def main() -> None:
                                      "project: scored too, for CIs a small test split cannot give")
     ap.add_argument("--unseen-rows", type=int, default=1000)
     args = ap.parse_args()
-    from pipeline.modeling import lineage_max_length, lineage_truncation
-    from pipeline.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.modeling import lineage_max_length, lineage_truncation
+    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
 
     project = Path(args.project).resolve()
     name = args.name or project.name

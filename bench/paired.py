@@ -7,7 +7,7 @@
 Used for `distill.hidden_weight` (README "Use the model"): each pair is the same student shape distilled without
 (A) and with (B) the term, from the same teacher, data and seed. For the test and the validation split it reports
 the macro-F1 of the teacher, A and B, and B minus A with a paired-bootstrap 95% CI and McNemar's p
-(`pipeline.stats.paired_comparison`, the comparison `evaluate` makes). The CI covers test-row sampling only, not
+(`pipeline.core.stats.paired_comparison`, the comparison `evaluate` makes). The CI covers test-row sampling only, not
 the spread between training seeds; a verdict that flips between test and validation is that spread. Results go to
 bench/results/paired.json under `--label` and `--name`, and the table to bench/results/PAIRED.md.
 """
@@ -23,9 +23,9 @@ from students import teacher_args  # noqa: E402
 
 
 def compare(teacher: str, data: Path, pairs: dict[str, tuple[str, str]], seed: int = 42) -> list[dict]:
-    from pipeline.io import read_table
-    from pipeline.modeling import load_classifier, load_tokenizer, predict_logits
-    from pipeline.stats import macro_f1_fn, paired_comparison
+    from pipeline.core.io import read_table
+    from pipeline.core.modeling import load_classifier, load_tokenizer, predict_logits
+    from pipeline.core.stats import macro_f1_fn, paired_comparison
 
     cfg = load_classifier(teacher).config
     names = [cfg.id2label[i] for i in range(cfg.num_labels)]

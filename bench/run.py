@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pipeline.io import read_table  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
+from pipeline.core.io import read_table  # noqa: E402
+from pipeline.core.params import load_params  # noqa: E402
 
 TRAIN = ROOT / "data" / "processed" / "train.parquet"
 VAL = ROOT / "data" / "processed" / "val.parquet"
@@ -59,7 +59,7 @@ def record(out: Path, stem: str, dataset: str, row: dict, markdown: Callable[[di
 def teacher_predictions(folder: Path, texts: list[str]) -> Any:
     """Predicted label ids of a trained model folder, reading texts as it was trained to (its lineage's max_length
     and truncation): the one way every bench scores a teacher it did not package."""
-    from pipeline.scoring import Scorer
+    from pipeline.core.scoring import Scorer
 
     return Scorer(folder).proba(texts).argmax(1)
 
@@ -96,7 +96,7 @@ def _trainer_run(dynamic: bool, steps: int, batch: int, texts: list[str], labels
         default_data_collator,
     )
 
-    from pipeline.modeling import load_classifier, load_tokenizer
+    from pipeline.core.modeling import load_classifier, load_tokenizer
 
     torch.manual_seed(0)
     tok = load_tokenizer(model_name)
@@ -136,7 +136,7 @@ def bench_train(steps: int = 30, batch: int = 32) -> dict:
 BARE = textwrap.dedent("""
     import sys, time, pandas as pd, datasets, torch
     from transformers import AutoTokenizer, AutoModelForSequenceClassification, Trainer, TrainingArguments, DataCollatorWithPadding
-    from pipeline.modeling import resolve_model
+    from pipeline.core.modeling import resolve_model
     model_dir, train_path, val_path, out, steps, batch = sys.argv[1:7]
     tr, va = pd.read_parquet(train_path), pd.read_parquet(val_path)
     names = sorted(tr.label.unique())
@@ -161,7 +161,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
 
 
 def bench_overhead(steps: int = 60, batch: int = 32, rounds: int = 3) -> dict:
-    """Wall time of `python -m pipeline.train` vs a bare script doing the same work, alternated per round."""
+    """Wall time of `python -m pipeline.stages.train` vs a bare script doing the same work, alternated per round."""
     import yaml
 
     tmp = Path(tempfile.mkdtemp())
@@ -170,7 +170,7 @@ def bench_overhead(steps: int = 60, batch: int = 32, rounds: int = 3) -> dict:
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp / "bare.py").write_text(BARE)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_LOG_LEVEL": "WARNING"}
-    stage_cmd = [sys.executable, "-m", "pipeline.train", "--params", str(tmp / "params.yaml"), "--train", str(TRAIN),
+    stage_cmd = [sys.executable, "-m", "pipeline.stages.train", "--params", str(tmp / "params.yaml"), "--train", str(TRAIN),
                  "--val", str(VAL), "--output", str(tmp / "out"), "--checkpoints", str(tmp / "ckpt"),
                  "--live", str(tmp / "live")]
     bare_cmd = [sys.executable, str(tmp / "bare.py"), params["train"]["model"], str(TRAIN), str(VAL), str(tmp / "b"),
@@ -202,15 +202,15 @@ def bench_augment(n_syn: int = 600, n_bt: int = 200, n_single: int = 40) -> dict
 
     import numpy as np
 
-    from pipeline.augment import ApertiumTranslator, SynonymSwapper
-    from pipeline.params import SynonymParams
+    from pipeline.core.params import SynonymParams
+    from pipeline.stages.augment import ApertiumTranslator, SynonymSwapper
 
     texts = read_table(ROOT / "data" / "interim" / "clean.parquet")["text"].tolist()
     p = SynonymParams()
     swapper = SynonymSwapper(p, seed=0)  # the stage's path: seeded per row, cached WordNet look-ups
     import nlpaug.augmenter.word as naw
 
-    from pipeline.augment import _SKIP_TOKEN, _TOKEN
+    from pipeline.stages.augment import _SKIP_TOKEN, _TOKEN
 
     # The reference: nlpaug configured identically (same tokenizer, skip rule and offline tagger; its own tagger
     # cannot load offline), called one sentence at a time as a user would, without our per-row seeding or cache.
@@ -264,9 +264,9 @@ def _ratio(ours: Callable[[], Any], theirs: Callable[[], Any] | None, n: int, ro
 
 # ---------------------------------------------------------------------------------------------- 5. student vs teacher
 def bench_student() -> dict:
-    from pipeline.evaluate import dir_size, measure_speed, transformer_predictor
-    from pipeline.modeling import load_classifier, load_tokenizer
-    from pipeline.params import EvaluateParams
+    from pipeline.core.modeling import load_classifier, load_tokenizer
+    from pipeline.core.params import EvaluateParams
+    from pipeline.stages.evaluate import dir_size, measure_speed, transformer_predictor
 
     test = read_table(ROOT / "data" / "processed" / "test.parquet")
     preds = {}
@@ -307,10 +307,10 @@ def bench_full_repro() -> dict:
 # ---------------------------------------------------------------------------------------------- 8. label audit
 def bench_audit(rounds: int = 3) -> dict:
     """The audit stage's core on the cleaned default data, next to one fit of the same TF-IDF + LR model."""
-    from pipeline.audit import audit
-    from pipeline.clean import clean
-    from pipeline.io import read_raw_table
-    from pipeline.modeling import tfidf_logreg
+    from pipeline.core.io import read_raw_table
+    from pipeline.core.modeling import tfidf_logreg
+    from pipeline.stages.audit import audit
+    from pipeline.stages.clean import clean
 
     p = load_params(ROOT / "params.yaml")
     raw, name = read_raw_table(str(ROOT / "data" / "raw" / "sms-spam.csv"), p.clean.format, p.clean.encoding)
@@ -370,10 +370,10 @@ def _peak_rss(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float]:
 
 def bench_onnx() -> dict:
     """The int8 ONNX student (models/student-onnx) vs the torch teacher, side by side, as evaluate times them."""
-    from pipeline.evaluate import measure_speed, transformer_predictor
-    from pipeline.modeling import load_classifier, load_tokenizer
-    from pipeline.onnx_model import ONNX_FILE, OnnxClassifier
-    from pipeline.params import EvaluateParams
+    from pipeline.core.modeling import load_classifier, load_tokenizer
+    from pipeline.core.onnx_model import ONNX_FILE, OnnxClassifier
+    from pipeline.core.params import EvaluateParams
+    from pipeline.stages.evaluate import measure_speed, transformer_predictor
 
     texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
     d = str(ROOT / "models" / "teacher")
@@ -394,8 +394,8 @@ def bench_onnx() -> dict:
 
 def bench_logits(n: int = 2000) -> dict:
     """teacher_logits' inference path (torch, length-sorted batches) vs ONNX fp32 of the same teacher."""
-    from pipeline.modeling import load_classifier, load_tokenizer, predict_logits
-    from pipeline.onnx_model import OnnxClassifier, export_fp32
+    from pipeline.core.modeling import load_classifier, load_tokenizer, predict_logits
+    from pipeline.core.onnx_model import OnnxClassifier, export_fp32
 
     texts = read_table(TRAIN)["text"].tolist()[:n]
     d = str(ROOT / "data" / "models" / "teacher")
@@ -433,7 +433,7 @@ def bench_predict(rows: int = 20_000, naive_rows: int = 2000, small: int = 100_0
         return p
 
     def run_predict(n: int, model: str) -> tuple[float, float]:
-        return _peak_rss([sys.executable, "-m", "pipeline.predict", "--model", model, "--input", str(file_of(n)),
+        return _peak_rss([sys.executable, "-m", "pipeline.commands.predict", "--model", model, "--input", str(file_of(n)),
                           "--output", str(tmp / f"out{n}.parquet")])
 
     secs, rss = run_predict(rows, "models/student-onnx")
@@ -465,7 +465,7 @@ def bench_serve(seconds: int = 30, clients: int = 16) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--port", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -505,7 +505,7 @@ def bench_lineage() -> dict:
     revs = subprocess.run(["git", "-C", str(ROOT), "log", "-n2", "--format=%h", "--", "dvc.lock"], capture_output=True,
                           text=True).stdout.split()
     test = read_table(ROOT / "data" / "processed" / "test.parquet")
-    base = [sys.executable, "-m", "pipeline.lineage"]
+    base = [sys.executable, "-m", "pipeline.commands.lineage"]
     out = {}
     for name, args in (("trace", ["trace", "--raw-row", str(int(test["raw_row"].iloc[0]))]),
                        ("model", ["model", "models/teacher"]),

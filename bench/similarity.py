@@ -24,13 +24,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ablation import tweets_raw  # noqa: E402
 
-from pipeline.augment import EmbeddingSimilarity, augment, build_jobs  # noqa: E402
-from pipeline.clean import clean  # noqa: E402
-from pipeline.io import read_raw_table  # noqa: E402
-from pipeline.params import (  # noqa: E402
+from pipeline.core.io import read_raw_table  # noqa: E402
+from pipeline.core.params import (  # noqa: E402
     load_params,
     replace,
 )
+from pipeline.stages.augment import EmbeddingSimilarity, augment, build_jobs  # noqa: E402
+from pipeline.stages.clean import clean  # noqa: E402
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5)
 NULL_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.params import replace
+from pipeline.core.params import replace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import OUT, machine  # noqa: E402  (bench/run.py also sets the offline environment and sys.path)
@@ -31,12 +31,12 @@ def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42,
             recipes: dict[str, str] | None = None) -> dict:
     import numpy as np
 
-    from pipeline.evaluate import measure_speed, transformer_predictor
-    from pipeline.export import export_one, selection_rows
-    from pipeline.io import read_table
-    from pipeline.modeling import classification_metrics, load_classifier, load_tokenizer, predict_logits
-    from pipeline.onnx_model import OnnxClassifier
-    from pipeline.params import EvaluateParams, ExportParams
+    from pipeline.core.io import read_table
+    from pipeline.core.modeling import classification_metrics, load_classifier, load_tokenizer, predict_logits
+    from pipeline.core.onnx_model import OnnxClassifier
+    from pipeline.core.params import EvaluateParams, ExportParams
+    from pipeline.stages.evaluate import measure_speed, transformer_predictor
+    from pipeline.stages.export import export_one, selection_rows
 
     df = read_table(data / "test.parquet")
     p = ExportParams()

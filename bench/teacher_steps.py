@@ -43,7 +43,7 @@ def train_variant(project: Path, work: Path, name: str, over: dict) -> tuple[Pat
     t0 = time.time()
     data = project / "data" / "processed"
     # Run from this checkout (its pipeline code), on the project's data.
-    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(out / "params.yaml"),
+    cmd = [sys.executable, "-m", "pipeline.stages.train", "--params", str(out / "params.yaml"),
            "--train", str(data / "train.parquet"), "--val", str(data / "val.parquet"),
            "--output", str(out / "teacher"), "--checkpoints", str(out / "ckpt"), "--live", str(out / "live")]
     with open(out / "train.log", "w") as log:
@@ -54,8 +54,8 @@ def train_variant(project: Path, work: Path, name: str, over: dict) -> tuple[Pat
 
 
 def resolved_epochs(project: Path, over: dict) -> float:
-    from pipeline.params import load_params
-    from pipeline.profile import resolve_epochs
+    from pipeline.core.params import load_params
+    from pipeline.core.profile import resolve_epochs
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(over)
@@ -83,9 +83,9 @@ def main() -> None:
     ap.add_argument("--unseen")
     ap.add_argument("--unseen-rows", type=int, default=1000)
     args = ap.parse_args()
-    from pipeline.baseline import build, resolve_analyzer
-    from pipeline.params import load_params
-    from pipeline.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.params import load_params
+    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.stages.baseline import build, resolve_analyzer
 
     project = Path(args.project).resolve()
     name = args.name or project.name

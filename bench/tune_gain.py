@@ -2,7 +2,7 @@
 
     python bench/tune_gain.py --project bench/work/byo/<name> --trials 4
 
-Runs `python -m pipeline.tune --trials N` in the project (a folder where `dvc repro` has run), which decides on
+Runs `python -m pipeline.commands.tune --trials N` in the project (a folder where `dvc repro` has run), which decides on
 validation rows only. Then, outside the decision, this bench restores the reference trial and the best trial in
 turn (`dvc exp apply`), scores each teacher on the test rows and reports the paired difference with its CI, the
 validation evidence and the minutes spent. The project is left at the reference. Writes bench/results/tune.json and
@@ -39,12 +39,13 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    from pipeline.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
 
     project = Path(args.project).resolve()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "pipeline.tune", "--trials", str(args.trials), "--root", str(project)],
+    subprocess.run([sys.executable, "-m", "pipeline.commands.tune", "--trials", str(args.trials),
+                    "--root", str(project)],
                    cwd=project, env=env, check=True)
     minutes = round((time.time() - t0) / 60, 1)
     tune = json.loads((project / "metrics" / "tune.json").read_text())

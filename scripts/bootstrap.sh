@@ -26,4 +26,4 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".[dev]"
     touch "$stamp"
 fi
-.venv/bin/python -m pipeline.resources
+.venv/bin/python -m pipeline.core.resources

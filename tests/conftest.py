@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.params import Params, load_params, replace
+from pipeline.core.params import Params, load_params, replace
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw" / "sms-spam.csv"

@@ -1,49 +1,89 @@
-"""dvc.yaml deps must follow the code: a stage that imports a module it does not depend on is not rerun when that
-module changes, and DVC then serves a stale cached output."""
+"""The architecture as tests: dvc.yaml deps follow the code (a stage that imports a module it does not list is not
+rerun when that module changes, and DVC then serves a stale output; one that lists a module it does not import
+reruns for nothing), and imports flow one way: commands -> stages -> core, never back, never in a circle."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
 import yaml
 from conftest import ROOT
 
+LAYERS = {"core": 0, "stages": 1, "commands": 2}
+
+
+def modules() -> list[str]:
+    """Every module of the package, dotted below `pipeline` (e.g. `stages.clean`), packages' __init__ excluded."""
+    return sorted(".".join(p.relative_to(ROOT / "pipeline").with_suffix("").parts)
+                  for p in (ROOT / "pipeline").rglob("*.py") if p.name != "__init__.py")
+
+
+@functools.lru_cache(maxsize=None)
+def direct_imports(module: str) -> frozenset[str]:
+    """The pipeline modules `module` imports itself (function-level imports included)."""
+    tree = ast.parse((ROOT / "pipeline" / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        found |= {n.removeprefix("pipeline.") for n in names if n.startswith("pipeline.")}
+    return frozenset(found - {module})
+
 
 def pipeline_imports(module: str) -> set[str]:
-    """Every pipeline.* module `module` imports, directly or through others (function-level imports included)."""
+    """`module` and every pipeline module it imports, directly or through others."""
     seen: set[str] = set()
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline."):
-                todo.append(node.module.split(".")[1])
-            elif isinstance(node, ast.Import):
-                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("pipeline.")]
+        if name not in seen:
+            seen.add(name)
+            todo += direct_imports(name)
     return seen
 
 
-def test_every_stage_depends_on_the_modules_it_imports():
+def path(module: str) -> str:
+    return "pipeline/" + module.replace(".", "/") + ".py"
+
+
+def stage_module(stage: dict) -> str:
+    m = re.search(r"-m pipeline\.(stages\.\w+)", stage["cmd"])
+    assert m, f"command does not run a pipeline stage module: {stage['cmd']}"
+    return m.group(1)
+
+
+def test_every_stage_depends_on_exactly_the_modules_it_imports():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    checked = 0
     for name, stage in stages.items():
-        m = re.search(r"-m pipeline\.(\w+)", stage["cmd"])
-        assert m, f"stage {name}: command does not run a pipeline module"
-        needed = {f"pipeline/{mod}.py" for mod in pipeline_imports(m.group(1))}
-        missing = sorted(needed - set(stage["deps"]))
-        assert not missing, f"dvc.yaml stage {name!r} imports {missing} but does not list them in deps"
-        checked += 1
-    assert checked >= 10
+        needed = {path(m) for m in pipeline_imports(stage_module(stage))}
+        listed = {d for d in stage["deps"] if str(d).startswith("pipeline/")}
+        assert listed == needed, (f"dvc.yaml stage {name!r}: missing {sorted(needed - listed)}, "
+                                  f"not imported {sorted(listed - needed)}")
+    assert len(stages) >= 10
+
+
+def test_imports_flow_one_way_and_never_in_a_circle():
+    """core imports only core; a stage imports only core (never a command or another stage); commands may use
+    stages' pure functions. Every module sits in one of the three folders."""
+    for m in modules():
+        layer = m.split(".")[0]
+        assert layer in LAYERS, f"pipeline/{m}.py: not in core/, stages/ or commands/"
+        for dep in direct_imports(m):
+            dep_layer = dep.split(".")[0]
+            assert LAYERS[dep_layer] <= LAYERS[layer], f"{m} imports {dep}: against core <- stages <- commands"
+            if layer == "stages":
+                assert dep_layer == "core", f"stage {m} imports {dep}: a stage imports only core"
+    # A circle: a module reachable from one of its own imports.
+    for m in modules():
+        for dep in direct_imports(m):
+            assert m not in pipeline_imports(dep), f"import circle through {m} and {dep}"
 
 
 def test_result_changing_params_are_tracked_per_key():
     """train/distill are tracked key by key: everything that changes the model, and not the launcher, resume or
     thread count, so switching to torchrun or changing threads never invalidates a cached model."""
-    from pipeline.params import RUN_ONLY_KEYS, DistillParams, TrainParams
+    from pipeline.core.params import RUN_ONLY_KEYS, DistillParams, TrainParams
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     untracked = RUN_ONLY_KEYS
@@ -51,12 +91,3 @@ def test_result_changing_params_are_tracked_per_key():
         tracked = {p.split(".", 1)[1] for p in stages[stage]["params"] if isinstance(p, str) and "." in p}
         assert tracked == set(cls.model_fields) - untracked, stage
         assert "seed" in stages[stage]["params"]
-
-
-def test_no_stage_imports_another_stage():
-    """What two stages share lives in shared machinery; a stage importing a stage drags its deps along."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    modules = {re.search(r"-m pipeline\.(\w+)", s["cmd"]).group(1) for s in stages.values()}
-    for m in modules:
-        others = (pipeline_imports(m) - {m}) & modules
-        assert not others, f"stage module {m} imports stage module(s) {sorted(others)}"

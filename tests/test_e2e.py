@@ -177,7 +177,7 @@ def test_tune_trials_are_dvc_experiments_scored_on_validation_only(repo, env, tm
     work = tmp_path / "repo"
     shutil.copytree(repo, work, symlinks=True)
     params_before = (work / "params.yaml").read_text()
-    proc = run([sys.executable, "-m", "pipeline.tune", "--trials", "2", "--root", str(work)], ROOT, env)
+    proc = run([sys.executable, "-m", "pipeline.commands.tune", "--trials", "2", "--root", str(work)], ROOT, env)
     result = json.loads((work / "metrics" / "tune.json").read_text())
     names = [t["name"] for t in result["trials"]]
     assert len(names) == 2 and result["trials"][0]["params"] == {} and result["reference"] == names[0]
@@ -201,7 +201,7 @@ def test_train_runs_under_torchrun_with_two_processes(repo, env, tmp_path):
     params["train"]["launcher"] = "torchrun --nproc_per_node 2 --master_port 29517"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out_dir = tmp_path / "teacher"
-    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(tmp_path / "params.yaml"),
+    cmd = [sys.executable, "-m", "pipeline.stages.train", "--params", str(tmp_path / "params.yaml"),
            "--train", "data/processed/train.parquet", "--val", "data/processed/val.parquet",
            "--output", str(out_dir), "--checkpoints", str(tmp_path / "ckpt"), "--live", str(tmp_path / "live")]
     proc = run(cmd, repo, env)
@@ -229,13 +229,13 @@ def test_launcher_threads_and_resume_do_not_invalidate_the_cached_model(repo, en
 
 
 def lineage(*args: str, repo: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "pipeline.lineage", "--repo", str(repo), *args], ROOT, env, check)
+    return run([sys.executable, "-m", "pipeline.commands.lineage", "--repo", str(repo), *args], ROOT, env, check)
 
 
 def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     """Issue 10: append k rows, relabel one, delete one; `dvc repro`; then `lineage diff` (HEAD, read from the DVC
     cache, vs the workspace) reports exactly that, 0 rows move split, and the other commands answer."""
-    from pipeline.text import dedup_key
+    from pipeline.core.text import dedup_key
 
     run(["git", "checkout", "-q", "--", "."], repo, env)  # undo earlier tests' param edits and exp results
     dvc("checkout", "-q", "--force", repo=repo, env=env)

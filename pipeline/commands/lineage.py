@@ -1,0 +1,477 @@
+"""lineage: trace a row from its raw line to the models, check a model against the workspace, diff two revisions.
+
+    lineage trace ID | --text SUBSTRING | --raw-row N   [--rev REV] [--json]
+    lineage model PATH                                    [--json]      (e.g. models/teacher)
+    lineage diff [REV_A [REV_B]]                          [--json]      (default: HEAD vs the workspace)
+
+Every table the stages write carries `id` (derived from the raw text, so it survives edits of other rows),
+`source_id` (the original row a variant or copy came from), `origin` and `raw_row` (the 1-based data row of the raw
+file). The paths come from dvc.yaml (the stages' `--name path` arguments), so this command reads exactly what the
+pipeline wrote. Old revisions (git revisions or `dvc exp` names) are read through `dvc.api` from the DVC cache or
+remote, without a checkout.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.core.io import KnownError, file_md5, run_stage, setup_logging
+
+log = logging.getLogger(__name__)
+
+# Per stage, the arguments of its command that name row tables: (argument, role).
+TABLES = {
+    "clean": [("output", "kept"), ("dropped", "dropped")],
+    "audit": [("output", "kept"), ("dropped", "dropped"), ("issues", "issues")],
+    "augment": [("output", "kept"), ("dropped", "dropped")],
+    "rebalance": [("output", "kept"), ("dropped", "dropped")],
+    "split": [("train", "train"), ("val", "val"), ("test", "test"), ("dropped", "dropped")],
+    "evaluate": [("predictions", "predictions")],
+}
+DATA_STAGES = ["clean", "audit", "augment", "rebalance", "split"]
+MODEL_STAGES = {"train": "teacher", "distill": "student", "baseline": "baseline"}
+
+
+class LineageError(KnownError):
+    """An unknown id, revision, or an output that is not in the cache: one line, naming it."""
+
+
+# ---------------------------------------------------------------------------------------------- reading a revision
+def resolve_rev(rev: str | None, root: Path) -> str | None:
+    """A git revision or a `dvc exp` name -> a commit sha (None = the workspace)."""
+    if rev is None:
+        return None
+    git = ["git", "-C", str(root)]
+    out = subprocess.run([*git, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True,
+                         text=True)
+    if out.returncode == 0:
+        return out.stdout.strip()
+    refs = subprocess.run([*git, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"],
+                          capture_output=True, text=True).stdout.split("\n")
+    for line in refs:
+        if line and line.split()[0].rsplit("/", 1)[-1] == rev:
+            return line.split()[1]
+    raise LineageError(f"{rev}: not a git revision nor a `dvc exp` name in {root}")
+
+
+@dataclass
+class Revision:
+    """The pipeline's outputs at one revision (sha None = the workspace)."""
+
+    root: Path
+    sha: str | None
+    label: str
+    _cache: dict = field(default_factory=dict)
+
+    def read_bytes(self, path: str) -> bytes:
+        if self.sha is None:
+            p = self.root / path
+            if not p.is_file():
+                raise LineageError(f"{path}: not in the workspace (run `dvc repro`, or `dvc pull`)")
+            return p.read_bytes()
+        import dvc.api
+        from dvc.exceptions import DvcException
+
+        try:
+            with dvc.api.open(path, repo=str(self.root), rev=self.sha, mode="rb") as f:
+                return f.read()
+        except (DvcException, FileNotFoundError) as e:
+            raise LineageError(f"{path} at {self.label}: not in the DVC cache or remote ({type(e).__name__}); "
+                               f"`dvc fetch` that revision, or `dvc repro` it") from None
+
+    def text(self, path: str) -> str:
+        if self.sha is None:
+            return (self.root / path).read_text()
+        out = subprocess.run(["git", "-C", str(self.root), "show", f"{self.sha}:{path}"], capture_output=True,
+                             text=True)
+        if out.returncode:
+            raise LineageError(f"{path}: not in git at {self.label}")
+        return out.stdout
+
+    def dvc_yaml(self) -> dict:
+        if "dvc.yaml" not in self._cache:
+            self._cache["dvc.yaml"] = yaml.safe_load(self.text("dvc.yaml"))
+        return self._cache["dvc.yaml"]
+
+    def raw_path(self) -> str:
+        for v in self.dvc_yaml().get("vars", []):
+            if isinstance(v, dict) and "raw" in v:
+                return str(v["raw"])
+        raise LineageError("dvc.yaml has no `raw` var")
+
+    def stage_paths(self, stage: str) -> dict[str, str]:
+        """A stage's `--name path` arguments, from its cmd in dvc.yaml (the single source of paths)."""
+        st = self.dvc_yaml()["stages"].get(stage)
+        if st is None:
+            return {}
+        words = str(st["cmd"]).replace("${raw}", self.raw_path()).split()
+        return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+
+    def table(self, stage: str, role: str) -> pd.DataFrame | None:
+        key = (stage, role)
+        if key not in self._cache:
+            arg = dict((r, a) for a, r in TABLES[stage]).get(role)
+            path = self.stage_paths(stage).get(arg or "")
+            self._cache[key] = None if path is None else pd.read_parquet(io.BytesIO(self.read_bytes(path)))
+        return self._cache[key]
+
+    def json(self, path: str) -> dict | None:
+        try:
+            return json.loads(self.read_bytes(path))
+        except LineageError:
+            return None
+
+
+def open_revision(rev: str | None, root: Path) -> Revision:
+    return Revision(root, resolve_rev(rev, root), rev or "workspace")
+
+
+# ---------------------------------------------------------------------------------------------- trace
+def find_sources(r: Revision, row_id: str | None, text: str | None, raw_row: int | None) -> pd.DataFrame:
+    """The original rows (id, raw_row, text, label, status) a query names, kept or dropped by clean."""
+    kept, dropped = r.table("clean", "kept"), r.table("clean", "dropped")
+    rows = pd.concat([kept.assign(status="kept")[["id", "raw_row", "text", "label", "status"]],
+                      dropped.assign(status="dropped: " + dropped["reason"])[["id", "raw_row", "text", "label",
+                                                                               "status"]]], ignore_index=True)
+    if raw_row is not None:
+        hit = rows[rows["raw_row"] == raw_row]
+        if hit.empty:
+            raise LineageError(f"data row {raw_row}: not in {r.raw_path()} at {r.label}")
+        return hit
+    if text is not None:
+        hit = rows[rows["text"].astype(str).str.contains(text, case=False, regex=False)]
+        if hit.empty:
+            raise LineageError(f"no row's text contains {text!r} at {r.label}")
+        return hit
+    hit = rows[rows["id"] == row_id]
+    if hit.empty:  # a variant or copy: find its source through the tables that hold derived rows
+        for stage in ("split", "rebalance", "augment"):
+            for role in ("train", "kept", "dropped"):
+                t = r.table(stage, role) if role in dict((b, a) for a, b in TABLES[stage]) else None
+                if t is not None and "source_id" in t.columns and (t["id"] == row_id).any():
+                    return find_sources(r, str(t.loc[t["id"] == row_id, "source_id"].iloc[0]), None, None)
+        raise LineageError(f"{row_id}: no row has this id at {r.label} (ids are 16 hex characters; try --text)")
+    return hit
+
+
+def trace_one(r: Revision, source_id: str) -> dict:
+    """Each stage's fate of one original row, its derived rows, its split, the models and their predictions."""
+    out: dict[str, Any] = {"id": source_id, "stages": {}, "derived": [], "split": None, "trained_on_by": [],
+                           "predictions": []}
+    for stage in DATA_STAGES:
+        kept_roles = [role for _, role in TABLES[stage] if role not in ("dropped", "issues")]
+        fate = "absent (dropped earlier)"
+        for role in kept_roles:
+            t = r.table(stage, role)
+            if t is not None and (t["id"] == source_id).any():
+                fate = "kept" if stage != "split" else f"kept ({role})"
+                if stage == "split":
+                    out["split"] = role
+        d = r.table(stage, "dropped")
+        if d is not None and (d["id"] == source_id).any():
+            fate = f"dropped: {d.loc[d['id'] == source_id, 'reason'].iloc[0]}"
+        issues = r.table(stage, "issues") if stage == "audit" else None
+        if issues is not None and (issues["id"] == source_id).any():
+            s = issues[issues["id"] == source_id].iloc[0]
+            fate += f" (flagged as a label issue: suggested {s['suggested_label']!r}, quality {s['label_quality']:.3f})"
+        out["stages"][stage] = fate
+    derived = []
+    for stage in ("augment", "rebalance", "split"):
+        for role in [r2 for _, r2 in TABLES[stage] if r2 != "issues"]:
+            t = r.table(stage, role)
+            if t is None or "source_id" not in t.columns:
+                continue
+            rows = t[(t["source_id"] == source_id) & (t["origin"] != "original")]
+            for _, x in rows.iterrows():
+                fate = f"dropped at {stage}: {x['reason']}" if role == "dropped" else (
+                    f"in {role}" if stage == "split" else f"kept at {stage}")
+                derived.append({"id": x["id"], "origin": x["origin"], "text": x["text"], "fate": fate})
+    seen: dict[str, dict] = {}
+    for d in derived:  # a variant appears at every stage it passes: keep its last fate
+        seen[d["id"]] = d
+    out["derived"] = list(seen.values())
+    if out["split"] == "train":
+        out["trained_on_by"] = [m for s, m in MODEL_STAGES.items() if s in r.dvc_yaml()["stages"]]
+        if "export" in r.dvc_yaml()["stages"]:
+            out["trained_on_by"].append("student_onnx (exported student)")
+    preds = r.table("evaluate", "predictions") if out["split"] == "test" else None
+    if preds is not None:
+        for _, x in preds[preds["id"] == source_id].iterrows():
+            out["predictions"].append({"model": x["model"], "label": x["label"], "prediction": x["prediction"],
+                                       "confidence": float(x["confidence"]), "correct": x["label"] == x["prediction"]})
+    return out
+
+
+def trace(r: Revision, row_id: str | None, text: str | None, raw_row: int | None, limit: int = 10) -> dict:
+    sources = find_sources(r, row_id, text, raw_row)
+    result = {"revision": r.label, "raw_file": r.raw_path(), "matches": len(sources), "rows": []}
+    for _, s in sources.head(limit).iterrows():
+        result["rows"].append({"raw_row": int(s["raw_row"]), "text": s["text"], "label": s["label"],
+                               "clean": s["status"], **trace_one(r, str(s["id"]))})
+    return result
+
+
+def format_trace(t: dict) -> str:
+    lines = [f"{t['matches']} row(s) of {t['raw_file']} at {t['revision']}" +
+             (f" (first {len(t['rows'])} shown)" if t["matches"] > len(t["rows"]) else "")]
+    for row in t["rows"]:
+        lines += ["", f"{t['raw_file']}, data row {row['raw_row']}  id {row['id']}  label {row['label']!r}",
+                  f"  text: {_short(row['text'])}"]
+        lines += [f"  {stage:<9} {fate}" for stage, fate in row["stages"].items()]
+        for d in row["derived"]:
+            lines.append(f"  derived   {d['id']} {d['origin']:<16} {d['fate']}: {_short(d['text'], 70)}")
+        if row["trained_on_by"]:
+            lines.append(f"  models    trained on by: {', '.join(row['trained_on_by'])}")
+        for p in row["predictions"]:
+            mark = "right" if p["correct"] else "WRONG"
+            lines.append(f"  predicted {p['model']:<9} {p['prediction']!r} ({p['confidence']:.3f}) {mark}")
+    return "\n".join(lines)
+
+
+def _short(text: Any, n: int = 100) -> str:
+    s = str(text).replace("\n", " ")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------- model
+def model_status(model_dir: Path, root: Path, params_path: Path) -> dict:
+    """The model's recorded inputs and params vs the workspace, and the commits whose dvc.lock holds those inputs."""
+    from pipeline.core.params import load_params, result_params
+
+    lin_path = model_dir / "lineage.json"
+    if not lin_path.is_file():
+        raise LineageError(f"{model_dir}: no lineage.json (not a model this pipeline wrote; try models/teacher)")
+    lin = json.loads(lin_path.read_text())
+    stage = lin.get("stage")
+    inputs, changed = {}, []
+    for role, d in lin.get("data", {}).items():
+        p = root / d["path"]
+        now = file_md5(p) if p.is_file() else None
+        inputs[role] = {"path": d["path"], "md5": d["md5"], "workspace_md5": now}
+        if now != d["md5"]:
+            changed.append(f"input {role} ({d['path']}): {d['md5'][:8]} -> {(now or 'missing')[:8]}")
+    params = load_params(params_path)
+    section = {"train": "train", "distill": "distill", "baseline": "baseline"}.get(stage)
+    search = lin.get("student_search") or {}
+    if section:
+        current_section, key = getattr(params, section), section
+        # A student from distill.try_first is compared with that entry's params as the workspace would build them.
+        shipped = next((t["key"] for t in search.get("tried", []) if t.get("shipped")), None)
+        students = dict(current_section.students()) if section == "distill" else {}
+        if shipped in students:
+            current_section, key = students[shipped], shipped
+        current = result_params(current_section)
+        for k, v in sorted(lin.get("params", {}).items()):
+            if k in current and current[k] != v:
+                changed.append(f"param {key}.{k}: {v!r} -> {current[k]!r}")
+        if lin.get("seed") is not None and lin["seed"] != params.seed:
+            changed.append(f"param seed: {lin['seed']} -> {params.seed}")
+    return {"model": str(model_dir), "stage": stage, "base_model": lin.get("base_model") or lin.get("teacher"),
+            "seed": lin.get("seed"), "params": lin.get("params", {}), "inputs": inputs, "student_search": search,
+            "commits": commits_with(root, {d["md5"] for d in inputs.values()}),
+            "current": not changed, "changed": changed}
+
+
+def commits_with(root: Path, md5s: set[str], max_commits: int = 200) -> list[str]:
+    """Commits (newest first) whose dvc.lock records every one of `md5s` as some stage's dep or out."""
+    log_out = subprocess.run(["git", "-C", str(root), "log", f"-n{max_commits}", "--format=%H %s", "--", "dvc.lock"],
+                             capture_output=True, text=True)
+    found = []
+    for line in log_out.stdout.splitlines():
+        sha, _, subject = line.partition(" ")
+        lock = subprocess.run(["git", "-C", str(root), "show", f"{sha}:dvc.lock"], capture_output=True, text=True)
+        if lock.returncode == 0 and all(m in lock.stdout for m in md5s):
+            found.append(f"{sha[:10]} {subject}")
+    return found
+
+
+def format_model(m: dict) -> str:
+    lines = [f"{m['model']}  (stage {m['stage']}, base {m['base_model']}, seed {m['seed']})",
+             "inputs:"]
+    for role, d in m["inputs"].items():
+        same = "same in workspace" if d["workspace_md5"] == d["md5"] else f"workspace {d['workspace_md5']}"
+        lines.append(f"  {role:<15} {d['path']:<40} md5 {d['md5']}  ({same})")
+    if m.get("student_search"):
+        search = m["student_search"]
+        lines.append(f"students tried (teacher val macro-F1 {search['teacher_val_macro_f1']:.4f}, "
+                     f"min ratio {search['min_val_f1_ratio']:g}):")
+        for t in search["tried"]:
+            shape = f"layers {t['layers']}, hidden_weight {t['hidden_weight']:g}, intermediate_size " \
+                    f"{t['intermediate_size']}"
+            ratio = f"{t['val_f1_ratio']:.1%}" if t.get("val_f1_ratio") is not None else "n/a"
+            ev = t.get("evidence")
+            if ev:
+                ratio += (f", {100 * ev['confidence']:.0f}% lower bound {ev['ratio_lower']:.1%}, classes worse: "
+                          f"{', '.join(ev['classes_worse']) or 'none'}")
+            lines.append(f"  {t['key']:<22} {shape}: val macro-F1 {t['val_macro_f1']:.4f} ({ratio})"
+                         f"{'  <- shipped' if t['shipped'] else ''}")
+    lines.append("commits whose dvc.lock holds these inputs: " + (", ".join(m["commits"]) or "none (uncommitted)"))
+    lines.append("status: " + ("CURRENT for the workspace" if m["current"] else "STALE: " + "; ".join(m["changed"])))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- diff
+def _rows_diff(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    ia, ib = a.set_index("id"), b.set_index("id")
+    common = ia.index.intersection(ib.index)
+    return {
+        "added": int(len(ib.index.difference(ia.index))),
+        "removed": int(len(ia.index.difference(ib.index))),
+        "relabelled": int((ia.loc[common, "label"] != ib.loc[common, "label"]).sum()),
+        "text_changed": int((ia.loc[common, "text"] != ib.loc[common, "text"]).sum()),
+    }
+
+
+def _split_of(r: Revision) -> pd.DataFrame:
+    parts = [r.table("split", s)[["id", "origin", "label"]].assign(split=s) for s in ("train", "val", "test")]
+    df = pd.concat(parts, ignore_index=True)
+    return df[df["origin"] == "original"].set_index("id")[["split", "label"]]
+
+
+def _f1(y: pd.Series, p: pd.Series) -> tuple[float, float]:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, p, average="macro")), float((y == p).mean())
+
+
+def diff(a: Revision, b: Revision, max_rows: int = 10) -> dict:
+    out: dict[str, Any] = {"a": a.label, "b": b.label, "stages": {}, "moved_split": None, "variants": {},
+                           "models": {}}
+    for stage in DATA_STAGES:
+        roles = [r for _, r in TABLES[stage] if r not in ("dropped", "issues")]
+        ta = pd.concat([a.table(stage, r) for r in roles], ignore_index=True)
+        tb = pd.concat([b.table(stage, r) for r in roles], ignore_index=True)
+        out["stages"][stage] = _rows_diff(ta, tb)
+        if stage == "augment":
+            va, vb = set(ta.loc[ta["origin"] != "original", "id"]), set(tb.loc[tb["origin"] != "original", "id"])
+            out["variants"] = {"kept_in_both": len(va & vb), "new": len(vb - va), "gone": len(va - vb)}
+    sa, sb = _split_of(a), _split_of(b)
+    common = sa.index.intersection(sb.index)
+    # With the hash split no row may move; relabelled rows are counted apart (they could move under `exact`).
+    same_label = common[(sa.loc[common, "label"] == sb.loc[common, "label"]).to_numpy()]
+    moved = same_label[(sa.loc[same_label, "split"] != sb.loc[same_label, "split"]).to_numpy()]
+    relabelled = common.difference(same_label)
+    out["moved_split"] = {"rows": int(len(moved)), "relabelled_rows_moved": int(
+        (sa.loc[relabelled, "split"] != sb.loc[relabelled, "split"]).sum()), "examples": [
+        {"id": i, "from": sa.loc[i, "split"], "to": sb.loc[i, "split"]} for i in moved[:max_rows]]}
+    pa, pb = a.table("evaluate", "predictions"), b.table("evaluate", "predictions")
+    ma, mb = a.json("metrics/eval.json") or {}, b.json("metrics/eval.json") or {}
+    test_b = b.table("split", "test").set_index("id")
+    for model in sorted(set(pa["model"]) & set(pb["model"])):
+        xa = pa[pa["model"] == model].set_index("id")
+        xb = pb[pb["model"] == model].set_index("id")
+        ids = xa.index.intersection(xb.index)
+        ra, rb = xa.loc[ids, "prediction"] == xa.loc[ids, "label"], xb.loc[ids, "prediction"] == xb.loc[ids, "label"]
+        fixed, broken = ids[(~ra & rb).to_numpy()], ids[(ra & ~rb).to_numpy()]
+        f1a, acca = _f1(xa.loc[ids, "label"], xa.loc[ids, "prediction"])
+        f1b, accb = _f1(xb.loc[ids, "label"], xb.loc[ids, "prediction"])
+        out["models"][model] = {
+            "common_test_rows": int(len(ids)), "test_rows": [int(len(xa)), int(len(xb))],
+            "fixed": int(len(fixed)), "broken": int(len(broken)),
+            "changed_prediction": int((xa.loc[ids, "prediction"] != xb.loc[ids, "prediction"]).sum()),
+            "macro_f1_common": [round(f1a, 4), round(f1b, 4)], "accuracy_common": [round(acca, 4), round(accb, 4)],
+            "macro_f1_all": [ma.get(model, {}).get("macro_f1"), mb.get(model, {}).get("macro_f1")],
+            "accuracy_all": [ma.get(model, {}).get("accuracy"), mb.get(model, {}).get("accuracy")],
+            "examples": [{"id": i, "change": c, "label": xb.loc[i, "label"], "was": xa.loc[i, "prediction"],
+                          "now": xb.loc[i, "prediction"],
+                          "text": test_b["text"].get(i, "") if i in test_b.index else ""}
+                         for c, group in (("fixed", fixed), ("broken", broken)) for i in group[:max_rows]],
+        }
+    return out
+
+
+def format_diff(d: dict) -> str:
+    lines = [f"lineage diff {d['a']} -> {d['b']}", "",
+             f"{'stage':<10} {'added':>7} {'removed':>8} {'relabelled':>11} {'text changed':>13}"]
+    for stage, c in d["stages"].items():
+        lines.append(f"{stage:<10} {c['added']:>7} {c['removed']:>8} {c['relabelled']:>11} {c['text_changed']:>13}")
+    v = d["variants"]
+    lines += ["", f"variants (augment): {v.get('kept_in_both', 0)} in both, {v.get('new', 0)} new, "
+                  f"{v.get('gone', 0)} gone",
+              f"original rows that moved split: {d['moved_split']['rows']} (relabelled rows that moved: "
+              f"{d['moved_split']['relabelled_rows_moved']})"]
+    for e in d["moved_split"]["examples"]:
+        lines.append(f"  {e['id']}: {e['from']} -> {e['to']}")
+    if d["models"]:
+        lines += ["", f"{'model':<12} {'common':>7} {'fixed':>6} {'broken':>7} {'macro-F1 common rows':>24} "
+                      f"{'macro-F1 all (metrics diff)':>30} {'accuracy common':>18}"]
+    for m, x in d["models"].items():
+        f1c = f"{x['macro_f1_common'][0]:.4f} -> {x['macro_f1_common'][1]:.4f}"
+        f1a = " -> ".join("n/a" if v is None else f"{v:.4f}" for v in x["macro_f1_all"])
+        acc = f"{x['accuracy_common'][0]:.4f} -> {x['accuracy_common'][1]:.4f}"
+        lines.append(f"{m:<12} {x['common_test_rows']:>7} {x['fixed']:>6} {x['broken']:>7} {f1c:>24} {f1a:>30} "
+                     f"{acc:>18}")
+    for m, x in d["models"].items():
+        for e in x["examples"]:
+            lines.append(f"  {m} {e['change']:<6} {e['id']} {e['was']!r} -> {e['now']!r} (label {e['label']!r}): "
+                         f"{_short(e['text'], 70)}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    return str(o)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    setup_logging()
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--repo", default=".", help="the project folder (default: here)")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    # The same two options after the subcommand, where users type them (`lineage trace --raw-row 5 --json`);
+    # SUPPRESS keeps a subparser from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", default=argparse.SUPPRESS, help="the project folder (default: here)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("trace", parents=[common], help="a row from its raw line through every stage to the models")
+    t.add_argument("id", nargs="?")
+    t.add_argument("--text", help="a substring of the row's text (case-insensitive)")
+    t.add_argument("--raw-row", type=int, help="the 1-based data row of the raw file")
+    t.add_argument("--rev", help="a git revision or dvc exp name (default: the workspace)")
+    t.add_argument("--limit", type=int, default=10)
+    m = sub.add_parser("model", parents=[common], help="a model's inputs, params, commits, and whether it is current")
+    m.add_argument("path")
+    m.add_argument("--params", default="params.yaml")
+    d = sub.add_parser("diff", parents=[common], help="rows, splits and predictions changed between two revisions")
+    d.add_argument("rev_a", nargs="?", default="HEAD")
+    d.add_argument("rev_b", nargs="?", default=None, help="default: the workspace")
+    args = ap.parse_args(argv)
+    root = Path(args.repo).resolve()
+
+    def _run() -> None:
+        if args.cmd == "trace":
+            if sum(x is not None for x in (args.id, args.text, args.raw_row)) != 1:
+                raise LineageError("trace: give exactly one of ID, --text or --raw-row")
+            result = trace(open_revision(args.rev, root), args.id, args.text, args.raw_row, args.limit)
+            fmt = format_trace
+        elif args.cmd == "model":
+            result = model_status(root / args.path, root, root / args.params)
+            fmt = format_model
+        else:
+            result = diff(open_revision(args.rev_a, root), open_revision(args.rev_b, root))
+            fmt = format_diff
+        sys.stdout.write((json.dumps(result, indent=2, default=_default) if args.json else fmt(result)) + "\n")
+
+    run_stage(_run)
+
+
+if __name__ == "__main__":
+    main()

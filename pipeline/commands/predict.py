@@ -1,0 +1,151 @@
+"""predict: score a file with any packaged model, streaming, rows in input order.
+
+    finetune predict --model models/student-onnx --input new.csv --output scored.parquet [--text-column text]
+
+CSV/TSV/JSONL/Parquet in and out (by extension; `.gz` input too). Each output row is the input row with `status`
+(`ok`, or why it could not be scored: `empty_text`, `non_string_text`), `prediction`, `confidence` and `p_<label>`
+per class; a bad row never aborts the file. The file is read and written in chunks (`--chunk-rows`), so memory
+stays flat however long the file is. Texts are normalised with `clean`'s own function and the clean params the
+model was trained with. What scored the file (model md5, its lineage, the git revision) is written to
+`<output>.meta.json`, and into a Parquet output's schema metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from pipeline.core.io import DataError, atomic_path, detect_format, run_stage, setup_logging
+from pipeline.core.scoring import Scorer, git_rev
+
+log = logging.getLogger(__name__)
+
+
+def iter_chunks(path: Path, fmt: str, encoding: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The input in chunks of `chunk_rows` rows (pandas/pyarrow readers; never the whole file in memory)."""
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    fmt = detect_format(path, fmt)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield batch.to_pandas()
+        elif fmt == "jsonl":
+            yield from pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, encoding=encoding)
+        else:
+            yield from pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", chunksize=chunk_rows, dtype=str,
+                                   keep_default_na=False, na_values=[""], encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid {encoding} ({e.reason}); pass --encoding") from None
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{path}: cannot parse as {fmt}: {e}") from None
+
+
+class ChunkWriter:
+    """Appends scored chunks to a CSV/TSV/JSONL/Parquet file (Parquet: one row group per chunk)."""
+
+    def __init__(self, path: Path, fmt: str, metadata: dict) -> None:
+        self.path, self.fmt, self.metadata = path, fmt, metadata
+        self._pq = None
+        self._first = True
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if self._pq is None:
+                schema = table.schema.with_metadata({b"finetune_pipeline": json.dumps(self.metadata).encode()})
+                self._pq = pq.ParquetWriter(self.path, schema)
+            self._pq.write_table(table.cast(self._pq.schema))
+        elif self.fmt == "jsonl":
+            with open(self.path, "a", encoding="utf-8") as f:
+                df.to_json(f, orient="records", lines=True, force_ascii=False)
+        else:
+            df.to_csv(self.path, mode="a", header=self._first, index=False, sep="\t" if self.fmt == "tsv" else ",")
+        self._first = False
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+
+
+def score_file(scorer: Scorer, src: Path, dest: Path, text_column: str, fmt: str = "auto", out_fmt: str = "auto",
+               encoding: str = "utf-8", chunk_rows: int = 10000, batch_size: int = 32) -> dict:
+    from tqdm.auto import tqdm
+
+    out_fmt = detect_format(dest, out_fmt)
+    meta = {"model": scorer.info(), "input": str(src), "text_column": text_column,
+            "git_rev": git_rev(Path.cwd())}
+    counts: dict[str, int] = {}
+    rows = 0
+    with atomic_path(dest) as tmp:
+        writer = ChunkWriter(tmp, out_fmt, meta)
+        try:
+            bar = tqdm(desc="predict", unit="row", mininterval=2)
+            for chunk in iter_chunks(src, fmt, encoding, chunk_rows):
+                if text_column not in chunk.columns:
+                    raise DataError(f"{src}: no column {text_column!r} (--text-column); columns are "
+                                    f"{list(chunk.columns)}")
+                scored = scorer.score(chunk[text_column].tolist(), batch_size)
+                out = chunk.reset_index(drop=True).copy()
+                if out_fmt == "parquet":  # one schema for every row group: the input columns as text
+                    out = out.astype({c: "string" for c in out.columns if out[c].dtype == object})
+                out["row"] = range(rows + 1, rows + len(out) + 1)
+                out["status"] = [s["status"] for s in scored]
+                out["prediction"] = [s["label"] for s in scored]
+                out["confidence"] = [s["confidence"] for s in scored]
+                for name in scorer.label_names:
+                    out[f"p_{name}"] = [None if s["probabilities"] is None else s["probabilities"][name]
+                                        for s in scored]
+                out = out.astype({"prediction": "string", "confidence": "float64",
+                                  **{f"p_{n}": "float64" for n in scorer.label_names}})
+                writer.write(out)
+                for s in out["status"]:
+                    counts[s] = counts.get(s, 0) + 1
+                rows += len(out)
+                bar.update(len(out))
+            bar.close()
+        finally:
+            writer.close()
+        if rows == 0:
+            raise DataError(f"{src}: no data rows")
+    meta.update(rows=rows, status=counts)
+    with atomic_path(Path(str(dest) + ".meta.json")) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    setup_logging()
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="models/student-onnx", help="a packaged model folder")
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--output", required=True, help="CSV/TSV/JSONL/Parquet, by extension")
+    ap.add_argument("--text-column", default="text")
+    ap.add_argument("--format", default="auto", help="input format when the extension does not say")
+    ap.add_argument("--encoding", default="utf-8")
+    ap.add_argument("--chunk-rows", type=int, default=10000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    def _run() -> None:
+        scorer = Scorer(args.model, threads=args.threads)
+        meta = score_file(scorer, Path(args.input), Path(args.output), args.text_column, args.format, "auto",
+                          args.encoding, args.chunk_rows, args.batch_size)
+        log.info("scored %d rows of %s with %s (%s): %s -> %s", meta["rows"], args.input, args.model,
+                 scorer.kind, meta["status"], args.output)
+
+    run_stage(_run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared code: params, I/O, text, models, training, statistics, scoring. Imports nothing above it."""

@@ -1,0 +1,192 @@
+"""Uncertainty of test metrics: bootstrap confidence intervals and paired comparisons of two models.
+
+On a small test split one error moves macro-F1 by a visible amount, so a point figure alone cannot say whether
+model A beats model B. Two tools, both from scipy:
+- `scipy.stats.bootstrap` (BCa, paired resampling of test rows, seeded) for the CI of a metric and of the
+  difference of a metric between two models scored on the same rows;
+- McNemar's exact test (`scipy.stats.binomtest` on the discordant rows) for "do A and B make the same number of
+  errors?". A difference is called significant only when the CI of the difference excludes 0.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(y == pred))
+
+
+def macro_f1_fn(n_classes: int) -> Metric:
+    """Macro-F1 over a fixed label set (as sklearn's f1_score(labels=range(n), average="macro", zero_division=0)).
+
+    Computed from confusion counts with numpy: the bootstrap calls it thousands of times, where sklearn's
+    input validation would dominate. tests/core/test_stats.py checks it against sklearn.
+    """
+
+    def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+        y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+        tp = np.bincount(y[y == pred], minlength=n_classes)[:n_classes].astype(float)
+        support = np.bincount(y, minlength=n_classes)[:n_classes]
+        predicted = np.bincount(pred, minlength=n_classes)[:n_classes]
+        denom = support + predicted
+        f1 = np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
+        return float(f1.mean())
+
+    return macro_f1
+
+
+def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., float], n_resamples: int,
+               confidence: float, seed: int) -> tuple[float, float]:
+    kwargs = dict(paired=True, vectorized=False, n_resamples=n_resamples, confidence_level=confidence)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BCa warns on degenerate (e.g. all-equal) resamples; handled below
+        res = stats.bootstrap(data, statistic, method="BCa", rng=np.random.default_rng(seed), **kwargs)
+        low, high = res.confidence_interval
+        if not (np.isfinite(low) and np.isfinite(high)):
+            # BCa is undefined when every resample gives the same value (e.g. identical predictions).
+            res = stats.bootstrap(data, statistic, method="percentile", rng=np.random.default_rng(seed), **kwargs)
+            low, high = res.confidence_interval
+    return float(low), float(high)
+
+
+def metric_ci(y: np.ndarray, pred: np.ndarray, metric: Metric, n_resamples: int = 1000, confidence: float = 0.95,
+              seed: int = 0) -> dict:
+    """Point estimate and bootstrap CI of `metric` over the test rows."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    low, high = _bootstrap((y, pred), metric, n_resamples, confidence, seed)
+    return {"value": round(metric(y, pred), 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+
+
+def mcnemar_exact(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
+    """Exact McNemar test: among rows exactly one model gets right, is each model equally likely to be the one?"""
+    ok_a, ok_b = np.asarray(pred_a) == np.asarray(y), np.asarray(pred_b) == np.asarray(y)
+    a_only, b_only = int(np.sum(ok_a & ~ok_b)), int(np.sum(~ok_a & ok_b))
+    n = a_only + b_only
+    p = float(stats.binomtest(a_only, n, 0.5).pvalue) if n else 1.0
+    return {"a_right_b_wrong": a_only, "a_wrong_b_right": b_only, "p_value": round(p, 4)}
+
+
+def paired_comparison(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, metric: Metric, *, name_a: str = "A",
+                      name_b: str = "B", metric_name: str = "macro-F1", n_resamples: int = 1000,
+                      confidence: float = 0.95, seed: int = 0) -> dict:
+    """A minus B on the same test rows: the difference, its paired-bootstrap CI, McNemar's p and a verdict."""
+    y, pred_a, pred_b = np.asarray(y), np.asarray(pred_a), np.asarray(pred_b)
+    delta = metric(y, pred_a) - metric(y, pred_b)
+    low, high = _bootstrap((y, pred_a, pred_b), lambda t, a, b: metric(t, a) - metric(t, b), n_resamples,
+                           confidence, seed)
+    mc = mcnemar_exact(y, pred_a, pred_b)
+    significant = low > 0 or high < 0
+    word = ("better than" if delta > 0 else "worse than") if significant else "not distinguishable from"
+    verdict = (f"{name_a} {word} {name_b}: {metric_name} {delta:+.4f} [{low:+.4f}, {high:+.4f}], "
+               f"McNemar p={mc['p_value']:.3g}; " + ("significant" if significant else "not significant")
+               + f" at {1 - confidence:.2g}")
+    return {"delta": round(delta, 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
+            "significant": bool(significant), "mcnemar": mc, "rows": int(len(y)), "verdict": verdict}
+
+
+# ---------------------------------------------------------------------------------------------- student choice
+def bootstrap_class_f1(y: np.ndarray, preds: list[np.ndarray], n_classes: int, n_resamples: int, seed: int,
+                       chunk: int = 200) -> list[np.ndarray]:
+    """Per-class F1 of each prediction vector over the same paired bootstrap resamples of the rows:
+    one [n_resamples, n_classes] array per vector (F1 0 where a class is neither present nor predicted, as
+    `macro_f1_fn` counts it). Vectorised: thousands of resamples of a few thousand rows take a second."""
+    y = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    out = [np.zeros((n_resamples, n_classes)) for _ in preds]
+    for start in range(0, n_resamples, chunk):
+        idx = rng.integers(0, len(y), size=(min(chunk, n_resamples - start), len(y)))
+        yb = y[idx]
+        for k, pred in enumerate(preds):
+            pb = np.asarray(pred, dtype=np.int64)[idx]
+            for c in range(n_classes):
+                t, p_ = yb == c, pb == c
+                tp, denom = (t & p_).sum(1), t.sum(1) + p_.sum(1)
+                out[k][start:start + len(idx), c] = np.divide(2 * tp, denom, out=np.zeros(len(idx)),
+                                                              where=denom > 0)
+    return out
+
+
+def _class_f1(y: np.ndarray, pred: np.ndarray, c: int) -> float:
+    tp, denom = np.sum((y == c) & (pred == c)), np.sum(y == c) + np.sum(pred == c)
+    return float(2 * tp / denom) if denom else 0.0
+
+
+def student_evidence(y: np.ndarray, pred_student: np.ndarray, pred_teacher: np.ndarray, label_names: list[str],
+                     min_ratio: float, confidence: float, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Does the student keep `min_ratio` of the teacher's macro-F1 on these rows, beyond their noise?
+
+    Paired bootstrap (the same resampled rows for both models): `keeps` when the one-sided lower bound at
+    `confidence` of student/teacher macro-F1 is at least `min_ratio` and no class's F1 is significantly below
+    `min_ratio` times the teacher's (one-sided, Bonferroni over the classes present), so a student that keeps the
+    big classes and loses a small one is not shipped on its average."""
+    n = len(label_names)
+    y, ps, pt = np.asarray(y), np.asarray(pred_student), np.asarray(pred_teacher)
+    fs, ft = bootstrap_class_f1(y, [ps, pt], n, n_resamples, seed)
+    metric = macro_f1_fn(n)
+    point_s, point_t = metric(y, ps), metric(y, pt)
+    ratio = point_s / point_t if point_t else 0.0
+    ratios = np.divide(fs.mean(1), ft.mean(1), out=np.zeros(n_resamples), where=ft.mean(1) > 0)
+    lower = float(np.quantile(ratios, 1 - confidence))
+    present = [c for c in range(n) if np.any(y == c)]
+    alpha = (1 - confidence) / max(len(present), 1)
+    classes = {}
+    for c in present:
+        diff = fs[:, c] - min_ratio * ft[:, c]
+        upper = float(np.quantile(diff, 1 - alpha))
+        s_c, t_c = _class_f1(y, ps, c), _class_f1(y, pt, c)
+        classes[label_names[c]] = {"rows": int(np.sum(y == c)), "student_f1": round(s_c, 4),
+                                   "teacher_f1": round(t_c, 4), "upper_vs_min_ratio": round(upper, 4),
+                                   "worse": bool(upper < 0)}
+    worse = [k for k, v in classes.items() if v["worse"]]
+    keeps = lower >= min_ratio and not worse
+    return {"rows": int(len(y)), "student_macro_f1": round(point_s, 6), "teacher_macro_f1": round(point_t, 6),
+            "ratio": round(ratio, 4), "ratio_lower": round(lower, 4), "confidence": confidence,
+            "min_ratio": min_ratio, "classes_worse": worse, "per_class": classes, "keeps": bool(keeps),
+            "resamples": n_resamples}
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+def reliability_table(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> list[dict]:
+    """Top-label reliability: per equal-width confidence bin, the mean confidence, the accuracy and the count."""
+    conf, pred = prob.max(1), prob.argmax(1)
+    correct = pred == np.asarray(y)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            rows.append({"bin": b, "confidence": round(float(conf[m].mean()), 4),
+                         "accuracy": round(float(correct[m].mean()), 4), "count": int(m.sum())})
+    return rows
+
+
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al., 2017): the count-weighted mean |accuracy - confidence| over equal-width bins."""
+    table = reliability_table(y, prob, bins)
+    n = sum(r["count"] for r in table)
+    return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in table) / max(n, 1))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) (temperature scaling)."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y)
+
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
+
+    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)

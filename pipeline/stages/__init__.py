@@ -1,0 +1,1 @@
+"""One module per DVC stage (dvc.yaml): a pure core and a thin main(). A stage imports only pipeline.core."""

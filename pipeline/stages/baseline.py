@@ -1,0 +1,66 @@
+"""baseline: data/processed/{train,val}.parquet -> data/models/baseline/model.skops (params: baseline).
+
+TF-IDF + logistic regression (scikit-learn) on the same train split as the teacher: the bar a fine-tuned model
+must clear to be worth its cost. Validation macro-F1 is logged into the model's lineage.
+
+Saved with skops, not pickle/joblib: a model file from a shared DVC cache or remote must not be able to run code
+when loaded. `pipeline.core.modeling.load_baseline` loads it trusting only skops' default safe types.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from sklearn.pipeline import Pipeline
+
+from pipeline.core.io import atomic_path, read_table, run_stage, setup_logging, stage_args
+from pipeline.core.modeling import BASELINE_FILE, classification_metrics, save_baseline, tfidf_logreg
+from pipeline.core.params import BaselineParams, load_params
+from pipeline.core.profile import words_separated
+from pipeline.core.training import check_splits, label_names_of, lineage_record
+
+log = logging.getLogger(__name__)
+
+
+def build(p: BaselineParams, seed: int, analyzer: str | None = None) -> Pipeline:
+    """The baseline; `analyzer` is `resolve_analyzer`'s answer for the training texts (auto alone means word)."""
+    analyzer = analyzer or ("word" if p.analyzer == "auto" else p.analyzer)
+    return tfidf_logreg(analyzer, p.ngram_max, p.min_df, p.max_features, p.sublinear_tf, p.C,
+                        None if p.class_weight == "none" else p.class_weight, p.max_iter, seed)
+
+
+def resolve_analyzer(p: BaselineParams, texts: list[str]) -> str:
+    """auto: word n-grams for text with spaces between words, character n-grams for text without."""
+    if p.analyzer != "auto":
+        return p.analyzer
+    return "word" if words_separated(texts) else "char_wb"
+
+
+def main() -> None:
+    setup_logging()
+    args = stage_args(__doc__.splitlines()[0], "train", "val", "output")
+    params = load_params(args.params)
+    train_df, val_df = read_table(args.train), read_table(args.val)
+    label_names = label_names_of(train_df)
+    check_splits({"train": train_df, "val": val_df}, label_names)
+    analyzer = resolve_analyzer(params.baseline, train_df["text"].tolist())
+    log.info("baseline.analyzer %s -> %s", params.baseline.analyzer, analyzer)
+    model = build(params.baseline, params.seed, analyzer).fit(train_df["text"], train_df["label"])
+    # classes_ are the sorted label names, the same order as the transformer models' ids.
+    to_id = {n: i for i, n in enumerate(label_names)}
+    val = classification_metrics(val_df["label"].map(to_id).to_numpy(),
+                                 [to_id[x] for x in model.predict(val_df["text"])], label_names)
+    log.info("baseline val macro-F1 %.4f", val["macro_f1"])
+    lineage = lineage_record("baseline", params.baseline, params.seed, {"train": args.train, "val": args.val},
+                             label_names=label_names, val_metrics={"macro_f1": val["macro_f1"]},
+                             train_rows=len(train_df), resolved={"analyzer": analyzer})
+    out = Path(args.output)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        save_baseline(model, tmp / BASELINE_FILE)
+        (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    run_stage(main)

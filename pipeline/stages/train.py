@@ -1,0 +1,128 @@
+"""train: data/processed/{train,val}.parquet -> data/models/teacher (params: seed, train).
+
+Fine-tunes the teacher with `transformers.Trainer`: dynamic padding, length-grouped batches, early stopping on
+validation macro-F1, optional class-weighted loss (weights from the train split), optional freezing of the
+embeddings / lower layers, optional LoRA (merged into the saved weights), bf16/fp16 on a GPU that supports it,
+resume from the last checkpoint of the same job, DVCLive curves. Runs unchanged under
+`torchrun --nproc_per_node N -m pipeline.stages.train …`: set `train.launcher` and the stage starts itself under it
+(an argument list, never a shell; see training.launch_argv).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+from transformers import set_seed
+
+from pipeline.core.checks import check_student_layers
+from pipeline.core.io import read_table, run_stage, setup_logging, stage_args
+from pipeline.core.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
+from pipeline.core.params import TrainParams, load_params
+from pipeline.core.profile import (
+    class_weights,  # noqa: F401 - re-exported: the teacher's weights are the ones this module documents
+    resolve_class_weights,
+    resolve_epochs,
+    resolve_max_length,
+)
+from pipeline.core.training import (
+    check_splits,
+    encode,
+    finish,
+    fit,
+    label_names_of,
+    lineage_record,
+    relaunch_if_needed,
+)
+
+log = logging.getLogger(__name__)
+
+
+def weighted_trainer_class(weights: np.ndarray | None) -> type:
+    import torch
+    from transformers import Trainer
+
+    if weights is None:
+        return Trainer
+
+    class WeightedLossTrainer(Trainer):
+        """Trainer whose cross-entropy weighs each class (a cost-sensitive loss for imbalanced data)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            w = torch.as_tensor(weights, dtype=outputs.logits.dtype, device=outputs.logits.device)
+            loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=w)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedLossTrainer
+
+
+def build_model(p: TrainParams, label_names: list[str]) -> Any:
+    model = load_classifier(
+        p.model, "train.model", num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
+        ignore_mismatched_sizes=True,  # a checkpoint with a head for other labels gets a new head
+    )
+    if p.freeze_layers > model.config.num_hidden_layers:
+        n = model.config.num_hidden_layers
+        raise ModelError(f"train.freeze_layers: {p.freeze_layers} > the model's {n} layers")
+    if p.freeze_embeddings:
+        for param in model.base_model.embeddings.parameters():
+            param.requires_grad = False
+    if p.freeze_layers:
+        for layer in list(encoder_layers(model))[: p.freeze_layers]:
+            for param in layer.parameters():
+                param.requires_grad = False
+    if p.lora.enabled:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=p.lora.r, lora_alpha=p.lora.alpha, lora_dropout=p.lora.dropout,
+            target_modules=p.lora.target_modules,
+        ))
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    args = stage_args(__doc__.splitlines()[0], "train", "val", "output", "checkpoints", "live", argv=argv)
+    params = load_params(args.params)
+    p, seed = params.train, params.seed
+    relaunch_if_needed(p.launcher, "pipeline.stages.train", sys.argv[1:] if argv is None else argv)
+    train_df, val_df = read_table(args.train), read_table(args.val)
+    label_names = label_names_of(train_df)
+    check_splits({"train": train_df, "val": val_df}, label_names)
+
+    # Seed before the model is built: a new classification head is initialised randomly right here, before
+    # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
+    set_seed(seed)
+    tokenizer = load_tokenizer(p.model, "train.model")
+    model = build_model(p, label_names)
+    check_student_layers(params, model.config.num_hidden_layers)  # before training, not after
+    max_length, length_record = resolve_max_length(p, tokenizer, model.config, train_df["text"].tolist(),
+                                                   "train", seed)
+    train_ds = encode(train_df, tokenizer, label_names, max_length, truncation=p.truncation)
+    val_ds = encode(val_df, tokenizer, label_names, max_length, sort_by_length=True, truncation=p.truncation)
+    weights, weight_record = resolve_class_weights(p.class_weights, train_ds["label"], label_names, "train")
+    epochs, epochs_record = resolve_epochs(p, len(train_ds), "train")
+
+    trainer, result, best = fit(
+        weighted_trainer_class(weights), model, tokenizer, p, seed, train_ds, val_ds, label_names,
+        checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
+        num_train_epochs=epochs,
+    )
+    log.info("train: %s; best val: %s", result, best)
+    final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model
+    lineage = lineage_record("train", p, seed, {"train": args.train, "val": args.val}, label_names=label_names,
+                             base_model=p.model, val_metrics=best, train_metrics=result,
+                             train_rows=len(train_df),
+                             resolved={"max_length": max_length, "truncation": p.truncation,
+                                       "length": length_record,
+                                       "class_weights": weight_record, "epochs": epochs_record})
+    finish(trainer, final, tokenizer, args.output, args.checkpoints, lineage)
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.stages.evaluate import slice_metrics, worst_slices
+
+
+def test_slices_cover_every_test_row_once_per_column():
+    rng = np.random.default_rng(0)
+    n = 200
+    test = pd.DataFrame({"text": ["x" * int(k) for k in rng.integers(1, 300, n)],
+                         "lang": rng.choice(["en", "fr", None], n)})
+    y = rng.integers(0, 2, n)
+    preds = {"a": y.copy(), "b": np.where(test["lang"].eq("fr"), 1 - y, y)}
+    s = slice_metrics(test, preds, y, ["neg", "pos"], ["lang", "not_a_column"])
+    assert set(s) == {"text_length", "lang"}
+    for col, values in s.items():
+        assert sum(v["support"] for v in values.values()) == n, col
+    assert set(s["lang"]) == {"en", "fr", "(missing)"} and len(s["text_length"]) == 4
+    assert s["lang"]["fr"]["b"]["accuracy"] == 0.0 and s["lang"]["en"]["b"]["accuracy"] == 1.0
+    assert any(w.startswith("lang = fr") for w in worst_slices(s, "b"))
+    # A slice holding one class that a model gets all right scores 1.0, not 0.5.
+    one = pd.DataFrame({"text": ["a", "bb", "ccc", "dddd"] * 5, "g": ["x"] * 10 + ["y"] * 10})
+    y1 = np.array([0] * 10 + [0, 1] * 5)
+    s1 = slice_metrics(one, {"m": y1.copy()}, y1, ["neg", "pos"], ["g"])
+    assert s1["g"]["x"]["m"]["macro_f1"] == 1.0 and s1["g"]["x"]["per_class"] == {"neg": 10}
+
+
+def test_a_student_under_the_bar_is_said_plainly_and_small_tests_say_what_they_cannot_tell():
+    from pipeline.core.stats import macro_f1_fn, paired_comparison
+    from pipeline.stages.evaluate import data_notes, student_notes
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    teacher = np.where(rng.random(300) < 0.9, y, (y + 1) % 3)
+    student = np.where(rng.random(300) < 0.15, (teacher + 1) % 3, teacher)
+    cmp = paired_comparison(y, student, teacher, macro_f1_fn(3), name_a="student", name_b="teacher")
+    cmp["macro_f1_retained"] = 0.9
+    evidence = {"ratio": 0.99, "ratio_lower": 0.985, "confidence": 0.9, "rows": 120, "min_ratio": 0.98,
+                "classes_worse": []}
+    lineage = {"student_search": {"tried": [{"key": "distill.try_first[0]", "layers": [5], "shipped": True,
+                                             "evidence": evidence}]},
+               "resolved": {"max_length": 256, "truncation": "head_tail", "length": {"setting": "auto"}}}
+    notes = student_notes("student", lineage, cmp, 0.98)
+    assert notes[0].startswith("**This student keeps 90.0% of the teacher's test macro-F1, under the 98%")
+    assert "distill.try_first[0]" in notes[0] and "lower bound 98.5% on 120 rows" in notes[1]
+    assert student_notes("student", lineage, {**cmp, "macro_f1_retained": 0.99}, 0.98)[0].startswith("student tried")
+
+    same = paired_comparison(y, teacher, teacher, macro_f1_fn(3))
+    lines = data_notes({"student_vs_teacher": cmp, "onnx_vs_student": same}, 300,
+                       {"teacher": {}, "student": lineage, "baseline": {}}, None)
+    assert any("The 300 test rows cannot tell student from teacher" in x for x in lines) != cmp["significant"]
+    assert not any("onnx" in x for x in lines)  # identical predictions: nothing to tell apart
+    assert not any("cannot tell" in x for x in data_notes({"student_vs_teacher": cmp}, 5000,
+                                                          {"teacher": {}, "student": lineage, "baseline": {}}, None))
