@@ -79,6 +79,18 @@ def diff(c: dict) -> str:
     return f"{c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" + (" *" if c["significant"] else "")
 
 
+def commit_of(repo: Path) -> str:
+    out = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+def teacher_epochs(lineage: dict) -> str:
+    e = (lineage.get("resolved") or {}).get("epochs")
+    run = (lineage.get("train_metrics") or {}).get("epoch")
+    planned = f"{e['value']:g} epochs planned (min_steps)" if e else f"{lineage['params'].get('epochs')} epochs"
+    return planned + (f", {run:g} run" if run is not None else "")
+
+
 def table() -> str:
     from run import machine
 
@@ -111,8 +123,9 @@ def table() -> str:
                   f"({r.get('truncation')}, {r.get('length', {}).get('truncated_rows', 0):.1%} of training rows cut), "
                   f"class weights {'on' if r.get('class_weights', {}).get('used') else 'off'} "
                   f"(ratio {r.get('class_weights', {}).get('imbalance_ratio')}); baseline analyzer "
-                  f"{baseline.get('resolved', {}).get('analyzer')}; params set: {run_info['sets'] or 'none'}; "
-                  f"`dvc repro` {run_info['seconds'] / 60:.0f} min.", "",
+                  f"{baseline.get('resolved', {}).get('analyzer')}; teacher trained {teacher_epochs(teacher)}; "
+                  f"params set: {run_info['sets'] or 'none'}; `dvc repro` {run_info['seconds'] / 60:.0f} min at "
+                  f"commit {commit_of(repo)}.", "",
                   "| model | test macro-F1 [95% CI] | throughput vs teacher (CPU, batch 32) |", "|---|---|---|"]
         for name in ("teacher", "student", "student_onnx", "baseline"):
             ratio = sp.get(f"{name}_vs_teacher", {}).get("throughput_speedup")
