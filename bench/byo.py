@@ -71,14 +71,6 @@ def run(name: str, raw: Path, sets: list[str], target: str | None = None) -> Non
     print(f"{name}: finetune check rc={check}, dvc repro rc={code} in {time.time() - t0:.0f} s")
 
 
-def ci(m: dict) -> str:
-    return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
-
-
-def diff(c: dict) -> str:
-    return f"{c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" + (" *" if c["significant"] else "")
-
-
 def commit_of(repo: Path) -> str:
     out = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
     return out.stdout.strip() or "?"
@@ -92,7 +84,7 @@ def teacher_epochs(lineage: dict) -> str:
 
 
 def table() -> str:
-    from run import machine
+    from run import fmt_ci, fmt_diff, machine
 
     lines = ["# Results on real datasets, brought in with the README's steps", "",
              f"Written {machine()['date']}; each row is `python bench/byo.py run …` (a fresh clone, the README's "
@@ -129,9 +121,10 @@ def table() -> str:
                   "| model | test macro-F1 [95% CI] | throughput vs teacher (CPU, batch 32) |", "|---|---|---|"]
         for name in ("teacher", "student", "student_onnx", "baseline"):
             ratio = sp.get(f"{name}_vs_teacher", {}).get("throughput_speedup")
-            lines.append(f"| {name} | {ci(ev[name]['macro_f1_ci'])} | {'1' if name == 'teacher' else ratio or ''} |")
-        lines += ["", f"- teacher − baseline: {diff(cmp['teacher_vs_baseline'])}",
-                  f"- student − teacher: {diff(cmp['student_vs_teacher'])}; student keeps "
+            shown = "1" if name == "teacher" else ratio or ""
+            lines.append(f"| {name} | {fmt_ci(ev[name]['macro_f1_ci'])} | {shown} |")
+        lines += ["", f"- teacher − baseline: {fmt_diff(cmp['teacher_vs_baseline'])}",
+                  f"- student − teacher: {fmt_diff(cmp['student_vs_teacher'])}; student keeps "
                   f"{cmp['student_vs_teacher']['macro_f1_retained']:.1%}, int8 student "
                   f"{cmp['student_onnx_vs_teacher']['macro_f1_retained']:.1%} of the teacher's macro-F1",
                   "- students tried: " + ("; ".join(

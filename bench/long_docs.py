@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, ROOT, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
+from run import OUT, ROOT, fmt_ci, fmt_diff, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
 
 VARIANTS = {
     "head 128": {"max_length": 128, "truncation": "head"},
@@ -112,14 +112,12 @@ def markdown(results: dict) -> str:
                   "| teacher reads | training rows cut | tokens not read | test macro-F1 [95% CI] "
                   "| vs default [95% CI] | train time (s) |", "|---|---|---|---|---|---|"]
         for variant, v in r["variants"].items():
-            f1 = v["macro_f1"]
             vs = v.get("vs_default")
-            delta = (f"{vs['delta']:+.4f} [{vs['ci_low']:+.4f}, {vs['ci_high']:+.4f}]" +
-                     (" **significant**" if vs["significant"] else "")) if vs else "reference"
+            delta = fmt_diff(vs, 4, " **significant**") if vs else "reference"
             cut = "" if v["truncated_rows"] is None else f"{v['truncated_rows']:.1%}"
             lost = "" if v["tokens_not_read"] is None else f"{v['tokens_not_read']:.1%}"
             lines.append(f"| {variant}: {v['max_length']} tokens, {v['truncation']} | {cut} | {lost} | "
-                         f"{f1['value']:.4f} [{f1['ci_low']:.4f}, {f1['ci_high']:.4f}] | {delta} | "
+                         f"{fmt_ci(v['macro_f1'], 4)} | {delta} | "
                          f"{v['train_seconds'] or ''} |")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -43,6 +43,17 @@ def measured(m: dict) -> str:
     return f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}"
 
 
+def fmt_ci(m: dict, digits: int = 3) -> str:
+    """A metric_ci result as `value [low, high]`."""
+    return f"{m['value']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
+
+
+def fmt_diff(c: dict, digits: int = 3, mark: str = " *") -> str:
+    """A paired_comparison result as `+delta [low, high]`, marked where the CI excludes 0."""
+    return (f"{c['delta']:+.{digits}f} [{c['ci_low']:+.{digits}f}, {c['ci_high']:+.{digits}f}]"
+            + (mark if c["significant"] else ""))
+
+
 def record(out: Path, stem: str, dataset: str, row: dict, markdown: Callable[[dict], str]) -> str:
     """Add one dataset's results to `out/<stem>.json` (earlier datasets kept), rewrite `out/<STEM>.md` from all of
     them with the machine, and return that Markdown."""

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, ROOT, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
+from run import OUT, ROOT, fmt_ci, fmt_diff, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
 
 VARIANTS = {
     "min_steps 300": {"min_steps": 300, "max_epochs": 10},
@@ -137,10 +137,6 @@ def main() -> None:
     sys.stdout.write(record(Path(args.out), "teacher_steps", name, row, markdown))
 
 
-def _d(c: dict) -> str:
-    return f"{c['delta']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" + (" *" if c["significant"] else "")
-
-
 def markdown(results: dict) -> str:
     lines = ["# Small data: a minimum number of optimiser steps for the teacher", "",
              f"{measured(results['machine'])}. Produced by `python bench/teacher_steps.py --project <folder>`; each "
@@ -148,18 +144,15 @@ def markdown(results: dict) -> str:
              "`train.min_steps`/`train.max_epochs` (early stopping on validation as always). * = the 95% CI of the "
              "paired difference excludes 0.", ""]
     for ds, r in results["datasets"].items():
-        b = r["baseline"]
         lines += [f"**{ds}** ({r['train_rows']} train, {r['val_rows']} validation, {r['test_rows']} test rows"
-                  + (f": {r['unseen']}" if r.get("unseen") else "") + f"); baseline {b['value']:.3f} "
-                  f"[{b['ci_low']:.3f}, {b['ci_high']:.3f}]", "",
+                  + (f": {r['unseen']}" if r.get("unseen") else "") + f"); baseline {fmt_ci(r['baseline'])}", "",
                   "| teacher | epochs (run) | val macro-F1 | test macro-F1 [95% CI] | vs baseline | vs 3 epochs "
                   "| train time (s) |", "|---|---|---|---|---|---|---|"]
         for variant, v in r["variants"].items():
-            f1 = v["macro_f1"]
             vs = v.get("vs_reference")
             lines.append(f"| {variant} | {v['epochs']:g} ({v['epochs_run']}) | {v['val_macro_f1']:.3f} | "
-                         f"{f1['value']:.3f} [{f1['ci_low']:.3f}, {f1['ci_high']:.3f}] | {_d(v['vs_baseline'])} | "
-                         f"{_d(vs) if vs else 'reference'} | {v['train_seconds'] or ''} |")
+                         f"{fmt_ci(v['macro_f1'])} | {fmt_diff(v['vs_baseline'])} | "
+                         f"{fmt_diff(vs) if vs else 'reference'} | {v['train_seconds'] or ''} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
