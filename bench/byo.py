@@ -72,7 +72,9 @@ def run(name: str, raw: Path, sets: list[str], target: str | None = None) -> Non
 
 
 def commit_of(repo: Path) -> str:
-    out = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
+    """The pipeline's commit a run used: the clone's HEAD is `run`'s own data-and-params commit on top of it."""
+    out = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %cs", "HEAD~1"], capture_output=True,
+                         text=True)
     return out.stdout.strip() or "?"
 
 
