@@ -130,6 +130,36 @@ def plan(df: pd.DataFrame, jobs: Sequence[Job], max_ratio: float, seed: int) -> 
 Similarity = Callable[[list[str], list[str]], np.ndarray]
 
 
+def judge_variants(cands: list[dict], seen: set[str], f: VariantFilterParams, similarity: Similarity | None) -> None:
+    """Set each candidate variant's drop `reason` (None: kept): empty, identical to its source, outside the length
+    ratio, less similar to its source than the filter allows, or a duplicate of a text already there (`seen`)."""
+    for c in cands:
+        if c["reason"]:
+            continue
+        key, ratio = dedup_key(c["text"]), len(c["text"]) / max(1, len(c["source_text"]))
+        if not key:
+            c["reason"] = "empty_variant"
+        elif key == dedup_key(c["source_text"]):
+            c["reason"] = "identical_to_source"
+        elif f.enabled and not f.min_length_ratio <= ratio <= f.max_length_ratio:
+            c["reason"] = "length_ratio"
+    alive = [c for c in cands if not c["reason"]]
+    if f.enabled and similarity is not None and alive:
+        sims = similarity([c["source_text"] for c in alive], [c["text"] for c in alive])
+        for c, s in zip(alive, sims):
+            c["similarity"] = round(float(s), 4)
+            if s < f.min_similarity:
+                c["reason"] = "low_similarity"
+    for c in cands:  # after the filter: a drifted variant must not block a later faithful one
+        if c["reason"]:
+            continue
+        key = dedup_key(c["text"])
+        if key in seen:
+            c["reason"] = "duplicate_of_existing_text"
+        else:
+            seen.add(key)
+
+
 def augment(df: pd.DataFrame, jobs: Sequence[Job], p: AugmentParams, seed: int,
             similarity: Similarity | None = None) -> AugmentResult:
     """Pure core: plan the variants per class, generate them (protected tokens masked), keep those that add
@@ -159,33 +189,7 @@ def augment(df: pd.DataFrame, jobs: Sequence[Job], p: AugmentParams, seed: int,
                           "source_id": row["source_id"], "origin": job.origin,
                           "text": text if restored is None else restored, "source_text": row["text"],
                           "reason": "protected_token_lost" if restored is None else None, "similarity": np.nan})
-    f = p.filter
-    for c in cands:
-        if c["reason"]:
-            continue
-        key, ratio = dedup_key(c["text"]), len(c["text"]) / max(1, len(c["source_text"]))
-        if not key:
-            c["reason"] = "empty_variant"
-        elif key == dedup_key(c["source_text"]):
-            c["reason"] = "identical_to_source"
-        elif f.enabled and not f.min_length_ratio <= ratio <= f.max_length_ratio:
-            c["reason"] = "length_ratio"
-    alive = [c for c in cands if not c["reason"]]
-    if f.enabled and similarity is not None and alive:
-        sims = similarity([c["source_text"] for c in alive], [c["text"] for c in alive])
-        for c, s in zip(alive, sims):
-            c["similarity"] = round(float(s), 4)
-            if s < f.min_similarity:
-                c["reason"] = "low_similarity"
-    seen = set(df["text"].map(dedup_key))
-    for c in cands:  # after the filter: a drifted variant must not block a later faithful one
-        if c["reason"]:
-            continue
-        key = dedup_key(c["text"])
-        if key in seen:
-            c["reason"] = "duplicate_of_existing_text"
-        else:
-            seen.add(key)
+    judge_variants(cands, set(df["text"].map(dedup_key)), p.filter, similarity)
     new_rows = [{k: c[k] for k in df.columns if k in c} for c in cands if not c["reason"]]
     rows = pd.concat([df, pd.DataFrame(new_rows, columns=df.columns)], ignore_index=True)
     dropped = pd.DataFrame([c for c in cands if c["reason"]], columns=drop_cols + [

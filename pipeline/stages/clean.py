@@ -62,24 +62,9 @@ def content_ids(raw_text: pd.Series) -> list[str]:
     return ids
 
 
-def clean(df: pd.DataFrame, p: CleanParams, source_name: str, raw_row: list[int] | None = None) -> CleanResult:
-    """Pure core. `df` is the raw table, `raw_row` its rows' 1-based data rows in the file (default: 1..n);
-    `source_name` names the file in messages."""
-    wanted = [(p.text_column, "text_column"), (p.label_column, "label_column")]
-    wanted += [(c, "keep_columns") for c in p.keep_columns]
-    for col, key in wanted:
-        if col not in df.columns:
-            raise DataError(f"{source_name}: no column {col!r} (clean.{key}); columns are {list(df.columns)}")
-    rows_in = len(df)
-    if rows_in == 0:
-        raise DataError(f"{source_name}: no data rows")
-
-    raw_text = df[p.text_column]
-    raw_label = df[p.label_column]
-    # Row numbers as a user sees them in the file: 1-based data rows (the header is not counted).
-    row_no = pd.Index(raw_row if raw_row is not None else range(1, rows_in + 1))
-    ids = content_ids(raw_text)
-
+def _labels(raw_label: pd.Series, row_no: pd.Index, p: CleanParams, source_name: str) -> tuple[pd.Series, pd.Series]:
+    """(label names, which rows have none), or an error naming the rows: an empty label under `missing_label:
+    error`, a label outside `allowed_labels`."""
     label_missing = raw_label.isna() | raw_label.astype(str).str.strip().eq("")
     if label_missing.any() and p.missing_label == "error":
         bad = [int(r) for r in row_no[label_missing.to_numpy()][:5]]
@@ -96,7 +81,13 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str, raw_row: list[int]
                 f"{source_name}: data row {row_no[i]} has label {labels[i]!r}, not in clean.allowed_labels "
                 f"{p.allowed_labels} ({int(unknown.sum())} such rows)"
             )
+    return labels, label_missing
 
+
+def _texts(raw_text: pd.Series, row_no: pd.Index, p: CleanParams, source_name: str
+           ) -> tuple[list[str], pd.Series, list[int]]:
+    """(normalised texts, which rows hold no string, characters removed per row), or an error when the column
+    holds no strings or only empty texts."""
     non_string = pd.Series([not isinstance(t, str) and not pd.isna(t) for t in raw_text], dtype=bool)
     if non_string.any() and non_string.sum() == raw_text.notna().sum():
         i = int(non_string.to_numpy().nonzero()[0][0])
@@ -112,18 +103,19 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str, raw_row: list[int]
     # counted, never lost silently.
     removed = [len(SPACE.sub(" ", html.unescape(t) if p.strip_html else t).strip()) - len(n) if isinstance(t, str)
                else 0 for t, n in zip(raw_text, texts)]
+    return texts, non_string, removed
 
-    frame = pd.DataFrame({"id": ids, "raw_row": row_no, "text": texts, "label": labels})
-    for c in p.keep_columns:
-        frame[c] = df[c].to_numpy()
-    reason = pd.Series([None] * rows_in, dtype=object)
+
+def drop_reasons(frame: pd.DataFrame, p: CleanParams, label_missing: pd.Series, non_string: pd.Series) -> pd.Series:
+    """Per row, why it is dropped (None: kept), the first reason that applies: no label, no string, empty, too
+    short or long, a text seen with two labels, a duplicate."""
+    reason = pd.Series([None] * len(frame), dtype=object)
     reason[label_missing.to_numpy()] = "missing_label"
     reason[reason.isna() & non_string.to_numpy()] = "non_string_text"
     n_chars = frame["text"].str.len()
     reason[reason.isna() & n_chars.eq(0)] = "empty_text"
     reason[reason.isna() & n_chars.between(1, p.min_chars - 1)] = "too_short"
     reason[reason.isna() & n_chars.gt(p.max_chars)] = "too_long"
-
     if p.dedup != "none":
         key = frame["text"] if p.dedup == "exact" else frame["text"].map(dedup_key)
         alive = reason.isna()
@@ -137,6 +129,31 @@ def clean(df: pd.DataFrame, p: CleanParams, source_name: str, raw_row: list[int]
         if p.dedup == "normalised":
             alive = reason.isna()
             reason[key.where(alive).duplicated(keep="first") & alive] = "duplicate_normalised"
+    return reason
+
+
+def clean(df: pd.DataFrame, p: CleanParams, source_name: str, raw_row: list[int] | None = None) -> CleanResult:
+    """Pure core. `df` is the raw table, `raw_row` its rows' 1-based data rows in the file (default: 1..n);
+    `source_name` names the file in messages."""
+    wanted = [(p.text_column, "text_column"), (p.label_column, "label_column")]
+    wanted += [(c, "keep_columns") for c in p.keep_columns]
+    for col, key in wanted:
+        if col not in df.columns:
+            raise DataError(f"{source_name}: no column {col!r} (clean.{key}); columns are {list(df.columns)}")
+    rows_in = len(df)
+    if rows_in == 0:
+        raise DataError(f"{source_name}: no data rows")
+
+    raw_text = df[p.text_column]
+    # Row numbers as a user sees them in the file: 1-based data rows (the header is not counted).
+    row_no = pd.Index(raw_row if raw_row is not None else range(1, rows_in + 1))
+    ids = content_ids(raw_text)
+    labels, label_missing = _labels(df[p.label_column], row_no, p, source_name)
+    texts, non_string, removed = _texts(raw_text, row_no, p, source_name)
+    frame = pd.DataFrame({"id": ids, "raw_row": row_no, "text": texts, "label": labels})
+    for c in p.keep_columns:
+        frame[c] = df[c].to_numpy()
+    reason = drop_reasons(frame, p, label_missing, non_string)
 
     keep = reason.isna()
     kept = frame[keep].assign(source_id=frame["id"][keep], origin="original")
