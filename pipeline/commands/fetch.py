@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from pipeline.core.io import DataError, atomic_path, file_md5, run_stage, setup_logging
-from pipeline.core.provenance import sidecar, source_record  # noqa: F401 - source_record: fetch's record, read back
+from pipeline.core.provenance import sidecar
 
 log = logging.getLogger(__name__)
 

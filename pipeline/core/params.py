@@ -519,7 +519,7 @@ def messages(error: ValidationError, cls: type[Section], prefix: str) -> list[tu
     alternatives of a union (`max_length`: an integer or "auto") are joined into one message."""
     grouped: dict[str, tuple[list[str], list[str]]] = {}
     for err in error.errors():
-        fields, shown = _walk(cls, err["loc"])
+        fields, shown, owner = _walk(cls, err["loc"])
         ctx = err.get("ctx") or {}
         if isinstance(ctx.get("error"), KeyedError):
             ke = ctx["error"]
@@ -527,7 +527,7 @@ def messages(error: ValidationError, cls: type[Section], prefix: str) -> list[tu
             shown = ".".join(x for x in (shown, ke.key) if x)
             text = ke.message
         else:
-            text = _phrase(err, cls, err["loc"])
+            text = _phrase(err, owner)
         key = ".".join(x for x in (prefix, shown) if x) or "params"
         path, texts = grouped.setdefault(key, (fields, []))
         if text not in texts:
@@ -548,10 +548,11 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
-def _walk(cls: type[Section], loc: tuple) -> tuple[list[str], str]:
-    """The field path (to remove) and the dotted key (to show) of a pydantic error location; union member tags
-    are skipped, list indices shown as [i]."""
+def _walk(cls: type[Section], loc: tuple) -> tuple[list[str], str, type[BaseModel]]:
+    """The field path (to remove), the dotted key (to show) and the model whose key the location ends in, of a
+    pydantic error location; union member tags are skipped, list indices shown as [i]."""
     tp: Any = cls
+    owner: type[BaseModel] = cls
     fields: list[str] = []
     shown = ""
     in_list = False
@@ -567,6 +568,7 @@ def _walk(cls: type[Section], loc: tuple) -> tuple[list[str], str]:
             if not in_list:
                 fields.append(part)
             shown = f"{shown}.{part}" if shown else part
+            owner = tp
             tp = tp.model_fields[part].annotation if part in tp.model_fields else Any
         elif origin is list and isinstance(part, int):
             shown += f"[{part}]"
@@ -578,21 +580,7 @@ def _walk(cls: type[Section], loc: tuple) -> tuple[list[str], str]:
             tp = typing.get_args(tp)[1]
         else:
             continue
-    return fields, shown
-
-
-def _model_at(cls: type[Section], loc: tuple) -> Any:
-    tp: Any = cls
-    for part in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
-            tp = tp.model_fields[part].annotation
-        elif typing.get_origin(tp) is list and isinstance(part, int):
-            tp = typing.get_args(tp)[0]
-        elif typing.get_origin(tp) in (Union, types.UnionType):
-            tp = next((_unwrap(a) for a in typing.get_args(tp) if isinstance(_unwrap(a), type)
-                       and issubclass(_unwrap(a), BaseModel)), tp)
-    return _unwrap(tp)
+    return fields, shown, owner
 
 
 _BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
@@ -601,13 +589,11 @@ _TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "st
           "list": "a list", "dict": "a mapping", "model": "a mapping", "model_attributes": "a mapping"}
 
 
-def _phrase(err: dict, cls: type[Section], loc: tuple) -> str:
+def _phrase(err: dict, owner: type[BaseModel]) -> str:
     kind, got = err["type"], err.get("input")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        parent = _model_at(cls, loc[:-1])
-        known = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
-        return f"unknown key (known keys: {', '.join(known)})"
+        return f"unknown key (known keys: {', '.join(sorted(owner.model_fields))})"
     if kind in _BOUNDS:
         name, sym = _BOUNDS[kind]
         return f"expected a number {sym} {ctx[name]:g}, got {got!r}"

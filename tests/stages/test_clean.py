@@ -150,7 +150,8 @@ def test_missing_empty_and_unknown_files(tmp_path):
 def test_hub_dataset_is_fetched_to_a_versioned_file(tmp_path):
     """Issue 9 item 10: `raw: hf:…` is not a file DVC can track; `finetune fetch` writes one, with the pinned
     revision in a sidecar that the models' lineage picks up. Offline: a local folder of data files."""
-    from pipeline.commands.fetch import fetch, source_record
+    from pipeline.commands.fetch import fetch
+    from pipeline.core.provenance import source_record
 
     with pytest.raises(DataError, match="is fetched first, at a pinned revision"):
         read_raw_table("hf:imdb:train")
