@@ -183,11 +183,7 @@ def read_raw(source: str, fmt: str, encoding: str, bare_cr: str) -> tuple[pd.Dat
         raise DataError(f"{source}: a Hub dataset is fetched first, at a pinned revision, into a file DVC versions: "
                         f"`finetune fetch {source} --revision <tag|sha> --output data/raw/<name>.parquet`, then point "
                         "`raw` in dvc.yaml at that file")
-    path = Path(source)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; point `raw` in dvc.yaml at the data file inside it")
-    if not path.is_file():
-        raise DataError(f"{path}: input file not found")
+    path = _existing_file(source)
     fmt = detect_format(path, fmt)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
@@ -197,29 +193,7 @@ def read_raw(source: str, fmt: str, encoding: str, bare_cr: str) -> tuple[pd.Dat
         except Exception as e:  # pyarrow raises several types for a corrupt file
             raise DataError(f"{path}: not a readable Parquet file: {e}") from e
         return df, path.name, 0
-    raw = path.read_bytes()
-    if path.name.endswith(".gz"):
-        import gzip
-        import zlib
-
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: not a valid gzip file ({e}); re-create it with gzip, or unpack it") from None
-    if raw[:4] == b"PK\x03\x04":
-        raise DataError(f"{path}: is a zip archive, not {fmt.upper()}: unzip it and point `raw` at the file inside")
-    if raw[:4] == b"PAR1" and fmt != "parquet":
-        raise DataError(f"{path}: is a Parquet file: rename it to .parquet or set clean.format: parquet")
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} is not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-            f"set clean.encoding (e.g. latin-1 or cp1252) to the file's encoding"
-        ) from None
-    except LookupError:
-        raise DataError(f"clean.encoding: unknown encoding {encoding!r}") from None
+    text = _decode(path, _text_bytes(path, fmt), encoding)
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise DataError(f"{path}: file is empty")
@@ -238,6 +212,46 @@ def read_raw(source: str, fmt: str, encoding: str, bare_cr: str) -> tuple[pd.Dat
     except (ValueError, pd.errors.ParserError) as e:
         raise DataError(f"{path}: cannot parse as {fmt}: {e}") from e
     return df, path.name, n_cr
+
+
+def _existing_file(source: str) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; point `raw` in dvc.yaml at the data file inside it")
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    return path
+
+
+def _text_bytes(path: Path, fmt: str) -> bytes:
+    """The bytes of a CSV/TSV/JSONL file, gunzipped; a zip or Parquet file under a text name is an error."""
+    raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        import gzip
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: not a valid gzip file ({e}); re-create it with gzip, or unpack it") from None
+    if raw[:4] == b"PK\x03\x04":
+        raise DataError(f"{path}: is a zip archive, not {fmt.upper()}: unzip it and point `raw` at the file inside")
+    if raw[:4] == b"PAR1":
+        raise DataError(f"{path}: is a Parquet file: rename it to .parquet or set clean.format: parquet")
+    return raw
+
+
+def _decode(path: Path, raw: bytes, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line} is not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            f"set clean.encoding (e.g. latin-1 or cp1252) to the file's encoding"
+        ) from None
+    except LookupError:
+        raise DataError(f"clean.encoding: unknown encoding {encoding!r}") from None
 
 
 _BARE_CR = re.compile(r"\r(?!\n)")

@@ -138,20 +138,6 @@ def relaunch_if_needed(launcher: str, module: str, args: list[str]) -> None:
     sys.exit(subprocess.run(argv, check=False).returncode)
 
 
-def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None) -> list:
-    from transformers import EarlyStoppingCallback
-
-    cbs: list = [_checkpoint_callback()(p.checkpoint_steps)]
-    if p.early_stopping_patience:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
-    if live_dir and int(os.environ.get("RANK", "0")) == 0:
-        if resumed_step is not None:
-            truncate_curves(Path(live_dir), resumed_step)
-        live = _live_class()(dir=live_dir, save_dvc_exp=False, dvcyaml=None, resume=resumed_step is not None)
-        cbs.append(_step_live_callback()(live=live))
-    return cbs
-
-
 def truncate_curves(live_dir: Path, step: int) -> None:
     """Resuming at `step`: keep the curves' points up to it (the run logged past it before the kill, and will log
     those steps again), so the resumed curves continue the earlier ones without duplicates."""
@@ -162,60 +148,6 @@ def truncate_curves(live_dir: Path, step: int) -> None:
         col = lines[0].rstrip("\n").split("\t").index("step")
         kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) <= step]
         tsv.write_text("".join(kept))
-
-
-def _checkpoint_callback() -> type:
-    from transformers import TrainerCallback
-
-    class CheckpointCallback(TrainerCallback):
-        """A checkpoint every `every` steps besides the evaluations' (a kill loses at most that much work), and a
-        loss log at every checkpoint: Trainer averages the logged loss since the last log, and restarts that
-        average at a resume, so logging exactly where checkpoints are keeps a resumed run's log (and the lineage
-        computed from it) identical to an uninterrupted one's."""
-
-        def __init__(self, every: int) -> None:
-            self.every = every
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.every and state.global_step % self.every == 0:
-                control.should_save = True
-            if control.should_save:
-                control.should_log = True
-            return control
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if control.should_save:
-                control.should_log = True
-            return control
-
-    return CheckpointCallback
-
-
-def resumable(trainer_cls: type) -> type:
-    """`trainer_cls` with length-grouped batches drawn from a generator seeded by (data seed, epoch).
-
-    Trainer's LengthGroupedSampler shuffles with torch's global RNG when its iterator starts; a run resumed in the
-    middle of an epoch starts that iterator from another RNG state than the uninterrupted run did, so it skipped
-    the wrong batches and trained a different model. Seeding by epoch makes the order a function of the epoch."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    class EpochSeededLengthSampler(LengthGroupedSampler):
-        def set_epoch(self, epoch: int) -> None:
-            import torch
-
-            self.generator = torch.Generator().manual_seed(self.seed + epoch)
-
-    class Resumable(trainer_cls):
-        def _get_train_sampler(self, train_dataset=None):
-            sampler = super()._get_train_sampler(train_dataset)
-            if type(sampler) is LengthGroupedSampler:
-                sampler.__class__ = EpochSeededLengthSampler
-                sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-                sampler.set_epoch(0)
-            return sampler
-
-    Resumable.__name__ = Resumable.__qualname__ = trainer_cls.__name__
-    return Resumable
 
 
 def train_summary(state: Any) -> dict:
@@ -232,59 +164,6 @@ def train_summary(state: Any) -> dict:
 def is_timing(key: str) -> bool:
     """Wall-clock figures (Trainer's `*_runtime`, `*_per_second`): they differ between identical runs."""
     return key.endswith(("runtime", "_per_second"))
-
-
-def _step_live_callback() -> type:
-    from transformers.integrations import DVCLiveCallback
-
-    class StepLiveCallback(DVCLiveCallback):
-        """transformers' DVCLive callback, with two fixes: the curves' x-axis is the optimiser step (the stock
-        callback counts log calls: a 150-step run ended at step 17), and wall-clock timings stay out of the
-        metrics file, so `dvc metrics diff` of two runs of identical models shows no change."""
-
-        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-            if not self._initialized:
-                self.setup(args, state, model)
-            if not state.is_world_process_zero:
-                return
-            from dvclive.plots import Metric
-            from dvclive.utils import standardize_metric_name
-
-            self.live.step = state.global_step
-            logs = dict(logs or {})
-            if "train_loss" in logs:  # Trainer's averages only the steps since a resume: use the whole run's
-                logs["train_loss"] = train_summary(state)["train_loss"]
-            logged = self.__dict__.setdefault("_logged", set())
-            for key, value in logs.items():
-                if is_timing(key) or not Metric.could_log(value):
-                    continue
-                # The evaluation of the best model after training repeats the last step: it goes to the summary
-                # (metrics.json shows the kept model's figures), not as a second point at that step.
-                again = (key, state.global_step) in logged
-                logged.add((key, state.global_step))
-                self.live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value, plot=not again)
-            self.live.sync()
-
-    return StepLiveCallback
-
-
-def _live_class() -> type:
-    from dvclive import Live
-    from scmrepo.exceptions import SCMError
-
-    class SafeLive(Live):
-        """dvclive 3.x asks git for HEAD before checking that the repo has a commit, so a first `dvc repro` right
-        after `git init` crashed; there is no experiment to attach to then anyway: log to files only."""
-
-        def _init_dvc(self) -> None:
-            try:
-                super()._init_dvc()
-            except SCMError as e:
-                log.warning("DVCLive: %s; logging metrics and plots to files only", e)
-                self._dvc_repo = None
-                self._dvc_file = None
-
-    return SafeLive
 
 
 def fingerprint(params: Any, seed: int, data_files: list[str]) -> str:
@@ -308,7 +187,7 @@ def complete(ckpt: Path) -> bool:
     return True
 
 
-def _step(ckpt: Path) -> int:
+def checkpoint_step(ckpt: Path) -> int:
     try:
         return int(ckpt.name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
@@ -324,7 +203,7 @@ def resume_checkpoint(checkpoint_dir: Path, fp: str, enabled: bool) -> Path | No
     main_process = int(os.environ.get("RANK", "0")) == 0
     if enabled and stamp.is_file() and stamp.read_text().strip() == fp:
         best = None
-        for ckpt in sorted(checkpoint_dir.glob("checkpoint-*"), key=_step, reverse=True):
+        for ckpt in sorted(checkpoint_dir.glob("checkpoint-*"), key=checkpoint_step, reverse=True):
             if best is None and complete(ckpt):
                 best = ckpt
             elif best is None:
@@ -353,29 +232,6 @@ def save_model(trainer: Any, model: Any, tokenizer: Any, out_dir: Path, lineage:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
-
-
-def fit(trainer_cls: type, model: Any, tokenizer: Any, p: FitParams, seed: int, train_ds: Any, val_ds: Any,
-        label_names: list[str], *, checkpoints: str, data_files: list[str], resume: bool, live: str | None,
-        **arg_overrides: Any) -> tuple[Any, Any, dict]:
-    """Train (resuming this very job's checkpoints if any), then evaluate the best model on validation."""
-    from transformers import DataCollatorWithPadding
-
-    ckpt = Path(checkpoints)
-    resume_from = resume_checkpoint(ckpt, fingerprint(p, seed, data_files), resume)
-    resumed_step = _step(resume_from) if resume_from else None
-    trainer = resumable(trainer_cls)(
-        model=model,
-        args=training_arguments(p, ckpt, seed, **arg_overrides),
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics_fn(label_names),
-        callbacks=callbacks(p, live, resumed_step),
-    )
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return trainer, train_summary(trainer.state), trainer.evaluate()
 
 
 def finish(trainer: Any, model: Any, tokenizer: Any, output: str, checkpoints: str, lineage: dict) -> None:

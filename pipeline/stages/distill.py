@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from transformers import set_seed
 
 from pipeline.core.checks import student_layer_problems
@@ -56,7 +58,8 @@ from pipeline.core.modeling import (
 from pipeline.core.params import DistillParams, load_params
 from pipeline.core.profile import resolve_class_weights, resolve_epochs, resolve_max_length
 from pipeline.core.stats import macro_f1_fn, student_evidence
-from pipeline.core.training import check_splits, encode, fingerprint, finish, fit, lineage_record
+from pipeline.core.trainers import ResumableTrainer, fit
+from pipeline.core.training import check_splits, encode, fingerprint, finish, lineage_record
 
 log = logging.getLogger(__name__)
 PRUNE_ROWS = 512  # training rows that score the feed-forward neurons (seeded sample)
@@ -67,7 +70,6 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alp
     """With `class_weights` (one per class) each row's soft and hard terms count by its true class's weight, as
     the teacher's weighted cross-entropy does (a weighted mean), so a student of an imbalanced set is not pulled back
     to the big classes by a loss that counts every row alike."""
-    import torch.nn.functional as F
 
     t = temperature
     if class_weights is None:
@@ -103,7 +105,6 @@ def check_hidden_match(student: Any, teacher: Any, student_tok: Any, teacher_tok
 
 def truncate(teacher: Any, layers: list[int]) -> Any:
     """A copy of `teacher` keeping only `layers` (in that order), embeddings and head included."""
-    import torch
 
     n = teacher.config.num_hidden_layers
     if max(layers) >= n:
@@ -129,7 +130,6 @@ def replace_modules(root: Any, new: dict[int, Any]) -> None:
 def feed_forward_pairs(model: Any) -> list[tuple[Any, Any, Any]]:
     """(layer, up-projection, down-projection) per encoder layer: the Linear widening hidden -> intermediate and
     the one narrowing it back, found by shape so BERT, RoBERTa, ELECTRA, DeBERTa and the like are alike."""
-    import torch
 
     hidden, inter = model.config.hidden_size, getattr(model.config, "intermediate_size", None)
     pairs = []
@@ -153,7 +153,6 @@ def prune_feed_forward(model: Any, tokenizer: Any, texts: list[str], width: int,
     outgoing weights: how much it moves the layer's output on this data. Structured pruning by such a score, then
     distillation to recover (e.g. Michel et al. 2019 for heads, Sajjad et al. 2023 for layers), keeps the model
     dense, so onnxruntime's int8 kernels get the whole saving."""
-    import torch
 
     inter = model.config.intermediate_size
     if width >= inter:
@@ -204,44 +203,43 @@ def prune_feed_forward(model: Any, tokenizer: Any, texts: list[str], width: int,
     return {"from": inter, "to": width, "rows": len(texts), "importance_kept": [round(x, 4) for x in kept_share]}
 
 
-def distill_trainer_class(p: DistillParams, teacher: Any = None, class_weights: Any = None) -> type:
-    """A Trainer with the distillation loss; evaluation batches (no teacher logits) use plain cross-entropy.
-    `teacher` is needed when `p.hidden_weight` > 0: it runs, frozen, on each training batch. `class_weights`
-    (numpy, one per class) weighs each training row by its class."""
-    from transformers import Trainer
+class DistillationTrainer(ResumableTrainer):
+    """A Trainer with the distillation loss (params `distill`); evaluation batches (no teacher logits) use plain
+    cross-entropy. `teacher` is needed when `distill.hidden_weight` > 0: it runs, frozen, on each training batch.
+    `class_weights` (numpy, one per class) weighs each training row by its class."""
 
-    if p.hidden_weight > 0 and teacher is None:
-        raise ValueError("distill.hidden_weight > 0 needs the teacher model")
-    if teacher is not None:
-        teacher.eval()  # no dropout in the targets; it runs under no_grad, so its weights never get gradients
+    def __init__(self, *args: Any, distill: DistillParams, teacher: Any = None, class_weights: Any = None,
+                 **kwargs: Any) -> None:
+        if distill.hidden_weight > 0 and teacher is None:
+            raise ValueError("distill.hidden_weight > 0 needs the teacher model")
+        super().__init__(*args, **kwargs)
+        if teacher is not None:
+            teacher.eval()  # no dropout in the targets; it runs under no_grad, so its weights never get gradients
+        self.distill, self.teacher, self.class_weights = distill, teacher, class_weights
 
-    class DistillationTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            import torch
-            import torch.nn.functional as F
-
-            inputs = dict(inputs)
-            teacher_logits = inputs.pop("teacher_logits", None)
-            labels = inputs.pop("labels")
-            hidden = p.hidden_weight > 0 and teacher_logits is not None
-            outputs = model(**inputs, output_hidden_states=hidden)
-            if teacher_logits is None:
-                loss = F.cross_entropy(outputs.logits, labels)
-            else:
-                w = None if class_weights is None else torch.as_tensor(class_weights, device=outputs.logits.device)
-                loss = distillation_loss(outputs.logits, teacher_logits.to(outputs.logits.dtype), labels, p.alpha,
-                                         p.temperature, w)
-            if hidden:
-                device = outputs.logits.device
-                if next(teacher.parameters()).device != device:  # wherever Trainer placed the student
-                    teacher.to(device)
-                with torch.no_grad():
-                    target = teacher.base_model(**inputs).last_hidden_state
-                loss = loss + p.hidden_weight * hidden_state_loss(outputs.hidden_states[-1], target,
-                                                                  inputs["attention_mask"])
-            return (loss, outputs) if return_outputs else loss
-
-    return DistillationTrainer
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        p, teacher = self.distill, self.teacher
+        inputs = dict(inputs)
+        teacher_logits = inputs.pop("teacher_logits", None)
+        labels = inputs.pop("labels")
+        hidden = p.hidden_weight > 0 and teacher_logits is not None
+        outputs = model(**inputs, output_hidden_states=hidden)
+        if teacher_logits is None:
+            loss = F.cross_entropy(outputs.logits, labels)
+        else:
+            w = None if self.class_weights is None else torch.as_tensor(self.class_weights,
+                                                                        device=outputs.logits.device)
+            loss = distillation_loss(outputs.logits, teacher_logits.to(outputs.logits.dtype), labels, p.alpha,
+                                     p.temperature, w)
+        if hidden:
+            device = outputs.logits.device
+            if next(teacher.parameters()).device != device:  # wherever Trainer placed the student
+                teacher.to(device)
+            with torch.no_grad():
+                target = teacher.base_model(**inputs).last_hidden_state
+            loss = loss + p.hidden_weight * hidden_state_loss(outputs.hidden_states[-1], target,
+                                                              inputs["attention_mask"])
+        return (loss, outputs) if return_outputs else loss
 
 
 def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names: list[str],
@@ -266,22 +264,7 @@ def main(argv: list[str] | None = None) -> None:
                       argv=argv)
     params = load_params(args.params)
     p, seed = params.distill, params.seed
-    train_df, val_df = read_table(args.train), read_table(args.val)
-    logits_df = read_table(args.logits, ["id", "logits"])
-    teacher = load_classifier(args.teacher, "teacher")
-    teacher_cfg = teacher.config
-    label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
-    check_splits({"train": train_df, "val": val_df}, label_names)
-    logits = train_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
-    if logits.isna().any():
-        raise DataError(f"{args.logits}: no teacher logits for {int(logits.isna().sum())} training rows; "
-                        "rerun the teacher_logits stage")
-
-    # Every student's layers, before any of them trains (check and the teacher's stage said so already; this
-    # catches a teacher swapped in by hand).
-    problems = student_layer_problems(params, teacher_cfg.num_hidden_layers)
-    if problems:
-        raise ModelError("; ".join(problems))
+    train_df, val_df, logits, teacher, label_names = load_inputs(args, params)
     students = p.students()
     # The teacher's validation predictions as evaluate will score it (its own max_length): each smaller student is
     # judged against them, row by row.
@@ -324,18 +307,42 @@ def main(argv: list[str] | None = None) -> None:
         ckpt.mkdir(parents=True)
         (ckpt / VERDICT).write_text(json.dumps({"fingerprint": fp, "record": record}, sort_keys=True))
     log.info("student %s ships, best val: %s", key, best)
-    # Which students were tried, and why this one ships (absent when distill.try_first is empty).
-    extra = {} if len(students) == 1 else {"student_search": {
-        "teacher_val_macro_f1": round(macro_f1_fn(len(label_names))(*teacher_val), 6),
-        "min_val_f1_ratio": p.min_val_f1_ratio, "selection_confidence": p.selection_confidence,
-        "rule": "a try_first student ships when the paired-bootstrap lower bound of its validation macro-F1 / the "
-                "teacher's is >= min_val_f1_ratio and no class is significantly worse; the last one ships regardless",
-        "tried": search}}
+    extra = {} if len(students) == 1 else {"student_search": search_record(p, teacher_val, label_names, search)}
     lineage = lineage_record("distill", q, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
                              label_names=label_names, teacher=args.teacher, val_metrics=best,
                              train_metrics=result, train_rows=len(train_df), pruned_feed_forward=pruned,
                              resolved=resolved, **extra)
     finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
+
+
+def load_inputs(args: Any, params: Any) -> tuple:
+    """The splits, the teacher's logits for each training row (in train's order), the teacher and its labels;
+    every student's layers checked before any of them trains (check and the teacher's stage said so already;
+    this catches a teacher swapped in by hand)."""
+    train_df, val_df = read_table(args.train), read_table(args.val)
+    logits_df = read_table(args.logits, ["id", "logits"])
+    teacher = load_classifier(args.teacher, "teacher")
+    teacher_cfg = teacher.config
+    label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
+    check_splits({"train": train_df, "val": val_df}, label_names)
+    logits = train_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
+    if logits.isna().any():
+        raise DataError(f"{args.logits}: no teacher logits for {int(logits.isna().sum())} training rows; "
+                        "rerun the teacher_logits stage")
+    problems = student_layer_problems(params, teacher_cfg.num_hidden_layers)
+    if problems:
+        raise ModelError("; ".join(problems))
+    return train_df, val_df, logits, teacher, label_names
+
+
+def search_record(p: DistillParams, teacher_val: tuple, label_names: list[str], tried: list[dict]) -> dict:
+    """Which students were tried, and why the last of them ships (the lineage's `student_search`)."""
+    return {
+        "teacher_val_macro_f1": round(macro_f1_fn(len(label_names))(*teacher_val), 6),
+        "min_val_f1_ratio": p.min_val_f1_ratio, "selection_confidence": p.selection_confidence,
+        "rule": "a try_first student ships when the paired-bootstrap lower bound of its validation macro-F1 / the "
+                "teacher's is >= min_val_f1_ratio and no class is significantly worse; the last one ships regardless",
+        "tried": tried}
 
 
 VERDICT = "rejected.json"
@@ -384,8 +391,9 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
     resolved = {"max_length": max_length, "truncation": q.truncation, "length": length_record,
                 "class_weights": weight_record, "epochs": epochs_record}
     trainer, result, best = fit(
-        distill_trainer_class(q, teacher if q.hidden_weight > 0 else None, weights), model, tokenizer, q, seed,
-        train_ds, val_ds, label_names, checkpoints=checkpoints, data_files=data_files, resume=True, live=args.live,
+        DistillationTrainer, model, tokenizer, q, seed, train_ds, val_ds, label_names, checkpoints=checkpoints,
+        data_files=data_files, resume=True, live=args.live,
+        trainer_kwargs={"distill": q, "teacher": teacher if q.hidden_weight > 0 else None, "class_weights": weights},
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
         remove_unused_columns=False, num_train_epochs=epochs,
     )

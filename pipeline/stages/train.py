@@ -13,7 +13,6 @@ import logging
 import sys
 from typing import Any
 
-import numpy as np
 from transformers import set_seed
 
 from pipeline.core.checks import check_student_layers
@@ -26,38 +25,10 @@ from pipeline.core.profile import (
     resolve_epochs,
     resolve_max_length,
 )
-from pipeline.core.training import (
-    check_splits,
-    encode,
-    finish,
-    fit,
-    label_names_of,
-    lineage_record,
-    relaunch_if_needed,
-)
+from pipeline.core.trainers import WeightedLossTrainer, fit
+from pipeline.core.training import check_splits, encode, finish, label_names_of, lineage_record, relaunch_if_needed
 
 log = logging.getLogger(__name__)
-
-
-def weighted_trainer_class(weights: np.ndarray | None) -> type:
-    import torch
-    from transformers import Trainer
-
-    if weights is None:
-        return Trainer
-
-    class WeightedLossTrainer(Trainer):
-        """Trainer whose cross-entropy weighs each class (a cost-sensitive loss for imbalanced data)."""
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs = dict(inputs)
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            w = torch.as_tensor(weights, dtype=outputs.logits.dtype, device=outputs.logits.device)
-            loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=w)
-            return (loss, outputs) if return_outputs else loss
-
-    return WeightedLossTrainer
 
 
 def build_model(p: TrainParams, label_names: list[str]) -> Any:
@@ -110,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     epochs, epochs_record = resolve_epochs(p, len(train_ds), "train")
 
     trainer, result, best = fit(
-        weighted_trainer_class(weights), model, tokenizer, p, seed, train_ds, val_ds, label_names,
+        WeightedLossTrainer, model, tokenizer, p, seed, train_ds, val_ds, label_names,
         checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
-        num_train_epochs=epochs,
+        trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs,
     )
     log.info("train: %s; best val: %s", result, best)
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model

@@ -13,8 +13,8 @@ from pipeline.core.modeling import ModelError, load_classifier, load_tokenizer, 
 from pipeline.core.params import DistillParams, replace
 from pipeline.core.training import check_splits
 from pipeline.stages.distill import (
+    DistillationTrainer,
     check_hidden_match,
-    distill_trainer_class,
     distillation_loss,
     hidden_state_loss,
     prune_feed_forward,
@@ -139,8 +139,9 @@ def test_hidden_state_distillation_pulls_the_student_towards_the_teacher(teacher
     def trained(weight: float) -> float:
         p = DistillParams(layers=[5], alpha=0.9, hidden_weight=weight)
         student = truncate(teacher, [5])
-        trainer = distill_trainer_class(p, teacher if weight else None)(
-            model=student, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True))
+        trainer = DistillationTrainer(model=student, args=TrainingArguments(output_dir=str(tmp_path), report_to=[],
+                                                                           use_cpu=True),
+                                      distill=p, teacher=teacher if weight else None)
         batch = {**enc, "labels": labels, "teacher_logits": t_logits}
         loss = trainer.compute_loss(student.train(), batch)
         if weight:  # the loss is the logit term plus the weighted hidden term, computed here by hand
