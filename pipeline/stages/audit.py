@@ -1,8 +1,8 @@
 """audit: data/interim/clean.parquet -> data/interim/audited.parquet + label_issues.parquet (params: seed, audit).
 
 Finds likely mislabelled rows with confident learning (cleanlab's `find_label_issues`) on out-of-fold predicted
-probabilities of a cheap model (TF-IDF + logistic regression, stratified k-fold `cross_val_predict`), before any
-augmentation copies a wrong label. Every flagged row goes to `label_issues.parquet` (id, raw_row, text, given
+probabilities of a cheap model (hashed TF-IDF + logistic regression, stratified k-fold, folds on every core), before
+any augmentation copies a wrong label. Every flagged row goes to `label_issues.parquet` (id, raw_row, text, given
 label, suggested label, label quality, rank: most suspicious first); counts go to `metrics/data/audit.json`.
 `audit.action: report` passes every row on unchanged; `drop` removes the flagged rows, each written to
 `audit_dropped.parquet` with reason `label_issue`, so `rows_in == rows_out + dropped` still holds.
@@ -10,8 +10,10 @@ label, suggested label, label quality, rank: most suspicious first); counts go t
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,12 +29,12 @@ from pipeline.core.io import (
     write_json,
     write_table,
 )
-from pipeline.core.modeling import tfidf_logreg
 from pipeline.core.params import AuditParams, load_params
 
 log = logging.getLogger(__name__)
 
 ISSUE_COLUMNS = ["rank", "id", "raw_row", "text", "label", "suggested_label", "label_quality"]
+PARALLEL_ROWS = 20_000  # below this, worker processes cost more than they save
 
 
 @dataclass
@@ -43,12 +45,59 @@ class AuditResult:
     folds: int
 
 
-def out_of_fold_probabilities(texts: pd.Series, y: np.ndarray, p: AuditParams, seed: int, folds: int) -> np.ndarray:
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+def hashed_tfidf(texts: pd.Series, p: AuditParams, jobs: int) -> Any:
+    """Rows x `p.features` TF-IDF of hashed word 1..ngram_max-grams (sublinear tf, l2 rows). Hashing needs no
+    vocabulary (memory does not grow with the distinct n-grams) and runs in chunks on `jobs` processes; the IDF
+    weights are fitted on every row, which uses no label."""
+    import scipy.sparse as sp
+    from joblib import Parallel, delayed
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
-    model = tfidf_logreg("word", p.ngram_max, 1, 100_000, True, p.C, "balanced", p.max_iter, seed)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(model, texts, y, cv=cv, method="predict_proba")
+    hv = HashingVectorizer(ngram_range=(1, p.ngram_max), n_features=p.features, alternate_sign=False, norm=None)
+    texts = texts.tolist()
+    if jobs > 1 and len(texts) >= PARALLEL_ROWS:
+        step = -(-len(texts) // (4 * jobs))
+        parts = Parallel(n_jobs=jobs)(delayed(hv.transform)(texts[i:i + step]) for i in range(0, len(texts), step))
+        counts = sp.vstack(parts).tocsr()
+    else:
+        counts = hv.transform(texts)
+    return TfidfTransformer(sublinear_tf=True).fit_transform(counts)
+
+
+def _fold(X: Any, y: np.ndarray, train: np.ndarray, test: np.ndarray, p: AuditParams, seed: int,
+          n_classes: int) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    if p.max_train_rows and len(train) > p.max_train_rows:
+        train = np.sort(np.random.default_rng(seed).choice(train, p.max_train_rows, replace=False))
+    model = LogisticRegression(C=p.C, class_weight="balanced", solver="saga", max_iter=p.max_iter,
+                               random_state=seed).fit(X[train], y[train])
+    out = np.zeros((len(test), n_classes))
+    out[:, model.classes_] = model.predict_proba(X[test])  # a class absent from a sampled train set scores 0
+    return out
+
+
+def out_of_fold_probabilities(texts: pd.Series, y: np.ndarray, p: AuditParams, seed: int, folds: int) -> np.ndarray:
+    """Each row's class probabilities from a model that never saw it (stratified k-fold, seeded): the same
+    numbers whatever `p.jobs`, as each fold is fitted alone with its own seed."""
+    import warnings
+
+    from joblib import Parallel, delayed
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedKFold
+
+    jobs = p.jobs or os.cpu_count() or 1
+    X = hashed_tfidf(texts, p, jobs)
+    n_classes = int(y.max()) + 1
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds the cost; the fit is still used
+        parts = Parallel(n_jobs=min(jobs, folds) if len(y) >= PARALLEL_ROWS else 1)(
+            delayed(_fold)(X, y, train, test, p, seed + k, n_classes) for k, (train, test) in enumerate(splits))
+    probs = np.zeros((len(y), n_classes))
+    for (_, test), part in zip(splits, parts):
+        probs[test] = part
+    return probs
 
 
 def audit(df: pd.DataFrame, p: AuditParams, seed: int) -> AuditResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 from dataclasses import dataclass
 
 import pandas as pd
@@ -84,6 +85,25 @@ def _labels(raw_label: pd.Series, row_no: pd.Index, p: CleanParams, source_name:
     return labels, label_missing
 
 
+PARALLEL_ROWS = 50_000  # below this, worker processes cost more than they save
+
+
+def _normalise_chunk(texts: list, p: CleanParams) -> list[str]:
+    return [normalise_text(t, p) if isinstance(t, str) else "" for t in texts]
+
+
+def normalise_all(texts: list, p: CleanParams) -> list[str]:
+    """normalise_text over every row (non-strings give ""), on every core for large inputs: the same list either way."""
+    jobs = os.cpu_count() or 1
+    if jobs < 2 or len(texts) < PARALLEL_ROWS:
+        return _normalise_chunk(texts, p)
+    from joblib import Parallel, delayed
+
+    step = -(-len(texts) // (4 * jobs))
+    parts = Parallel(n_jobs=jobs)(delayed(_normalise_chunk)(texts[i:i + step], p) for i in range(0, len(texts), step))
+    return [t for part in parts for t in part]
+
+
 def _texts(raw_text: pd.Series, row_no: pd.Index, p: CleanParams, source_name: str
            ) -> tuple[list[str], pd.Series, list[int]]:
     """(normalised texts, which rows hold no string, characters removed per row), or an error when the column
@@ -96,7 +116,7 @@ def _texts(raw_text: pd.Series, row_no: pd.Index, p: CleanParams, source_name: s
             f"{type(raw_text.iloc[i]).__name__.removesuffix('64')} {raw_text.iloc[i]}); is clean.text_column the "
             "right column?"
         )
-    texts = [normalise_text(t, p) if isinstance(t, str) else "" for t in raw_text]
+    texts = normalise_all(raw_text.tolist(), p)
     if not any(texts):
         raise DataError(f"{source_name}: every text in column {p.text_column!r} is empty")
     # Characters removed by normalisation beyond whitespace and entity decoding (`&lt;` is one character, not four):

@@ -51,3 +51,11 @@ def test_audit_disabled_or_tiny_class_passes_rows_on():
     tiny = pd.concat([df, df.iloc[:1].assign(id="x", source_id="x", label="other")], ignore_index=True)
     r = audit(tiny, AuditParams(), seed=0)
     assert r.issues.empty and len(r.rows) == len(tiny) and r.folds == 0
+
+
+def test_audit_is_the_same_whatever_the_processes_and_bounds_each_folds_training_rows():
+    df, flipped = synthetic(n=24_000, flips=240, seed=2)  # above PARALLEL_ROWS: hashing and folds on processes
+    one = audit(df, AuditParams(jobs=1, max_train_rows=5000), seed=0)
+    two = audit(df, AuditParams(jobs=2, max_train_rows=5000), seed=0)
+    assert one.issues.equals(two.issues)
+    assert len(set(one.issues["id"]) & flipped) >= 0.8 * len(flipped)  # a 5,000-row model per fold still finds them
