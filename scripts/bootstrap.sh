@@ -23,7 +23,8 @@ if [ ! -f "$stamp" ]; then
     # The CPU wheel of torch 2.13.0 lies on this kind of machine's disk; elsewhere pip fetches it.
     # Set TORCH_SPEC (e.g. "torch" or a CUDA index URL install) to keep a GPU build.
     .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    # dev: the tests and docs; distributed: Ray Data, so the tests run the engine path on a local cluster
+    .venv/bin/python -m pip install -q -e ".[dev,distributed]"
     touch "$stamp"
 fi
 .venv/bin/python -m pipeline.core.resources

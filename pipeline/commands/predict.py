@@ -1,6 +1,7 @@
 """predict: score a file with any packaged model, streaming, rows in input order.
 
     finetune predict --model models/student-onnx --input new.csv --output scored.parquet [--text-column text]
+                     [--engine ray [--address auto] [--workers N]]
 
 CSV/TSV/JSONL/Parquet in and out (by extension; `.gz` input too). Each output row is the input row with `status`
 (`ok`, or why it could not be scored: `empty_text`, `non_string_text`), `prediction`, `confidence` and `p_<label>`
@@ -132,15 +133,32 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ap.add_argument("--text-column", default="text")
     ap.add_argument("--format", default="auto", help="input format when the extension does not say")
     ap.add_argument("--encoding", default="utf-8")
-    ap.add_argument("--chunk-rows", type=int, default=10000)
+    ap.add_argument("--chunk-rows", type=int, default=None,
+                    help="rows read, scored and written at a time (default 10,000; with --engine ray 200,000: each "
+                         "chunk is one Ray job, which starts its actors and loads the model)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="ray: score on a Ray Data actor pool, the same batches (identical output)")
+    ap.add_argument("--address", default=None, help="ray: a running cluster (auto, ray://host:10001); default: an "
+                                                    "embedded one on this machine")
+    ap.add_argument("--workers", type=int, default=0, help="ray: actors; 0 = one per CPU of the cluster")
     args = ap.parse_args(argv)
 
     def _run() -> None:
-        scorer = Scorer(args.model, threads=args.threads)
-        meta = score_file(scorer, Path(args.input), Path(args.output), args.text_column, args.format, "auto",
-                          args.encoding, args.chunk_rows, args.batch_size)
+        engine = None
+        if args.engine == "ray":
+            from pipeline.core.engine import RayEngine
+
+            engine = RayEngine(args.address, args.workers)
+        scorer = Scorer(args.model, threads=args.threads, engine=engine)
+        try:
+            chunk_rows = args.chunk_rows or (200_000 if engine is not None else 10_000)
+            meta = score_file(scorer, Path(args.input), Path(args.output), args.text_column, args.format, "auto",
+                              args.encoding, chunk_rows, args.batch_size)
+        finally:
+            if engine is not None:
+                engine.close()
         log.info("scored %d rows of %s with %s (%s): %s -> %s", meta["rows"], args.input, args.model,
                  scorer.kind, meta["status"], args.output)
 

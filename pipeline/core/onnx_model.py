@@ -179,7 +179,11 @@ class OnnxClassifier:
         return out
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        z = self.logits(texts, batch_size) / self.temperature
+        return self.proba_from_logits(self.logits(texts, batch_size))
+
+    def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (the temperature export recorded) from raw logits."""
+        z = logits / self.temperature
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)

@@ -434,6 +434,18 @@ class EvaluateParams(Section):
     calibration_bins: int = Field(15, ge=2, le=100)
 
 
+class InferenceParams(Section):
+    """Where the stages that run a model over every row (teacher_logits) run it: in this process, or on Ray Data.
+    Outputs are byte-identical either way, so no stage tracks these keys (switching does not rerun anything)."""
+
+    engine: Literal["local", "ray"] = Field("local", description="local: in this process | ray: Ray Data actor "
+                                                                 "pool (the `distributed` extra)")
+    address: Optional[str] = Field(None, description="ray: a running cluster (`auto`, `ray://host:10001`); "
+                                                     "empty: an embedded cluster of this machine's cores")
+    workers: int = Field(0, ge=0, description="ray: actors (one model copy each); 0 = one per CPU of the cluster")
+    gpus_per_worker: float = Field(0, ge=0, description="ray: GPUs per actor (e.g. 1 on a GPU fleet)")
+
+
 class Params(Section):
     """params.yaml: hyper-parameters only; paths live in dvc.yaml."""
 
@@ -448,6 +460,7 @@ class Params(Section):
     baseline: BaselineParams = BaselineParams()
     export: ExportParams = ExportParams()
     evaluate: EvaluateParams = EvaluateParams()
+    inference: InferenceParams = InferenceParams()
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -39,7 +39,10 @@ def git_rev(cwd: Path) -> str | None:
 
 
 class Scorer:
-    def __init__(self, folder: str | Path, threads: int = 0) -> None:
+    """A packaged model folder, scored in-process, or on a batch-inference engine (`engine`, e.g. a RayEngine) that
+    forms the same batches. `device` places a transformers model (cpu | cuda | auto)."""
+
+    def __init__(self, folder: str | Path, threads: int = 0, device: str = "cpu", engine: Any = None) -> None:
         from pipeline.core.modeling import BASELINE_FILE
         from pipeline.core.onnx_model import ONNX_FILE
 
@@ -79,6 +82,18 @@ class Scorer:
             self._truncation = lineage_truncation(self.lineage)
             self.label_names = [self._model.config.id2label[i] for i in range(self._model.config.num_labels)]
         self.hash = model_hash(self.folder)
+        self.device, self.engine = device, engine
+
+    def read(self, texts: list[str]) -> list[str]:
+        """The texts as the model reads them (head_tail truncation applied): what its batches are sorted by."""
+        from pipeline.core.modeling import read_texts
+
+        if self.kind == "onnx":
+            o = self._onnx
+            return read_texts(texts, o.tokenizer, o.max_length, o.truncation)
+        if self.kind == "transformers":
+            return read_texts(texts, self._tok, self._max_length, self._truncation)
+        return list(texts)
 
     def info(self) -> dict:
         lin = self.lineage
@@ -110,22 +125,26 @@ class Scorer:
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Raw logits (before any calibration temperature) of a transformers or ONNX model."""
-        if self.kind == "onnx":
-            return self._onnx.logits(texts, batch_size)
         if self.kind == "baseline":
             raise ScoringError(f"{self.folder}: the baseline has probabilities, not logits")
-        from pipeline.core.modeling import predict_logits
+        if self.engine is not None:
+            return self.engine.run(self, texts, batch_size, "logits")
+        if self.kind == "onnx":
+            return self._onnx.logits(texts, batch_size)
+        from pipeline.core.modeling import pick_device, predict_logits
 
-        return predict_logits(self._model, self._tok, texts, batch_size, self._max_length, device="cpu",
-                              truncation=self._truncation, progress=False)
+        return predict_logits(self._model, self._tok, texts, batch_size, self._max_length,
+                              device=pick_device(self.device), truncation=self._truncation, progress=False)
 
     def proba(self, texts: list[str], batch_size: int = 32, dtype: Any = np.float32) -> np.ndarray:
         """Class probabilities for non-empty, normalised texts (calibrated where the model was)."""
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=dtype)
         if self.kind == "onnx":
-            return self._onnx.predict_proba(texts, batch_size)
+            return self._onnx.proba_from_logits(self.logits(texts, batch_size))
         if self.kind == "baseline":
+            if self.engine is not None:
+                return np.asarray(self.engine.run(self, texts, batch_size, "proba"), dtype=dtype)
             return np.asarray(self._baseline.predict_proba(texts), dtype=dtype)
         from pipeline.core.stats import softmax
 

@@ -370,6 +370,30 @@ def test_batcher_groups_in_arrival_order_and_isolates_a_failed_batch():
     assert after == ["Z"]  # and the batcher goes on
 
 
+@pytest.mark.slow
+def test_ray_engine_scores_exactly_as_in_process_on_a_two_worker_cluster(student, exported, test_rows, tmp_path):
+    """Ray Data over an embedded 2-worker cluster forms the same batches: byte-identical logits and files."""
+    pytest.importorskip("ray.data", reason="the distributed extra (Ray Data) is not installed")
+    from pipeline.commands.predict import score_file
+    from pipeline.core.engine import RayEngine
+    from pipeline.core.scoring import Scorer
+
+    texts, _ = test_rows
+    texts = texts + ["", "a very long message " * 40]  # an empty text and one the tokenizer cuts
+    engine = RayEngine(workers=2)
+    try:
+        # A transformers folder (teacher_logits' kind) and the int8 ONNX one through `predict` (one Ray job each:
+        # every job starts its actors and loads the model anew, which is most of this test's time).
+        assert np.array_equal(Scorer(student).logits(texts, 16), Scorer(student, engine=engine).logits(texts, 16))
+        src = tmp_path / "in.csv"
+        pd.DataFrame({"text": texts}).to_csv(src, index=False)
+        score_file(Scorer(exported[0]), src, tmp_path / "local.csv", "text", batch_size=16)
+        score_file(Scorer(exported[0], engine=engine), src, tmp_path / "ray.csv", "text", batch_size=16)
+        assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "ray.csv").read_bytes()
+    finally:
+        engine.close()
+
+
 def test_long_texts_are_read_head_and_tail_alike_by_torch_and_onnx(exported, student, sms_slice, tmp_path):
     """A model trained with truncation head_tail is served the same tokens: the ONNX folder records the setting and
     OnnxClassifier cuts a long text as predict_logits (training's reader) does."""
