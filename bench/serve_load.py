@@ -2,12 +2,13 @@
 
     python bench/serve_load.py [--model models/student-onnx] [--seconds 20] [--clients 1 16 64]
 
-For each server (`--max-batch 0`: each request scored alone in a 16-thread pool, the server before batching;
-the default: dynamic batching) and each client count, a client in a second process (asyncio + aiohttp, one
-connection per client) keeps that many one-text requests in flight for `--seconds`, cycling through the test
-split's texts: requests/s, p50/p99 latency, errors. A thread-pool client under one GIL seldom has 16 requests in
-flight; this one does. Then, for the body limit, a 50 MB body is posted to each server: status, seconds to the
-answer, and the server's RSS afterwards. Last, what batching does to the answers: every test text scored alone
+For each server (the server before this work: each request scored alone in a 16-thread pool on uvicorn's
+pure-Python h11 parser and asyncio loop; the same on httptools + uvloop, `--max-batch 0`; the default: dynamic
+batching) and each client count, a client in a second process (asyncio + aiohttp, one connection per client)
+keeps that many one-text requests in flight for `--seconds`, cycling through the test split's texts: requests/s,
+p50/p99 latency, errors. A thread-pool client under one GIL seldom has 16 requests in flight; this one does. Then,
+for the body limit, a 50 MB body is posted to each server: status, seconds to the answer, the server's RSS before
+and after. Last, what batching does to the answers: every test text scored alone
 and in batches of --max-batch (as the batcher groups them), label agreement and the largest probability change.
 Writes bench/results/serve_load.json and SERVE.md.
 """
@@ -101,6 +102,7 @@ def big_body(url: str, pid: int) -> dict:
     import httpx
 
     body = json.dumps({"texts": ["x" * 1000] * 50_000}).encode()
+    before = rss_mib(pid)
     t0 = time.perf_counter()
     try:
         status = httpx.post(url + "/predict", content=body, headers={"content-type": "application/json"},
@@ -110,7 +112,7 @@ def big_body(url: str, pid: int) -> dict:
     secs = time.perf_counter() - t0
     time.sleep(1)
     return {"body_mb": round(len(body) / 1e6, 1), "status": status, "seconds": round(secs, 3),
-            "server_rss_mib_after": round(rss_mib(pid))}
+            "server_rss_mib_before": round(before), "server_rss_mib_after": round(rss_mib(pid))}
 
 
 def answers(model: str, texts: list[str], max_batch: int) -> dict:
@@ -153,8 +155,11 @@ def main() -> None:
     texts_file = ROOT / "bench" / "work" / "serve_texts.json"
     texts_file.parent.mkdir(parents=True, exist_ok=True)
     texts_file.write_text(json.dumps(texts))
-    servers = {"one request at a time (--max-batch 0, 16 threads)": ["--max-batch", "0", "--max-body-mb", "1000"],
-               f"dynamic batching (--max-batch {args.max_batch}, --batch-wait-ms {args.wait_ms:g})": ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms)]}
+    servers = {"before: one request at a time, h11 + asyncio": ["--max-batch", "0", "--max-body-mb", "1000",
+                                                                "--http", "h11", "--loop", "asyncio"],
+               "one request at a time (--max-batch 0, 16 threads)": ["--max-batch", "0", "--max-body-mb", "1000"],
+               f"dynamic batching (--max-batch {args.max_batch}, --batch-wait-ms {args.wait_ms:g})":
+                   ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms)]}
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                     "model": args.model, "seconds_per_run": args.seconds, "servers": {}}
     for name, extra in servers.items():
@@ -189,13 +194,16 @@ def write_md(r: dict) -> None:
             x = r["servers"][name]["load"][i]
             lines.append(f"| {x['clients']} | {name} | {x['requests_per_s']} | {x['p50_ms']} | {x['p99_ms']} | "
                          f"{x['errors']} |")
-        base, new = (r["servers"][name]["load"][i]["requests_per_s"] for name in names)
-        lines.append(f"| {n['clients']} | **ratio** | **{new / base:.2f}×** | | | |")
-    lines += ["", "A 50 MB request body:", "", "| server | status | seconds to answer | server RSS after (MiB) |",
-              "|---|---|---|---|"]
+        base = r["servers"][names[0]]["load"][i]["requests_per_s"]
+        for name in names[1:]:
+            x = r["servers"][name]["load"][i]["requests_per_s"]
+            lines.append(f"| {n['clients']} | **{name} / before** | **{x / base:.2f}×** | | | |")
+    lines += ["", "A 50 MB request body:", "",
+              "| server | status | seconds to answer | server RSS before → after (MiB) |", "|---|---|---|---|"]
     for name in names:
         b = r["servers"][name]["body_50mb"]
-        lines.append(f"| {name} | {b['status']} | {b['seconds']} | {b['server_rss_mib_after']} |")
+        lines.append(f"| {name} | {b['status']} | {b['seconds']} | {b['server_rss_mib_before']} → "
+                     f"{b['server_rss_mib_after']} |")
     a = r["answers"]
     lines += ["", f"What batching does to the answers ({a['texts']} test texts, each alone vs in groups of "
               f"{a['max_batch']}): label agreement {a['label_agreement']:.2%}, largest probability change "

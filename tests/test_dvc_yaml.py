@@ -91,3 +91,13 @@ def test_result_changing_params_are_tracked_per_key():
         tracked = {p.split(".", 1)[1] for p in stages[stage]["params"] if isinstance(p, str) and "." in p}
         assert tracked == set(cls.model_fields) - untracked, stage
         assert "seed" in stages[stage]["params"]
+
+
+def test_training_curves_survive_a_resume_under_dvc_repro():
+    """DVC deletes a stage's outputs before it runs it; the training curves must persist, or a teacher resumed
+    from a checkpoint (killed mid-run, then `dvc repro`) kept only the points after the resume. A fresh run starts
+    its curves afresh anyway (DVCLive clears them unless resuming)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in ("train", "distill"):
+        plots = [p for p in stages[stage]["plots"] if isinstance(p, dict)]
+        assert plots and all(flags.get("persist") is True for p in plots for flags in p.values()), stage

@@ -1,7 +1,7 @@
 """serve: an HTTP server for one packaged model (FastAPI + uvicorn; OpenAPI docs at /docs).
 
     finetune serve [--model models/student-onnx] [--host 127.0.0.1] [--port 8000] [--max-texts 256]
-                   [--max-chars 10000] [--max-body-mb N] [--max-batch 64] [--batch-wait-ms 2] [--pool 16]
+                   [--max-chars 10000] [--max-body-mb N] [--max-batch 64] [--batch-wait-ms 0] [--pool 16]
 
 POST /predict {"texts": ["…", …]} -> per text: label, confidence, probabilities (or a status saying why a text
 could not be scored, e.g. empty after normalisation); GET /health; GET /model (the model card's metadata: base
@@ -9,14 +9,14 @@ model, data md5s, params, test metrics, the limits). A bad request gets a 4xx wi
 traceback; a body over --max-body-mb gets its 413 before it is read.
 
 Dynamic batching (as Triton's dynamic batcher, TorchServe and LitServe do): requests that arrive while a batch is
-being scored wait, at most --batch-wait-ms after the first, and are then scored together as one batch of up to
---max-batch texts (a request is never split; a bigger one is a batch of its own). One model call per batch instead
-of one per request, each using every core, instead of 16 threads fighting over them: under 16 concurrent clients
-this more than doubled the requests/s and cut p99 tenfold (bench/results/SERVE.md). Each request gets its own
-texts' results and statuses. `--max-batch 0` scores each request alone in a thread pool of --pool threads (the
-earlier server). The int8 model quantises activations per batch, so a text's probabilities can move in the third
-decimal with its batch mates (as they already did with the other texts of one request); labels agree on the test
-rows (bench/results/SERVE.md).
+being scored queue, and the next batch takes them together, up to --max-batch texts (a request is never split; a
+bigger one is a batch of its own), after waiting --batch-wait-ms for more (0 by default: under load the queue fills
+while the previous batch runs). One model call per batch, with every core, instead of 16 threads fighting over
+them: with httptools + uvloop, 2.0x the requests/s of the earlier server under 16 concurrent clients, p99 24 ms
+(bench/results/SERVE.md). Each request gets its own texts' results and statuses. `--max-batch 0` scores each
+request alone in a thread pool of --pool threads (the earlier server). The int8 model quantises activations per
+batch, so batch mates move a text's probabilities a little (as the other texts of one request always did): on the
+516 SMS test rows, by 0.0002 on average and 0.02 at most, with every label the same (bench/results/SERVE.md).
 """
 # No `from __future__ import annotations` here: FastAPI reads the endpoint's annotations at runtime.
 
@@ -225,7 +225,7 @@ def default_body_limit(max_texts: int, max_chars: int) -> int:
 
 
 def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads: int = 0, pool: int = 16,
-               max_batch: int = 64, batch_wait_ms: float = 2.0, max_body: int | None = None) -> Any:
+               max_batch: int = 64, batch_wait_ms: float = 0.0, max_body: int | None = None) -> Any:
     import contextlib
 
     from fastapi import FastAPI
@@ -314,9 +314,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                          "need at 4 bytes per character)")
     ap.add_argument("--max-batch", type=int, default=64,
                     help="texts scored together at most (dynamic batching); 0: each request alone, in --pool threads")
-    ap.add_argument("--batch-wait-ms", type=float, default=2.0,
+    ap.add_argument("--batch-wait-ms", type=float, default=0.0,
                     help="how long a batch waits after its first request for more to join it")
     ap.add_argument("--pool", type=int, default=16, help="requests scored at once when --max-batch is 0")
+    ap.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
+                    help="uvicorn's HTTP parser (auto: httptools, the C one, when installed)")
+    ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                    help="uvicorn's event loop (auto: uvloop when installed)")
     args = ap.parse_args(argv)
     for name in ("max_texts", "max_chars", "pool"):
         if getattr(args, name) < 1:
@@ -330,7 +334,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         app = create_app(args.model, args.max_texts, args.max_chars, args.threads, args.pool, args.max_batch,
                          args.batch_wait_ms, max_body)
         log.info("serving %s on http://%s:%d (docs: /docs)", args.model, args.host, args.port)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=args.http, loop=args.loop)
 
     run_stage(_run)
 

@@ -133,7 +133,8 @@ class AuditParams(Section):
     ngram_max: int = Field(2, ge=1, le=6)
     features: int = Field(262_144, ge=1024, le=2**24, description="hashed n-gram features (2^18)")
     C: float = Field(10.0, gt=0)
-    max_iter: int = Field(2000, ge=1)
+    max_iter: int = Field(100, ge=1, description="saga epochs at most (it stops earlier at a relative change of "
+                                                 "1e-3)")
     max_train_rows: int = Field(100_000, ge=0, description="rows each fold's model trains on at most (a seeded "
                                                            "sample of the other folds); 0 = all of them")
     jobs: int = Field(0, ge=0, description="processes for the folds and the hashing; 0 = every core. Does not "
