@@ -1,11 +1,11 @@
 """Batch inference on Ray Data: a model over every row of a large table, on a cluster's actor pool.
 
-The stages and commands that run a model over all rows (teacher_logits, predict) score in-process by default. With
-`inference.engine: ray` (or `--engine ray`) they hand the same work to Ray Data: the batches are formed here exactly
-as the in-process path forms them (texts sorted by the length the model reads, cut into `batch_size` rows), each
-batch goes whole to one actor of a pool (`map_batches` with a callable class, one model load per actor), and the
-rows come back to their places. Same batches, same model calls: the outputs are byte-identical to the in-process
-path (tests/core/test_engine.py checks it on a two-worker local cluster).
+The stages and commands that run a model over all rows (teacher_logits, evaluate, predict) score in-process by
+default. With `inference.engine: ray` (or `--engine ray`) they hand the same work to Ray Data: the batches are
+formed here exactly as the in-process path forms them (texts sorted by the length the model reads, cut into
+`batch_size` rows), each batch goes whole to one actor of a pool (`map_batches` with a callable class, one model
+load per actor), and the rows come back to their places. Same batches, same model calls: the outputs are
+byte-identical to the in-process path (tests/commands/test_deploy.py checks it on a two-worker local cluster).
 
 Without an address, Ray starts an embedded cluster on this machine for the run and stops it after (nothing to
 start by hand, `dvc repro` unchanged); `address` (`auto`, or `ray://host:10001`) joins a running cluster, whose
@@ -23,6 +23,13 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 EXTRA_HINT = "`pip install -e '.[distributed]'` (Ray Data) to use inference.engine: ray"
+
+
+def engine_for(p: Any) -> "RayEngine | None":
+    """The engine `inference` params ask for: a RayEngine for `engine: ray`, None (in-process) for `local`."""
+    if p.engine == "local":
+        return None
+    return RayEngine(p.address, p.workers, p.gpus_per_worker)
 
 
 def length_batches(read: list[str], batch_size: int) -> list[np.ndarray]:

@@ -436,8 +436,9 @@ class EvaluateParams(Section):
 
 
 class InferenceParams(Section):
-    """Where the stages that run a model over every row (teacher_logits) run it: in this process, or on Ray Data.
-    Outputs are byte-identical either way, so no stage tracks these keys (switching does not rerun anything)."""
+    """Where the stages that run a model over every row (teacher_logits, evaluate's scoring) run it: in this
+    process, or on Ray Data. Outputs are byte-identical either way, so no stage tracks these keys (switching does
+    not rerun anything)."""
 
     engine: Literal["local", "ray"] = Field("local", description="local: in this process | ray: Ray Data actor "
                                                                  "pool (the `distributed` extra)")

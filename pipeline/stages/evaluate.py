@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
+from pipeline.core.engine import engine_for
 from pipeline.core.io import (
     DataError,
     atomic_path,
@@ -340,10 +341,11 @@ class Scored:
 
 
 def score(name: str, folder: Path, texts: list[str], val_texts: list[str], y: np.ndarray, y_val: np.ndarray,
-          label_names: list[str], p: EvaluateParams, size_bytes: int) -> Scored:
-    """Score one model (any kind, through `Scorer`) on the test rows; transformer and ONNX models get a temperature
-    fitted on the validation rows (never on test): argmax, and so every label metric, is unchanged by it."""
-    scorer = Scorer(folder, threads=p.num_threads)
+          label_names: list[str], p: EvaluateParams, size_bytes: int, engine: Any = None) -> Scored:
+    """Score one model (any kind, through `Scorer`, on `engine` if given: the same numbers) on the test rows;
+    transformer and ONNX models get a temperature fitted on the validation rows (never on test): argmax, and so
+    every label metric, is unchanged by it."""
+    scorer = Scorer(folder, threads=p.num_threads, engine=engine)
     temperature = None
     if scorer.kind == "baseline":
         prob = raw = scorer.proba(texts, p.batch_size, dtype=np.float64)  # scikit-learn's own precision
@@ -498,8 +500,13 @@ def main(argv: list[str] | None = None) -> None:
     y, y_val = test["label"].map(to_id).to_numpy(), val["label"].map(to_id).to_numpy()
     texts = test["text"].tolist()
     size = sizes(dirs)
-    scored = {name: score(name, dirs[name], texts, val["text"].tolist(), y, y_val, label_names, p, size[name])
-              for name in ("teacher", "student", "baseline", ONNX_NAME)}
+    engine = engine_for(params.inference)  # where the test and validation rows are scored: the same numbers
+    try:
+        scored = {name: score(name, dirs[name], texts, val["text"].tolist(), y, y_val, label_names, p, size[name],
+                              engine) for name in ("teacher", "student", "baseline", ONNX_NAME)}
+    finally:
+        if engine is not None:
+            engine.close()
     metric = macro_f1_fn(len(label_names))
     tables = add_uncertainty(scored, y, p, params.seed, metric)
     slices = slice_metrics(test, {k: s.pred for k, s in scored.items()}, y, label_names, params.clean.keep_columns)

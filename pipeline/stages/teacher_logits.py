@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from pipeline.core.engine import engine_for
 from pipeline.core.io import read_table, run_stage, setup_logging, stage_args, write_table
 from pipeline.core.modeling import (
     lineage_max_length,
@@ -21,19 +21,10 @@ from pipeline.core.modeling import (
     load_tokenizer,
     predict_logits,
 )
-from pipeline.core.params import InferenceParams, load_params
+from pipeline.core.params import load_params
 from pipeline.core.scoring import Scorer
 
 log = logging.getLogger(__name__)
-
-
-def engine_for(p: InferenceParams) -> Any:
-    """A RayEngine for `inference.engine: ray`, else None (in-process)."""
-    if p.engine == "local":
-        return None
-    from pipeline.core.engine import RayEngine
-
-    return RayEngine(p.address, p.workers, p.gpus_per_worker)
 
 
 def main() -> None:
