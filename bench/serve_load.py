@@ -159,7 +159,10 @@ def main() -> None:
                                                                 "--http", "h11", "--loop", "asyncio"],
                "one request at a time (--max-batch 0, 16 threads)": ["--max-batch", "0", "--max-body-mb", "1000"],
                f"dynamic batching (--max-batch {args.max_batch}, --batch-wait-ms {args.wait_ms:g})":
-                   ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms)]}
+                   ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms)],
+               "dynamic batching + prediction log (--log-dir)":
+                   ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms), "--log-dir",
+                    str(ROOT / "bench" / "work" / "serve_log")]}
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                     "model": args.model, "seconds_per_run": args.seconds, "servers": {}}
     for name, extra in servers.items():

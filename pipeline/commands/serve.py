@@ -6,17 +6,19 @@
 POST /predict {"texts": ["…", …]} -> per text: label, confidence, probabilities (or a status saying why a text
 could not be scored, e.g. empty after normalisation); GET /health; GET /model (the model card's metadata: base
 model, data md5s, params, test metrics, the limits). A bad request gets a 4xx with a one-line `error`, never a
-traceback; a body over --max-body-mb gets its 413 before it is read.
+traceback; a body over --max-body-mb gets its 413 before it is read. With --log-dir every scored text is logged
+(pipeline/core/predlog.py: Parquet files written off the request path; /health counts what was logged or dropped).
 
 Dynamic batching (as Triton's dynamic batcher, TorchServe and LitServe do): requests that arrive while a batch is
 being scored queue, and the next batch takes them together, up to --max-batch texts (a request is never split; a
 bigger one is a batch of its own), after waiting --batch-wait-ms for more (0 by default: under load the queue fills
 while the previous batch runs). One model call per batch, with every core, instead of 16 threads fighting over
-them: with httptools + uvloop, 2.0x the requests/s of the earlier server under 16 concurrent clients, p99 24 ms
-(bench/results/SERVE.md). Each request gets its own texts' results and statuses. `--max-batch 0` scores each
-request alone in a thread pool of --pool threads (the earlier server). The int8 model quantises activations per
-batch, so batch mates move a text's probabilities a little (as the other texts of one request always did): on the
-516 SMS test rows, by 0.0002 on average and 0.02 at most, with every label the same (bench/results/SERVE.md).
+them: with httptools + uvloop, 1.4-2.0x (about 1.6x) the requests/s of the earlier server under 16 concurrent
+clients on 2 cores, p99 24-28 ms (bench/results/SERVE.md). Each request gets its own texts' results and
+statuses. `--max-batch 0` scores each request alone in a thread pool of --pool threads (the earlier server). The
+int8 model quantises activations per batch, so batch mates move a text's probabilities a little (as the other texts
+of one request always did): on the 516 SMS test rows, by 0.0002 on average and 0.02 at most, with every label the
+same (bench/results/SERVE.md).
 """
 # No `from __future__ import annotations` here: FastAPI reads the endpoint's annotations at runtime.
 
@@ -49,6 +51,7 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model_md5: str
+    request_id: str = Field(..., description="this request's id: its rows in the prediction log (--log-dir) carry it")
     predictions: list[Prediction]
 
 
@@ -225,15 +228,20 @@ def default_body_limit(max_texts: int, max_chars: int) -> int:
 
 
 def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads: int = 0, pool: int = 16,
-               max_batch: int = 64, batch_wait_ms: float = 0.0, max_body: int | None = None) -> Any:
+               max_batch: int = 64, batch_wait_ms: float = 0.0, max_body: int | None = None,
+               prediction_log: dict | None = None) -> Any:
+    """The app. `prediction_log`: PredictionLog's options (folder, log_text, rotate_rows, rotate_seconds) to log
+    every scored text, or None."""
     import contextlib
 
     from fastapi import FastAPI
 
+    from pipeline.core.predlog import PredictionLog
     from pipeline.core.scoring import Scorer
 
     scorer = Scorer(model, threads=threads)
-    card = _card_metrics(Path(model))
+    plog = PredictionLog(label_names=scorer.label_names, model_md5=scorer.hash, **prediction_log) \
+        if prediction_log else None
     max_body = default_body_limit(max_texts, max_chars) if max_body is None else max_body
     batcher = Batcher(scorer.score, max_batch, batch_wait_ms / 1000) if max_batch > 0 else None
     limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body, "max_batch": max_batch,
@@ -249,6 +257,8 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
         yield
         if batcher is not None:
             await batcher.stop()
+        if plog is not None:  # uvicorn runs this on SIGTERM/SIGINT: every queued row is written
+            plog.close()
 
     app = FastAPI(title="finetune-pipeline model server", version="1", lifespan=lifespan,
                   description=f"Serves `{model}` ({scorer.kind}); labels: {', '.join(scorer.label_names)}. "
@@ -256,6 +266,21 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
                               f"{max_body} bytes per body.")
     app.add_middleware(BodyLimit, limit=max_body)
     install_error_handlers(app)
+    add_routes(app, scorer, batcher, plog, limits, _card_metrics(Path(model)))
+    return app
+
+
+def add_routes(app: Any, scorer: Any, batcher: Batcher | None, plog: Any, limits: dict, card: dict) -> None:
+    """POST /predict (batched when `batcher`, else in FastAPI's thread pool), GET /health, GET /model."""
+    import uuid
+
+    max_texts, max_chars = limits["max_texts"], limits["max_chars"]
+
+    def answer(texts: list, results: list[dict]) -> dict:
+        request_id = uuid.uuid4().hex
+        if plog is not None:
+            plog.log(plog.rows(request_id, texts, results))  # queued, never blocks
+        return {"model_md5": scorer.hash, "request_id": request_id, "predictions": results}
 
     if batcher is not None:
         @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
@@ -263,7 +288,7 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
             problem = request_problem(req.texts, max_texts, max_chars)
             if problem is not None:
                 return problem
-            return {"model_md5": scorer.hash, "predictions": await batcher.submit(req.texts)}
+            return answer(req.texts, await batcher.submit(req.texts))
     else:
         @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
         def predict(req: PredictRequest) -> Any:
@@ -271,18 +296,17 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
             problem = request_problem(req.texts, max_texts, max_chars)
             if problem is not None:
                 return problem
-            return {"model_md5": scorer.hash, "predictions": scorer.score(req.texts)}
+            return answer(req.texts, scorer.score(req.texts))
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": str(model), "kind": scorer.kind}
+        return {"status": "ok", "model": str(scorer.folder), "kind": scorer.kind,
+                "prediction_log": plog.status() if plog is not None else None}
 
     @app.get("/model")
     def model_info() -> dict:
         served = {"batches": batcher.batches, "texts": batcher.texts} if batcher is not None else None
         return {**scorer.info(), "test_metrics": card, "limits": limits, "batching": served}
-
-    return app
 
 
 def _card_metrics(folder: Path) -> dict:
@@ -317,6 +341,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ap.add_argument("--batch-wait-ms", type=float, default=0.0,
                     help="how long a batch waits after its first request for more to join it")
     ap.add_argument("--pool", type=int, default=16, help="requests scored at once when --max-batch is 0")
+    ap.add_argument("--log-dir", default=None, help="log every scored text here (append-only Parquet files)")
+    ap.add_argument("--no-log-text", action="store_true", help="log each text's SHA-256 and length, not the text")
+    ap.add_argument("--log-rotate-rows", type=int, default=10_000, help="rows per log file at most")
+    ap.add_argument("--log-rotate-seconds", type=float, default=10.0,
+                    help="a log file is written at the latest this long after its first row (what a kill can lose)")
     ap.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                     help="uvicorn's HTTP parser (auto: httptools, the C one, when installed)")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
@@ -331,8 +360,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
 
     def _run() -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        plog = None if not args.log_dir else {"folder": args.log_dir, "log_text": not args.no_log_text,
+                                               "rotate_rows": args.log_rotate_rows,
+                                               "rotate_seconds": args.log_rotate_seconds}
         app = create_app(args.model, args.max_texts, args.max_chars, args.threads, args.pool, args.max_batch,
-                         args.batch_wait_ms, max_body)
+                         args.batch_wait_ms, max_body, plog)
         log.info("serving %s on http://%s:%d (docs: /docs)", args.model, args.host, args.port)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=args.http, loop=args.loop)
 

@@ -394,6 +394,92 @@ def test_ray_engine_scores_exactly_as_in_process_on_a_two_worker_cluster(student
         engine.close()
 
 
+def _start_server(model, *args: str) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model", str(model), "--port",
+                             str(port), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read()) from None
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def test_server_logs_every_scored_text_and_a_sigterm_loses_nothing(exported, sms_slice, tmp_path):
+    import signal
+
+    import httpx
+
+    from pipeline.core.predlog import read_log
+
+    proc, url = _start_server(exported[0], "--log-dir", str(tmp_path / "log"), "--log-rotate-rows", "16")
+    texts = sms_slice["text"].tolist()[:30]
+
+    async def send() -> list[dict]:
+        async with httpx.AsyncClient(timeout=60) as c:
+            rs = await asyncio.gather(*(c.post(url + "/predict", json={"texts": [t, ""]}) for t in texts))
+        return [r.json() for r in rs]
+
+    answers = asyncio.run(send())
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    logged = read_log(tmp_path / "log")
+    assert len(logged) == 2 * len(texts)  # every scored text, the empty ones (status empty_text) too
+    assert set(logged["request_id"]) == {a["request_id"] for a in answers}
+    mine = logged.set_index(["request_id", "text"])
+    for t, a in zip(texts, answers):
+        row = mine.loc[(a["request_id"], t)]
+        assert row["prediction"] == a["predictions"][0]["label"] and row["p_spam"] == pytest.approx(
+            a["predictions"][0]["probabilities"]["spam"])
+    assert set(logged.loc[logged["text"] == "", "status"]) == {"empty_text"}
+    assert (logged["model_md5"] == answers[0]["model_md5"]).all()
+
+
+def test_a_killed_server_leaves_every_log_file_it_wrote_readable(exported, sms_slice, tmp_path):
+    import signal
+
+    import httpx
+
+    from pipeline.core.predlog import PREFIX, read_log
+
+    proc, url = _start_server(exported[0], "--log-dir", str(tmp_path / "log"), "--log-rotate-rows", "10",
+                              "--log-rotate-seconds", "600", "--no-log-text")
+    try:
+        for t in sms_slice["text"].tolist()[:25]:
+            assert httpx.post(url + "/predict", json={"texts": [t]}).status_code == 200
+        deadline = time.time() + 30
+        while httpx.get(url + "/health").json()["prediction_log"]["files"] < 2 and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    files = sorted((tmp_path / "log").glob(f"{PREFIX}*.parquet"))
+    assert len(files) == 2  # 20 rows written in two files; the last 5 were in memory when it was killed
+    logged = read_log(tmp_path / "log")
+    assert len(logged) == 20 and logged["text"].isna().all() and logged["text_sha256"].str.len().eq(64).all()
+
+
+def test_a_full_log_queue_drops_rows_counted_never_blocks(tmp_path):
+    from pipeline.core.predlog import PredictionLog, read_log
+
+    plog = PredictionLog(tmp_path, ["ham", "spam"], "md5", queue_rows=1, rotate_rows=100)
+    result = {"status": "ok", "label": "ham", "confidence": 0.9, "probabilities": {"ham": 0.9, "spam": 0.1}}
+    for i in range(2000):  # put_nowait: a full queue costs a count, not a wait (a blocking put would drop none)
+        plog.log(plog.rows(f"r{i}", ["a text"], [result]))
+    plog.close()
+    assert plog.dropped > 0 and plog.logged + plog.dropped == 2000
+    assert len(read_log(tmp_path)) == plog.logged
+
+
 def test_long_texts_are_read_head_and_tail_alike_by_torch_and_onnx(exported, student, sms_slice, tmp_path):
     """A model trained with truncation head_tail is served the same tokens: the ONNX folder records the setting and
     OnnxClassifier cuts a long text as predict_logits (training's reader) does."""
