@@ -234,24 +234,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(exported):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model", str(exported[0]), "--port",
-                             str(port), "--max-texts", "8", "--max-chars", "500"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _start_server(model, *args: str) -> tuple[subprocess.Popen, str]:
     import httpx
 
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model", str(model), "--port",
+                             str(port), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
+                return proc, url
         except httpx.HTTPError:
             if proc.poll() is not None:
                 raise AssertionError(proc.stdout.read()) from None
             time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    proc, url = _start_server(exported[0], "--max-texts", "8", "--max-chars", "500")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
@@ -392,26 +397,6 @@ def test_ray_engine_scores_exactly_as_in_process_on_a_two_worker_cluster(student
         assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "ray.csv").read_bytes()
     finally:
         engine.close()
-
-
-def _start_server(model, *args: str) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model", str(model), "--port",
-                             str(port), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read()) from None
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("server did not start")
 
 
 def test_server_logs_every_scored_text_and_a_sigterm_loses_nothing(exported, sms_slice, tmp_path):
