@@ -32,13 +32,6 @@ def engine_for(p: Any) -> "RayEngine | None":
     return RayEngine(p.address, p.workers, p.gpus_per_worker)
 
 
-def length_batches(read: list[str], batch_size: int) -> list[np.ndarray]:
-    """Row indices of each batch: texts (as the model reads them) sorted by length, stably, in `batch_size` cuts;
-    the order every in-process scorer (modeling.predict_logits, OnnxClassifier.logits) batches in."""
-    order = np.argsort([len(t) for t in read], kind="stable")
-    return [order[s:s + batch_size] for s in range(0, len(read), batch_size)]
-
-
 class BatchScorer:
     """A Ray Data actor: one model load, then each call scores whole pre-formed batches."""
 
@@ -93,6 +86,8 @@ class RayEngine:
     def run(self, scorer: Any, texts: list[str], batch_size: int, method: str = "logits") -> np.ndarray:
         import ray
         import ray.data
+
+        from pipeline.core.modeling import length_batches
 
         self._init()
         batches = length_batches(scorer.read(texts), batch_size)

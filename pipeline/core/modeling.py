@@ -194,6 +194,14 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
     }
 
 
+def length_batches(read: list[str], batch_size: int) -> list[np.ndarray]:
+    """Row indices of each batch: texts (as the model reads them) sorted by length, stably, in `batch_size` cuts.
+    Every scorer batches this way (predict_logits, OnnxClassifier.logits, the Ray engine), so one text meets the
+    same batch mates, and gets the same numbers, on every path."""
+    order = np.argsort([len(t) for t in read], kind="stable")
+    return [order[s:s + batch_size] for s in range(0, len(read), batch_size)]
+
+
 def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, max_length: int = 128,
                    device: str | None = None, progress: bool = True, truncation: str = "head") -> np.ndarray:
     """Logits for `texts` in their order; batches of similar length keep padding (and time) low."""
@@ -203,11 +211,9 @@ def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int
     texts = read_texts(texts, tokenizer, max_length, truncation)
     device = device or pick_device("auto")
     model = model.to(device).eval()
-    order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=not progress,
-                      mininterval=5):
-        idx = order[start:start + batch_size]
+    for idx in tqdm(length_batches(texts, batch_size), desc="predict", unit="batch", disable=not progress,
+                    mininterval=5):
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt").to(device)
         with torch.inference_mode():

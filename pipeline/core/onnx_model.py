@@ -167,14 +167,12 @@ class OnnxClassifier:
 
         Leaves the calling thread flushing denormal floats to zero (torch.set_flush_denormal): onnxruntime runs part
         of each call on this thread and has no switch for it."""
-        from pipeline.core.modeling import read_texts
+        from pipeline.core.modeling import length_batches, read_texts
 
         flush_denormals()
         texts = read_texts(texts, self.tokenizer, self.max_length, self.truncation)
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in length_batches(texts, batch_size):
             out[idx] = self.session.run(["logits"], self.encode([texts[i] for i in idx]))[0]
         return out
 

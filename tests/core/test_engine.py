@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from pipeline.core.engine import length_batches
+from pipeline.core.modeling import length_batches
 
 
 def test_batches_are_length_sorted_cuts_in_a_stable_order():
