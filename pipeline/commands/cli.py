@@ -1,4 +1,4 @@
-"""finetune: one front door for the user commands (check, fetch, lineage, predict, serve, tune).
+"""finetune: one front door for the user commands (check, fetch, lineage, monitor, predict, serve, tune).
 
     finetune check                      # every data/params problem at once, and what the auto defaults decide
     finetune lineage trace --raw-row 5 --json
@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                          "decides"),
     "fetch": ("pipeline.commands.fetch", "a Hugging Face Hub dataset, at a pinned revision, into a raw file"),
     "lineage": ("pipeline.commands.lineage", "trace a row, check a model, diff two revisions row by row"),
+    "monitor": ("pipeline.commands.monitor", "drift of logged traffic (or any file) against the test rows; exit 3 "
+                                             "on drift"),
     "predict": ("pipeline.commands.predict", "score a file with a packaged model, streaming in chunks"),
     "serve": ("pipeline.commands.serve", "serve a packaged model over HTTP (FastAPI, OpenAPI at /docs)"),
     "tune": ("pipeline.commands.tune", "choose the teacher's learning rate and epochs as DVC experiments"),

@@ -15,63 +15,11 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from pipeline.core.params import CleanParams, ExportParams, as_dict, replace
+from pipeline.core.params import ExportParams, replace
 
 pytestmark = pytest.mark.model  # loads real transformer models
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-LABELS = ["ham", "spam"]
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory, sms_slice):
-    """A small real classifier folder as `distill` writes it: 2 of MiniLM's layers, a head briefly fitted on a real
-    slice (a few steps: predictions must not be a coin toss for the parity checks), lineage.json."""
-    import torch
-
-    from pipeline.core.modeling import encoder_layers, load_classifier, load_tokenizer
-
-    torch.manual_seed(0)
-    model = load_classifier(MINILM, "t", num_labels=2, id2label=dict(enumerate(LABELS)),
-                            label2id={n: i for i, n in enumerate(LABELS)})
-    layers = encoder_layers(model)
-    del layers[2:]
-    model.config.num_hidden_layers = 2
-    tok = load_tokenizer(MINILM, "t")
-    texts = sms_slice["text"].tolist()[:96]
-    y = torch.tensor((sms_slice["spam"].astype(int).to_numpy())[:96])
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
-    model.train()
-    for _ in range(3):
-        for i in range(0, 96, 16):
-            enc = tok(texts[i:i + 16], padding=True, truncation=True, max_length=64, return_tensors="pt")
-            loss = torch.nn.functional.cross_entropy(model(**enc).logits, y[i:i + 16])
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-    model.eval()
-    d = tmp_path_factory.mktemp("student") / "student"
-    model.save_pretrained(d, safe_serialization=True)
-    tok.save_pretrained(d)
-    (d / "lineage.json").write_text(json.dumps({"stage": "distill", "params": {"max_length": 64},
-                                                "label_names": LABELS, "clean": as_dict(CleanParams())}))
-    return d
-
-
-@pytest.fixture(scope="module")
-def test_rows(sms_slice):
-    rows = sms_slice.iloc[96:256]
-    return rows["text"].tolist(), rows["spam"].astype(int).to_numpy()
-
-
-@pytest.fixture(scope="module")
-def exported(student, test_rows, tmp_path_factory):
-    from pipeline.stages.export import export_one
-
-    dest = tmp_path_factory.mktemp("onnx") / "student"
-    texts, y = test_rows
-    figures = export_one(student, dest, texts, y, ExportParams())
-    return dest, figures
+LABELS = ["ham", "spam"]  # the tiny student's labels (conftest.py)
 
 
 def test_export_parity_is_checked_and_recorded(exported, student, test_rows):
