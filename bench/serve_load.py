@@ -132,6 +132,30 @@ def answers(model: str, texts: list[str], max_batch: int) -> dict:
             "mean_abs_probability_change": float(np.abs(alone - grouped).mean())}
 
 
+def model_ceiling(model: str, texts: list[str], seconds: float = 5.0) -> dict:
+    """The model alone, no HTTP: texts/s when it is called with 1, 16 or 64 texts at a time (OnnxClassifier.logits,
+    which sorts and cuts batches as serve does), and Scorer.score with one text (normalising and the result dicts
+    included). The most any server on this machine could answer, whatever its HTTP cost."""
+    from pipeline.core.scoring import Scorer
+
+    scorer = Scorer(model)
+    onnx = scorer._onnx
+    onnx.logits(texts[:64])
+    out: dict = {}
+    for name, per_call, fn in (("logits, 1 text per call", 1, onnx.logits),
+                               ("logits, 16 texts per call", 16, onnx.logits),
+                               ("logits, 64 texts per call", 64, onnx.logits),
+                               ("Scorer.score, 1 text per call", 1, scorer.score)):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for i in range(0, len(texts), per_call):
+                fn(texts[i:i + per_call])
+                n += len(texts[i:i + per_call])
+        out[name] = round(n / (time.perf_counter() - t0))
+        print(name, out[name], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd")
@@ -140,6 +164,8 @@ def main() -> None:
     c.add_argument("--texts", required=True)
     c.add_argument("--clients", type=int, required=True)
     c.add_argument("--seconds", type=float, required=True)
+    sub.add_parser("ceiling", help="the model alone, no HTTP (bench/results/serve_ceiling.json)")
+    sub.add_parser("md", help="rewrite SERVE.md from the JSON files")
     ap.add_argument("--model", default="models/student-onnx")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
@@ -148,8 +174,17 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "client":
         return client_main(args)
+    if args.cmd == "md":
+        return write_md(json.loads((OUT / "serve_load.json").read_text()))
 
     from pipeline.core.io import read_table
+
+    if args.cmd == "ceiling":
+        texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()[:512]
+        c = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "model": args.model,
+             "texts_per_s": model_ceiling(args.model, texts)}
+        (OUT / "serve_ceiling.json").write_text(json.dumps(c, indent=2) + "\n")
+        return write_md(json.loads((OUT / "serve_load.json").read_text()))
 
     texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
     texts_file = ROOT / "bench" / "work" / "serve_texts.json"
@@ -212,7 +247,25 @@ def write_md(r: dict) -> None:
               f"{a['max_batch']}): label agreement {a['label_agreement']:.2%}, largest probability change "
               f"{a['max_abs_probability_change']:.4f}, mean {a['mean_abs_probability_change']:.5f}. The int8 model "
               "quantises activations per batch, so batch mates move a text's probabilities slightly.", ""]
-    (OUT / "SERVE.md").write_text("\n".join(lines))
+    ceiling_file = OUT / "serve_ceiling.json"
+    if ceiling_file.is_file():
+        c = json.loads(ceiling_file.read_text())
+        before = r["servers"][names[0]]["load"]
+        at16 = next((x["requests_per_s"] for x in before if x["clients"] == 16), None)
+        lines += ["## The ceiling: the model alone", "",
+                  f"`python bench/serve_load.py ceiling` (machine: {c['machine']}): texts/s of `{c['model']}` called "
+                  "in-process, no HTTP, no client sharing the cores.", "", "| call | texts/s |", "|---|---|"]
+        lines += [f"| {k} | {v:,} |" for k, v in c["texts_per_s"].items()]
+        if at16:
+            lines += ["", f"2× the earlier server's {at16:,} req/s at 16 clients is {2 * at16:,.0f} req/s. On this "
+                      "CPU, texts scored together cost more each than texts scored alone (the shorter ones are "
+                      "padded to the longest, and the int8 kernels gain little from more rows), so a batching "
+                      "server's best is the one-text rate above, before any HTTP work and with the load client "
+                      "taking its share of the two cores."]
+    notes = OUT / "serve_notes.md"  # what the numbers mean, written by hand after looking at several runs
+    if notes.is_file():
+        lines += ["", notes.read_text().rstrip("\n")]
+    (OUT / "SERVE.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

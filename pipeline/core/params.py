@@ -118,10 +118,11 @@ class CleanParams(Section):
 class AuditParams(Section):
     """Label-noise audit: confident learning (cleanlab) on out-of-fold probabilities of TF-IDF + logistic reg.
 
-    The features are hashed word n-grams with TF-IDF weights fitted once on every row (no labels involved), and
-    each fold's model is fitted with the saga solver on at most `max_train_rows` rows of the other folds: a
-    million rows cost minutes, not an hour (bench/results/SCALE.md, which also measures how the flags compare
-    with the per-fold vocabulary and lbfgs the audit used first)."""
+    The features are the `features` most frequent word n-grams (hashed into 2^22 buckets, so no vocabulary is
+    built), with TF-IDF weights fitted once on every row (no labels involved), and each fold's model is fitted
+    with the saga solver on at most `max_train_rows` rows of the other folds: a million rows cost minutes, not an
+    hour (bench/results/SCALE.md, which also measures how the flags compare with the per-fold vocabulary and
+    lbfgs the audit used first)."""
 
     enabled: bool = True
     action: Literal["report", "drop"] = Field("report", description="report: rows flow on unchanged | drop: "
@@ -131,7 +132,8 @@ class AuditParams(Section):
                        "predicted_neq_given"] = Field("prune_by_noise_rate",
                                                       description="cleanlab's find_label_issues filter")
     ngram_max: int = Field(2, ge=1, le=6)
-    features: int = Field(262_144, ge=1024, le=2**24, description="hashed n-gram features (2^18)")
+    features: int = Field(100_000, ge=1024, le=2**22, description="the most frequent word n-grams kept as "
+                                                                  "features")
     C: float = Field(10.0, gt=0)
     max_iter: int = Field(100, ge=1, description="saga epochs at most (it stops earlier at a relative change of "
                                                  "1e-3)")
