@@ -86,6 +86,7 @@ def repo(tmp_path_factory, env, raw_sms) -> Path:
                 params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "data" / "raw").mkdir(parents=True)
+    shutil.copytree(ROOT / "data" / "feedback", repo / "data" / "feedback")  # the (empty) feedback file
     # A real slice: 300 ham + 60 spam rows, written as the same file name dvc.yaml points at.
     ham, spam = raw_sms[raw_sms["spam"] == "0"].head(300), raw_sms[raw_sms["spam"] == "1"].head(60)
     pd.concat([ham, spam]).sort_index().to_csv(repo / "data" / "raw" / "sms-spam.csv", index=False)
@@ -251,10 +252,27 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     new = pd.DataFrame({"Unnamed: 0": "", "spam": "0",
                         "text": [f"Lineage check {i}: shall we meet at {i} pm for the quiz night?" for i in range(5)]})
     pd.concat([raw, new[raw.columns]], ignore_index=True).to_csv(raw_path, index=False)
+    # Issue 22: three rows labelled from served traffic (as monitor's to_label.csv, filled in) come in through
+    # `finetune ingest`, with their request ids; one is a raw row already (skipped, counted), one is unlabelled.
+    labelled = pd.DataFrame({
+        "text": [f"Feedback {i}: your parcel waits at the depot, confirm a delivery slot today" for i in range(3)]
+        + [raw["text"].iloc[0], "not labelled yet"],
+        "label": ["spam", "ham", "spam", "ham", ""], "request_id": [f"req-{i}" for i in range(5)],
+        "time": "2026-11-30T01:00:00+00:00", "model_md5": "f" * 32})
+    labelled.to_csv(repo / "to_label.csv", index=False)
+    run([sys.executable, "-m", "pipeline.commands.ingest", str(repo / "to_label.csv"), "--params",
+         str(repo / "params.yaml")], ROOT, env)
+    feedback = pd.read_csv(repo / "data" / "feedback" / "labelled.csv")
+    assert feedback["request_id"].tolist() == ["req-0", "req-1", "req-2"]
     dvc("repro", repo=repo, env=env)
 
     d = json.loads(lineage("--json", "diff", repo=repo, env=env).stdout)
-    assert d["stages"]["clean"] == {"added": 5, "removed": 1, "relabelled": 1, "text_changed": 0}, d["stages"]
+    assert d["stages"]["clean"] == {"added": 8, "removed": 1, "relabelled": 1, "text_changed": 0}, d["stages"]
+    fb = json.loads(lineage("--json", "trace", "--request-id", "req-1", repo=repo, env=env).stdout)["rows"][0]
+    assert fb["raw_row"] == -2 and fb["label"] == "ham" and fb["feedback"]["request_id"] == "req-1"
+    assert fb["feedback"]["model_md5"] == "f" * 32 and fb["feedback"]["source"] == "to_label.csv:2"
+    assert fb["stages"]["clean"] == "kept" and fb["split"] in ("train", "val", "test")
+    assert "req-1" in lineage("trace", "--text", "Feedback 1:", repo=repo, env=env).stdout
     assert d["moved_split"]["rows"] == 0
     assert set(d["models"]) == {"teacher", "student", "student_onnx", "baseline"}
     for m in d["models"].values():

@@ -1,4 +1,4 @@
-"""finetune: one front door for the user commands (check, fetch, lineage, monitor, predict, serve, tune).
+"""finetune: one front door for the user commands (check, fetch, ingest, lineage, monitor, predict, serve, tune).
 
     finetune check                      # every data/params problem at once, and what the auto defaults decide
     finetune lineage trace --raw-row 5 --json
@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("pipeline.commands.check", "every problem of params.yaml and the raw file at once, and what auto "
                                          "decides"),
     "fetch": ("pipeline.commands.fetch", "a Hugging Face Hub dataset, at a pinned revision, into a raw file"),
+    "ingest": ("pipeline.commands.ingest", "labelled rows (monitor's to_label.csv) into the feedback file clean "
+                                           "reads, with their request ids"),
     "lineage": ("pipeline.commands.lineage", "trace a row, check a model, diff two revisions row by row"),
     "monitor": ("pipeline.commands.monitor", "drift of logged traffic (or any file) against the test rows; exit 3 "
                                              "on drift"),

@@ -1,6 +1,6 @@
 """lineage: trace a row from its raw line to the models, check a model against the workspace, diff two revisions.
 
-    lineage trace ID | --text SUBSTRING | --raw-row N   [--rev REV] [--json]
+    lineage trace ID | --text SUBSTRING | --raw-row N | --request-id R   [--rev REV] [--json]
     lineage model PATH                                    [--json]      (e.g. models/teacher)
     lineage diff [REV_A [REV_B]]                          [--json]      (default: HEAD vs the workspace)
 
@@ -110,12 +110,36 @@ class Revision:
                 return str(v["raw"])
         raise LineageError("dvc.yaml has no `raw` var")
 
+    def var(self, name: str) -> str | None:
+        for v in self.dvc_yaml().get("vars", []):
+            if isinstance(v, dict) and name in v:
+                return str(v[name])
+        return None
+
+    def feedback_path(self) -> str:
+        """dvc.yaml's `feedback` var: the labelled rows `ingest` appends and `clean` reads after the raw file."""
+        return self.var("feedback") or "data/feedback/labelled.csv"
+
+    def feedback(self) -> pd.DataFrame | None:
+        """The feedback file at this revision (None when it has none)."""
+        if "feedback" not in self._cache:
+            try:
+                text = self.text(self.feedback_path())
+            except (LineageError, FileNotFoundError):
+                text = ""
+            self._cache["feedback"] = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                                                  na_values=[""]) if text.strip() else None
+        return self._cache["feedback"]
+
     def stage_paths(self, stage: str) -> dict[str, str]:
         """A stage's `--name path` arguments, from its cmd in dvc.yaml (the single source of paths)."""
         st = self.dvc_yaml()["stages"].get(stage)
         if st is None:
             return {}
-        words = str(st["cmd"]).replace("${raw}", self.raw_path()).split()
+        cmd = str(st["cmd"]).replace("${raw}", self.raw_path())
+        if "${feedback}" in cmd:
+            cmd = cmd.replace("${feedback}", self.feedback_path())
+        words = cmd.split()
         return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
 
     def table(self, stage: str, role: str) -> pd.DataFrame | None:
@@ -147,7 +171,8 @@ def find_sources(r: Revision, row_id: str | None, text: str | None, raw_row: int
     if raw_row is not None:
         hit = rows[rows["raw_row"] == raw_row]
         if hit.empty:
-            raise LineageError(f"data row {raw_row}: not in {r.raw_path()} at {r.label}")
+            where = r.raw_path() if raw_row > 0 else f"the feedback file {r.feedback_path()} (row {-raw_row})"
+            raise LineageError(f"data row {raw_row}: not in {where} at {r.label}")
         return hit
     if text is not None:
         hit = rows[rows["text"].astype(str).str.contains(text, case=False, regex=False)]
@@ -213,12 +238,33 @@ def trace_one(r: Revision, source_id: str) -> dict:
     return out
 
 
-def trace(r: Revision, row_id: str | None, text: str | None, raw_row: int | None, limit: int = 10) -> dict:
-    sources = find_sources(r, row_id, text, raw_row)
+def feedback_source(r: Revision, raw_row: int) -> dict | None:
+    """A feedback row's provenance (raw_row -k is data row k of the feedback file): the request it came from."""
+    fb = r.feedback()
+    if raw_row >= 0 or fb is None or -raw_row > len(fb):
+        return None
+    row = fb.iloc[-raw_row - 1]
+    return {"file": r.feedback_path(), "data_row": -raw_row,
+            **{k: (None if pd.isna(row.get(k)) else row.get(k))
+               for k in ("request_id", "time", "model_md5", "ingested_at", "source")}}
+
+
+def trace(r: Revision, row_id: str | None, text: str | None, raw_row: int | None, limit: int = 10,
+          request_id: str | None = None) -> dict:
+    if request_id is not None:
+        fb = r.feedback()
+        hits = [] if fb is None or "request_id" not in fb else [i + 1 for i in
+                                                                 np.flatnonzero(fb["request_id"] == request_id)]
+        if not hits:
+            raise LineageError(f"request {request_id}: not in the feedback file {r.feedback_path()} at {r.label}")
+        sources = pd.concat([find_sources(r, None, None, -k) for k in hits], ignore_index=True)
+    else:
+        sources = find_sources(r, row_id, text, raw_row)
     result = {"revision": r.label, "raw_file": r.raw_path(), "matches": len(sources), "rows": []}
     for _, s in sources.head(limit).iterrows():
         result["rows"].append({"raw_row": int(s["raw_row"]), "text": s["text"], "label": s["label"],
-                               "clean": s["status"], **trace_one(r, str(s["id"]))})
+                               "clean": s["status"], "feedback": feedback_source(r, int(s["raw_row"])),
+                               **trace_one(r, str(s["id"]))})
     return result
 
 
@@ -226,8 +272,13 @@ def format_trace(t: dict) -> str:
     lines = [f"{t['matches']} row(s) of {t['raw_file']} at {t['revision']}" +
              (f" (first {len(t['rows'])} shown)" if t["matches"] > len(t["rows"]) else "")]
     for row in t["rows"]:
-        lines += ["", f"{t['raw_file']}, data row {row['raw_row']}  id {row['id']}  label {row['label']!r}",
-                  f"  text: {_short(row['text'])}"]
+        fb = row.get("feedback")
+        where = (f"{fb['file']}, data row {fb['data_row']} (feedback)" if fb else
+                 f"{t['raw_file']}, data row {row['raw_row']}")
+        lines += ["", f"{where}  id {row['id']}  label {row['label']!r}", f"  text: {_short(row['text'])}"]
+        if fb:
+            lines.append(f"  request   {fb['request_id']} at {fb['time']}, scored by model md5 {fb['model_md5']}; "
+                         f"ingested {fb['ingested_at']} from {fb['source']}")
         lines += [f"  {stage:<9} {fate}" for stage, fate in row["stages"].items()]
         for d in row["derived"]:
             lines.append(f"  derived   {d['id']} {d['origin']:<16} {d['fate']}: {_short(d['text'], 70)}")
@@ -444,7 +495,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     t = sub.add_parser("trace", parents=[common], help="a row from its raw line through every stage to the models")
     t.add_argument("id", nargs="?")
     t.add_argument("--text", help="a substring of the row's text (case-insensitive)")
-    t.add_argument("--raw-row", type=int, help="the 1-based data row of the raw file")
+    t.add_argument("--raw-row", type=int, help="the 1-based data row of the raw file (-k: row k of the feedback file)")
+    t.add_argument("--request-id", help="the request a feedback row came from (ingest keeps it)")
     t.add_argument("--rev", help="a git revision or dvc exp name (default: the workspace)")
     t.add_argument("--limit", type=int, default=10)
     m = sub.add_parser("model", parents=[common], help="a model's inputs, params, commits, and whether it is current")
@@ -458,9 +510,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
 
     def _run() -> None:
         if args.cmd == "trace":
-            if sum(x is not None for x in (args.id, args.text, args.raw_row)) != 1:
-                raise LineageError("trace: give exactly one of ID, --text or --raw-row")
-            result = trace(open_revision(args.rev, root), args.id, args.text, args.raw_row, args.limit)
+            if sum(x is not None for x in (args.id, args.text, args.raw_row, args.request_id)) != 1:
+                raise LineageError("trace: give exactly one of ID, --text, --raw-row or --request-id")
+            result = trace(open_revision(args.rev, root), args.id, args.text, args.raw_row, args.limit,
+                           args.request_id)
             fmt = format_trace
         elif args.cmd == "model":
             result = model_status(root / args.path, root, root / args.params)

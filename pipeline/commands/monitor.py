@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core import drift
+import pipeline.core.drift as drift
 from pipeline.core.io import DataError, atomic_path, detect_format, run_stage, setup_logging
 
 log = logging.getLogger(__name__)

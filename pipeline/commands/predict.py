@@ -1,7 +1,7 @@
 """predict: score a file with any packaged model, streaming, rows in input order.
 
     finetune predict --model models/student-onnx --input new.csv --output scored.parquet [--text-column text]
-                     [--engine ray [--address auto] [--workers N]]
+                     [--engine ray [--address auto] [--workers N]] [--log-dir logs/ [--no-log-text]]
 
 CSV/TSV/JSONL/Parquet in and out (by extension; `.gz` input too). Each output row is the input row with `status`
 (`ok`, or why it could not be scored: `empty_text`, `non_string_text`), `prediction`, `confidence` and `p_<label>`
@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -79,8 +79,14 @@ class ChunkWriter:
 
 
 def score_file(scorer: Scorer, src: Path, dest: Path, text_column: str, fmt: str = "auto", out_fmt: str = "auto",
-               encoding: str = "utf-8", chunk_rows: int = 10000, batch_size: int = 32) -> dict:
+               encoding: str = "utf-8", chunk_rows: int = 10000, batch_size: int = 32, plog: Any = None) -> dict:
+    """Score `src` into `dest` chunk by chunk. `plog`: a PredictionLog that also gets every scored row (request id
+    `predict-<run>-<chunk>`), as `serve --log-dir` logs its traffic, for `finetune monitor`."""
+    import uuid
+
     from tqdm.auto import tqdm
+
+    run_id = uuid.uuid4().hex[:12]
 
     out_fmt = detect_format(dest, out_fmt)
     meta = {"model": scorer.info(), "input": str(src), "text_column": text_column,
@@ -96,6 +102,8 @@ def score_file(scorer: Scorer, src: Path, dest: Path, text_column: str, fmt: str
                     raise DataError(f"{src}: no column {text_column!r} (--text-column); columns are "
                                     f"{list(chunk.columns)}")
                 scored = scorer.score(chunk[text_column].tolist(), batch_size)
+                if plog is not None:
+                    plog.log(plog.rows(f"predict-{run_id}-{rows // chunk_rows}", chunk[text_column].tolist(), scored))
                 out = chunk.reset_index(drop=True).copy()
                 if out_fmt == "parquet":  # one schema for every row group: the input columns as text
                     out = out.astype({c: "string" for c in out.columns if out[c].dtype == object})
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ap.add_argument("--address", default=None, help="ray: a running cluster (auto, ray://host:10001); default: an "
                                                     "embedded one on this machine")
     ap.add_argument("--workers", type=int, default=0, help="ray: actors; 0 = one per CPU of the cluster")
+    ap.add_argument("--log-dir", help="also log every scored text as serve --log-dir does (for finetune monitor)")
+    ap.add_argument("--no-log-text", action="store_true", help="with --log-dir: log a SHA-256, not the text")
     args = ap.parse_args(argv)
 
     def _run() -> None:
@@ -152,13 +162,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
 
             engine = RayEngine(args.address, args.workers)
         scorer = Scorer(args.model, threads=args.threads, engine=engine)
+        plog = None
+        if args.log_dir:
+            from pipeline.core.predlog import PredictionLog
+
+            # A queue as long as the job: nothing is dropped (writing Parquet is far faster than scoring).
+            plog = PredictionLog(args.log_dir, scorer.label_names, scorer.hash, log_text=not args.no_log_text,
+                                 queue_rows=10**9)
         try:
             chunk_rows = args.chunk_rows or (200_000 if engine is not None else 10_000)
             meta = score_file(scorer, Path(args.input), Path(args.output), args.text_column, args.format, "auto",
-                              args.encoding, chunk_rows, args.batch_size)
+                              args.encoding, chunk_rows, args.batch_size, plog)
         finally:
             if engine is not None:
                 engine.close()
+            if plog is not None:
+                plog.close()
         log.info("scored %d rows of %s with %s (%s): %s -> %s", meta["rows"], args.input, args.model,
                  scorer.kind, meta["status"], args.output)
 

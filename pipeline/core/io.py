@@ -62,12 +62,16 @@ def setup_logging() -> None:
     )
 
 
-def stage_args(description: str, *names: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse `--name path` options for a stage; dvc.yaml passes every path, so none has a default."""
+def stage_args(description: str, *names: str, argv: list[str] | None = None,
+               optional: tuple[str, ...] = ()) -> argparse.Namespace:
+    """Parse `--name path` options for a stage; dvc.yaml passes every path, so none has a default (an `optional`
+    one is None when not given)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml")
     for n in names:
         p.add_argument(f"--{n}", required=True)
+    for n in optional:
+        p.add_argument(f"--{n}", default=None)
     return p.parse_args(argv)
 
 

@@ -10,10 +10,12 @@ import html
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from pipeline.core.checks import class_size_problems
+from pipeline.core.feedback import read_feedback
 from pipeline.core.io import (
     DataError,
     class_counts,
@@ -42,6 +44,7 @@ class CleanResult:
     bare_cr: int = 0  # bare carriage returns replaced by a space (clean.multiline_records: recover)
     text_changed_rows: int = 0  # rows that lost more than CHANGED_CHARS characters (beyond whitespace)
     chars_removed: int = 0
+    feedback_rows: int = 0  # rows read from the feedback file (raw_row < 0)
 
 
 def _label_name(raw: object, p: CleanParams) -> str:
@@ -204,13 +207,26 @@ def stage_metrics(result: CleanResult) -> dict:
         **drop_counts(result.dropped),
         "text_changed_rows": result.text_changed_rows,
         "chars_removed": result.chars_removed,
+        "feedback_rows_in": result.feedback_rows,
+        "feedback_rows_kept": int((result.kept["raw_row"] < 0).sum()),
         "per_class": class_counts(result.kept["label"]),
     }
 
 
-def clean_file(path: str, params: Params) -> CleanResult:
-    """What the stage does short of writing: read the raw file, run `check`'s data checks (every problem at once),
-    clean, and check that each class can be split, before any heavy stage runs."""
+def with_feedback(df: pd.DataFrame, raw_row: list[int], feedback: pd.DataFrame, p: CleanParams
+                  ) -> tuple[pd.DataFrame, list[int]]:
+    """The raw table with the feedback rows after it (text and label into the raw file's columns), and their row
+    numbers: -k for data row k of the feedback file, so every row still points at its line."""
+    fb = pd.DataFrame({p.text_column: feedback["text"].to_numpy(), p.label_column: feedback["label"].to_numpy()})
+    for c in p.keep_columns:
+        fb[c] = None
+    return pd.concat([df, fb], ignore_index=True), list(raw_row) + [-(k + 1) for k in range(len(fb))]
+
+
+def clean_file(path: str, params: Params, feedback: str | None = None) -> CleanResult:
+    """What the stage does short of writing: read the raw file (and the feedback file `ingest` appends to), run
+    `check`'s data checks on the raw file (every problem at once), clean both together, and check that each class
+    can be split, before any heavy stage runs."""
     p = params.clean
     raw = read_records(path, p)
     log.info("read %d rows from %s", len(raw.df), path)
@@ -222,8 +238,14 @@ def clean_file(path: str, params: Params) -> CleanResult:
         log.info("%s", note)
     if report.errors:
         raise DataError(f"{len(report.errors)} problem(s):\n  " + "\n  ".join(report.errors))
-    result = clean(raw.df, p, path, raw.raw_row)
+    df, rows = raw.df, raw.raw_row
+    fb = read_feedback(Path(feedback)) if feedback else None
+    if fb is not None and len(fb):
+        log.info("read %d feedback rows from %s", len(fb), feedback)
+        df, rows = with_feedback(df, rows, fb, p)
+    result = clean(df, p, path, rows)
     result.restored_rows, result.bare_cr = raw.restored_rows, raw.bare_cr
+    result.feedback_rows = 0 if fb is None else len(fb)
     problems = class_size_problems(result.kept["label"], params, path, result.dropped)
     if problems:
         raise DataError("\n  ".join(problems))
@@ -232,8 +254,8 @@ def clean_file(path: str, params: Params) -> CleanResult:
 
 def main() -> None:
     setup_logging()
-    args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
-    result = clean_file(args.input, load_params(args.params))
+    args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics", optional=("feedback",))
+    result = clean_file(args.input, load_params(args.params), args.feedback)
     metrics = stage_metrics(result)
     write_table(result.kept, args.output)
     write_table(result.dropped, args.dropped)

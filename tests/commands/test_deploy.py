@@ -176,6 +176,25 @@ def test_predict_streams_a_file_in_input_order(exported, tmp_path, out_name):
     assert side["model"]["md5"] == meta["model"]["md5"] and side["model"]["kind"] == "onnx"
 
 
+def test_predict_logs_every_scored_row_for_monitor(exported, tmp_path):
+    from pipeline.commands.predict import score_file
+    from pipeline.core.predlog import PredictionLog, read_log
+    from pipeline.core.scoring import Scorer
+
+    scorer = Scorer(exported[0])
+    rows = [f"message {i}: call now to win" for i in range(23)] + [""]
+    pd.DataFrame({"text": rows}).to_csv(tmp_path / "in.csv", index=False)
+    plog = PredictionLog(tmp_path / "log", scorer.label_names, scorer.hash)
+    score_file(scorer, tmp_path / "in.csv", tmp_path / "out.parquet", "text", chunk_rows=10, plog=plog)
+    plog.close()
+    logged = read_log(tmp_path / "log")
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert len(logged) == 24 and logged["request_id"].nunique() == 3  # one request id per chunk
+    assert logged["text"].fillna("").tolist() == rows and logged["model_md5"].eq(scorer.hash).all()
+    assert logged["prediction"].tolist()[:23] == out["prediction"].tolist()[:23]
+    assert logged["status"].tolist()[-1] == "empty_text"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
