@@ -4,7 +4,8 @@
 
 For each server (the server before this work: each request scored alone in a 16-thread pool on uvicorn's
 pure-Python h11 parser and asyncio loop; the same on httptools + uvloop, `--max-batch 0`; the default: dynamic
-batching) and each client count, a client in a second process (asyncio + aiohttp, one connection per client)
+batching; dynamic batching in two processes, `--workers 2`; each batching server with the prediction log on too) and
+each client count, a client in a second process (asyncio + aiohttp, one connection per client)
 keeps that many one-text requests in flight for `--seconds`, cycling through the test split's texts: requests/s,
 p50/p99 latency, errors. A thread-pool client under one GIL seldom has 16 requests in flight; this one does. Then,
 for the body limit, a 50 MB body is posted to each server: status, seconds to the answer, the server's RSS before
@@ -74,10 +75,11 @@ def free_port() -> int:
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The server's resident memory, its worker processes (--workers) included."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
 def start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
@@ -171,6 +173,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--wait-ms", type=float, default=0.0)
+    ap.add_argument("--out", default="serve_load.json", help="file name under bench/results/ (the md: SERVE.md only "
+                                                            "for the default)")
     args = ap.parse_args()
     if args.cmd == "client":
         return client_main(args)
@@ -195,9 +199,14 @@ def main() -> None:
                "one request at a time (--max-batch 0, 16 threads)": ["--max-batch", "0", "--max-body-mb", "1000"],
                f"dynamic batching (--max-batch {args.max_batch}, --batch-wait-ms {args.wait_ms:g})":
                    ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms)],
+               "dynamic batching, 2 processes of 1 thread (--workers 2)":
+                   ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms), "--workers", "2"],
                "dynamic batching + prediction log (--log-dir)":
                    ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms), "--log-dir",
-                    str(ROOT / "bench" / "work" / "serve_log")]}
+                    str(ROOT / "bench" / "work" / "serve_log")],
+               "--workers 2 + prediction log (--log-dir)":
+                   ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms), "--workers", "2",
+                    "--log-dir", str(ROOT / "bench" / "work" / "serve_log")]}
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                     "model": args.model, "seconds_per_run": args.seconds, "servers": {}}
     for name, extra in servers.items():
@@ -216,8 +225,9 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=30)
     result["answers"] = answers(args.model, texts, args.max_batch)
-    (OUT / "serve_load.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_md(result)
+    (OUT / args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.out == "serve_load.json":
+        write_md(result)
 
 
 def write_md(r: dict) -> None:

@@ -103,7 +103,7 @@ def score_file(scorer: Scorer, src: Path, dest: Path, text_column: str, fmt: str
                                     f"{list(chunk.columns)}")
                 scored = scorer.score(chunk[text_column].tolist(), batch_size)
                 if plog is not None:
-                    plog.log(plog.rows(f"predict-{run_id}-{rows // chunk_rows}", chunk[text_column].tolist(), scored))
+                    plog.log_request(f"predict-{run_id}-{rows // chunk_rows}", chunk[text_column].tolist(), scored)
                 out = chunk.reset_index(drop=True).copy()
                 if out_fmt == "parquet":  # one schema for every row group: the input columns as text
                     out = out.astype({c: "string" for c in out.columns if out[c].dtype == object})

@@ -279,7 +279,7 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, plog: Any, limits
     def answer(texts: list, results: list[dict]) -> dict:
         request_id = uuid.uuid4().hex
         if plog is not None:
-            plog.log(plog.rows(request_id, texts, results))  # queued, never blocks
+            plog.log_request(request_id, texts, results)  # queued, never blocks
         return {"model_md5": scorer.hash, "request_id": request_id, "predictions": results}
 
     if batcher is not None:
@@ -320,6 +320,21 @@ def _card_metrics(folder: Path) -> dict:
     return {}
 
 
+CONFIG_ENV = "FINETUNE_SERVE_CONFIG"  # create_app's arguments, for the worker processes uvicorn starts
+
+
+def app_from_env() -> Any:
+    """The app in a worker process of `serve --workers N` (uvicorn imports this factory in each)."""
+    return create_app(**json.loads(os.environ[CONFIG_ENV]))
+
+
+def check_model(model: str) -> None:
+    """Load the model once in the parent: a bad folder is one error, not one per worker."""
+    from pipeline.core.scoring import Scorer
+
+    Scorer(model, threads=1)
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     import uvicorn
 
@@ -346,12 +361,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ap.add_argument("--log-rotate-rows", type=int, default=10_000, help="rows per log file at most")
     ap.add_argument("--log-rotate-seconds", type=float, default=10.0,
                     help="a log file is written at the latest this long after its first row (what a kill can lose)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server processes, each with the model, its own batcher and (unless --threads) cores / "
+                         "workers inference threads; the OS spreads connections over them")
     ap.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                     help="uvicorn's HTTP parser (auto: httptools, the C one, when installed)")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                     help="uvicorn's event loop (auto: uvloop when installed)")
     args = ap.parse_args(argv)
-    for name in ("max_texts", "max_chars", "pool"):
+    for name in ("max_texts", "max_chars", "pool", "workers"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch < 0 or args.batch_wait_ms < 0 or (args.max_body_mb is not None and args.max_body_mb <= 0):
@@ -363,10 +381,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         plog = None if not args.log_dir else {"folder": args.log_dir, "log_text": not args.no_log_text,
                                                "rotate_rows": args.log_rotate_rows,
                                                "rotate_seconds": args.log_rotate_seconds}
-        app = create_app(args.model, args.max_texts, args.max_chars, args.threads, args.pool, args.max_batch,
-                         args.batch_wait_ms, max_body, plog)
-        log.info("serving %s on http://%s:%d (docs: /docs)", args.model, args.host, args.port)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=args.http, loop=args.loop)
+        config = {"model": args.model, "max_texts": args.max_texts, "max_chars": args.max_chars,
+                  "threads": args.threads, "pool": args.pool, "max_batch": args.max_batch,
+                  "batch_wait_ms": args.batch_wait_ms, "max_body": max_body, "prediction_log": plog}
+        common = {"host": args.host, "port": args.port, "log_level": "warning", "http": args.http, "loop": args.loop}
+        if args.workers == 1:
+            app = create_app(**config)
+            log.info("serving %s on http://%s:%d (docs: /docs)", args.model, args.host, args.port)
+            return uvicorn.run(app, **common)
+        if not args.threads:  # one process per share of the cores, not every process on every core
+            config["threads"] = max(1, (os.cpu_count() or 1) // args.workers)
+        check_model(args.model)  # a bad model folder fails here, once, not in every worker
+        os.environ[CONFIG_ENV] = json.dumps(config)
+        log.info("serving %s on http://%s:%d with %d worker processes (docs: /docs)", args.model, args.host,
+                 args.port, args.workers)
+        uvicorn.run("pipeline.commands.serve:app_from_env", factory=True, workers=args.workers, **common)
 
     run_stage(_run)
 

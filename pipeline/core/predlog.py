@@ -1,9 +1,10 @@
 """The prediction log: every text a served model scored, as append-only Parquet files, written off the request path.
 
 Each scored text is one row: time (UTC), request id, model md5, status, prediction, confidence, `p_<label>` per
-class, the text's length, its SHA-256, and the text itself unless logging text is off. Rows go into a bounded queue
-(`log()` never blocks: when the queue is full the rows are counted as dropped, never fail a request) and a
-background thread writes them out, one file per `rotate_rows` rows or `rotate_seconds`, whichever comes first.
+class, the text's length, its SHA-256, and the text itself unless logging text is off. Requests go into a bounded
+queue (`log_request()` never blocks: when `queue_rows` rows are waiting, more are counted as dropped, never fail a
+request) and a background thread builds the rows and writes them out, one file per `rotate_rows` rows or
+`rotate_seconds`, whichever comes first.
 A file is written under a temporary name and renamed when complete, so every `predictions-*.parquet` in the folder
 reads, even after the server is killed; a SIGKILL loses only the rows not yet written (at most one rotation's
 worth), and a clean shutdown (`close()`, which serve calls on SIGTERM/SIGINT) loses nothing.
@@ -30,41 +31,30 @@ class PredictionLog:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.label_names, self.model_md5, self.log_text = label_names, model_md5, log_text
-        self.rotate_rows, self.rotate_seconds = rotate_rows, rotate_seconds
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_rows)
-        self.logged = self.dropped = self.files = 0
+        self.rotate_rows, self.rotate_seconds, self.queue_rows = rotate_rows, rotate_seconds, queue_rows
+        # One item per request, not per row, and nothing computed on the request path: the server's event loop
+        # only appends a tuple; hashing, timestamps and the columns are the writer thread's work.
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queued = self.logged = self.dropped = self.files = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def rows(self, request_id: str, texts: list, results: list[dict]) -> list[dict]:
-        """The log rows of one request: its texts and what the model said of each (Scorer.score's results)."""
-        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        out = []
-        for text, r in zip(texts, results):
-            s = text if isinstance(text, str) else ""
-            row = {"time": now, "request_id": request_id, "model_md5": self.model_md5, "status": r["status"],
-                   "prediction": r["label"], "confidence": r["confidence"], "text_chars": len(s),
-                   "text_sha256": hashlib.sha256(s.encode("utf-8", "surrogatepass")).hexdigest(),
-                   "text": s if self.log_text else None}
-            probs = r["probabilities"] or {}
-            row.update({f"p_{n}": probs.get(n) for n in self.label_names})
-            out.append(row)
-        return out
-
-    def log(self, rows: list[dict]) -> None:
-        """Queue rows for writing; never blocks (a full queue drops them, counted)."""
-        for row in rows:
-            try:
-                self.queue.put_nowait(row)
-            except queue.Full:
-                with self._lock:
-                    self.dropped += 1
+    def log_request(self, request_id: str, texts: list, results: list[dict]) -> None:
+        """Queue one request's texts and what the model said of each (Scorer.score's results). Never blocks: when
+        `queue_rows` rows are already waiting, these are dropped and counted."""
+        n = len(texts)
+        with self._lock:
+            if self.queued + n > self.queue_rows:
+                self.dropped += n
+                return
+            self.queued += n
+        self.queue.put((time.time(), request_id, texts, results))
 
     def status(self) -> dict:
         return {"folder": str(self.folder), "logged": self.logged, "dropped": self.dropped, "files": self.files,
-                "queued": self.queue.qsize()}
+                "queued": self.queued}
 
     def close(self) -> None:
         """Write every queued row, then stop the writer."""
@@ -72,24 +62,57 @@ class PredictionLog:
         self._thread.join()
 
     def _run(self) -> None:
-        buffer: list[dict] = []
+        buffer: list[tuple] = []
+        rows = 0
         started = time.monotonic()
         while True:
-            try:
-                buffer.append(self.queue.get(timeout=0.1))
-            except queue.Empty:
-                pass
-            stopping = self._stop.is_set() and self.queue.empty()
-            due = buffer and (len(buffer) >= self.rotate_rows or time.monotonic() - started >= self.rotate_seconds)
+            # Wake a few times a second and take everything queued, not once per request: a thread that wakes per
+            # item asks for the GIL a thousand times a second and slows the server's event loop.
+            stopping = self._stop.wait(0.2)
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not buffer:
+                    started = time.monotonic()  # a file's clock starts with its first row
+                buffer.append(item)
+                rows += len(item[2])
+                if rows >= self.rotate_rows:  # a file holds rotate_rows rows (or one request's more) at most
+                    self._write(buffer, rows)
+                    buffer, rows = [], 0
+            due = buffer and time.monotonic() - started >= self.rotate_seconds
             if buffer and (due or stopping):
-                self._write(buffer)
-                buffer, started = [], time.monotonic()
-            if not buffer:
-                started = time.monotonic()  # a file's clock starts with its first row
+                self._write(buffer, rows)
+                buffer, rows = [], 0
             if stopping:
                 return
 
-    def _write(self, rows: list[dict]) -> None:
+    def columns(self, items: list[tuple]) -> dict[str, list]:
+        """The log's columns for queued requests: one row per text."""
+        cols: dict[str, list] = {k: [] for k in ("time", "request_id", "model_md5", "status", "prediction",
+                                                 "confidence", "text_chars", "text_sha256", "text")}
+        probs: dict[str, list] = {n: [] for n in self.label_names}
+        for when, request_id, texts, results in items:
+            stamp = datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="microseconds")
+            for text, r in zip(texts, results):
+                s = text if isinstance(text, str) else ""
+                cols["time"].append(stamp)
+                cols["request_id"].append(request_id)
+                cols["status"].append(r["status"])
+                cols["prediction"].append(r["label"])
+                cols["confidence"].append(r["confidence"])
+                cols["text_chars"].append(len(s))
+                cols["text_sha256"].append(hashlib.sha256(s.encode("utf-8", "surrogatepass")).hexdigest())
+                cols["text"].append(s if self.log_text else None)
+                p = r["probabilities"] or {}
+                for n in self.label_names:
+                    probs[n].append(p.get(n))
+        cols["model_md5"] = [self.model_md5] * len(cols["time"])
+        cols.update({f"p_{n}": v for n, v in probs.items()})
+        return cols
+
+    def _write(self, items: list[tuple], rows: int) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -101,15 +124,17 @@ class PredictionLog:
         name = f"{PREFIX}{stamp}-{os.getpid()}-{self.files:06d}.parquet"
         tmp = self.folder / f".{name}.tmp"
         try:
-            pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields)), tmp)
+            pq.write_table(pa.Table.from_pydict(self.columns(items), schema=pa.schema(fields)), tmp)
             os.replace(tmp, self.folder / name)  # complete or absent: a reader never sees half a file
         except Exception:  # noqa: BLE001 - a log that cannot be written must not take the server down
-            log.exception("prediction log: %d rows could not be written to %s", len(rows), self.folder)
+            log.exception("prediction log: %d rows could not be written to %s", rows, self.folder)
             with self._lock:
-                self.dropped += len(rows)
+                self.dropped += rows
+                self.queued -= rows
             return
         with self._lock:
-            self.logged += len(rows)
+            self.logged += rows
+            self.queued -= rows
             self.files += 1
 
 

@@ -366,14 +366,17 @@ def test_ray_engine_scores_exactly_as_in_process_on_a_two_worker_cluster(student
         engine.close()
 
 
-def test_server_logs_every_scored_text_and_a_sigterm_loses_nothing(exported, sms_slice, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_server_logs_every_scored_text_and_a_sigterm_loses_nothing(exported, sms_slice, tmp_path, workers):
+    """Also with --workers 2: uvicorn passes the SIGTERM to each worker process, and each writes its own files."""
     import signal
 
     import httpx
 
     from pipeline.core.predlog import read_log
 
-    proc, url = _start_server(exported[0], "--log-dir", str(tmp_path / "log"), "--log-rotate-rows", "16")
+    proc, url = _start_server(exported[0], "--log-dir", str(tmp_path / "log"), "--log-rotate-rows", "16",
+                              "--workers", workers)
     texts = sms_slice["text"].tolist()[:30]
 
     async def send() -> list[dict]:
@@ -425,8 +428,8 @@ def test_a_full_log_queue_drops_rows_counted_never_blocks(tmp_path):
 
     plog = PredictionLog(tmp_path, ["ham", "spam"], "md5", queue_rows=1, rotate_rows=100)
     result = {"status": "ok", "label": "ham", "confidence": 0.9, "probabilities": {"ham": 0.9, "spam": 0.1}}
-    for i in range(2000):  # put_nowait: a full queue costs a count, not a wait (a blocking put would drop none)
-        plog.log(plog.rows(f"r{i}", ["a text"], [result]))
+    for i in range(2000):  # a full queue costs a count, not a wait (a blocking put would drop none)
+        plog.log_request(f"r{i}", ["a text"], [result])
     plog.close()
     assert plog.dropped > 0 and plog.logged + plog.dropped == 2000
     assert len(read_log(tmp_path)) == plog.logged
