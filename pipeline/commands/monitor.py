@@ -192,7 +192,8 @@ def run_checks(scorer: Any, reference: pd.DataFrame, current: pd.DataFrame, trai
         counts["current_not_scored"] = {str(k): int(v) for k, v in current.loc[current["status"] != "ok", "status"]
                                         .value_counts().items()}
         current = current[current["status"] == "ok"].reset_index(drop=True)
-    has_text = "text" in current and current["text"].notna().all()
+    # A log written with --no-log-text has no text at all; a file may have a few empty cells (scored as empty).
+    has_text = "text" in current and bool(current["text"].notna().any())
     if has_text:
         norm, status = scorer.normalise(current["text"].tolist())
         current = current.assign(text=norm)[np.asarray(status) == "ok"].reset_index(drop=True)
@@ -280,7 +281,7 @@ def rows_to_label(scorer: Any, current: pd.DataFrame, train_texts: list[str], re
 
     Rows whose normalised text is in the training rows, or already chosen, are skipped. `label` is left empty for
     a person to fill; `finetune ingest` reads the file back."""
-    if "text" not in current or current["text"].isna().any():
+    if "text" not in current or current["text"].isna().all():
         raise DataError("--to-label: the window has no text (logged with --no-log-text): nothing a person can label")
     norm, status = scorer.normalise(current["text"].tolist())
     cand = current.assign(text=norm)[np.asarray(status) == "ok"]

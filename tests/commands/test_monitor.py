@@ -129,7 +129,9 @@ def test_cli_on_an_onnx_model_exit_status_report_and_errors(student, exported, p
     shutil.copytree(exported[0], models / "student-onnx")
     ref.to_parquet(tmp_path / "test.parquet")
     train.to_parquet(tmp_path / "train.parquet")
-    pool.head(200).to_csv(tmp_path / "same.csv", index=False)
+    same = pool.head(200).copy()
+    same.loc[0, "text"] = None  # an empty cell is an unscorable row, not a log without text
+    same.to_csv(tmp_path / "same.csv", index=False)
     shifted = pd.concat([pool[pool["label"] == "spam"].head(80), pool[pool["label"] == "ham"].head(20)])
     shifted.rename(columns={"text": "message"}).to_csv(tmp_path / "shifted.csv", index=False)
     common = ["--model", str(models / "student-onnx"), "--reference", str(tmp_path / "test.parquet"),
@@ -137,6 +139,8 @@ def test_cli_on_an_onnx_model_exit_status_report_and_errors(student, exported, p
 
     same = run_monitor(*common, "--current", str(tmp_path / "same.csv"), "--out", str(tmp_path / "r1"), cwd=tmp_path)
     assert same.returncode == 0, same.stderr[-2000:]
+    checked = json.loads((tmp_path / "r1" / "monitor.json").read_text())
+    assert checked["checks_run"] == 6 and checked["counts"]["current_rows_tested"] == 199
     shift = run_monitor(*common, "--current", str(tmp_path / "shifted.csv"), "--text-column", "message", "--json",
                         "--to-label", "5", "--out", str(tmp_path / "r2"), cwd=tmp_path)
     assert shift.returncode == 3, shift.stderr[-2000:]
