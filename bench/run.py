@@ -479,12 +479,9 @@ def bench_serve(seconds: int = 30, clients: int = 16) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--port", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    from serve_load import wait_healthy  # bench/serve_load.py
+
+    wait_healthy(url)
     texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
     stop = time.perf_counter() + seconds
 

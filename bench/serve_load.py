@@ -83,20 +83,28 @@ def rss_mib(pid: int) -> float:
 
 
 def start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    import httpx
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model", model, "--port", str(port),
                              *extra], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    if wait_healthy(url):
+        return proc, url
     proc.kill()
     raise RuntimeError(f"server {extra} did not start")
+
+
+def wait_healthy(url: str, tries: int = 600) -> bool:
+    """Poll GET /health until the server answers 200 (about two minutes at most)."""
+    import httpx
+
+    for _ in range(tries):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return False
 
 
 def big_body(url: str, pid: int) -> dict:

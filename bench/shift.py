@@ -58,6 +58,7 @@ def replay() -> None:
     import socket
 
     import httpx
+    from serve_load import wait_healthy  # bench/serve_load.py
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,12 +68,8 @@ def replay() -> None:
                                              "--log-dir logs"], cwd=WS)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        if not wait_healthy(url):
+            raise RuntimeError("the server did not start")
         texts = pd.read_csv(DATA / "ht2014-traffic.csv")["text"].tolist()
         with httpx.Client(timeout=60) as c:
             for i in range(0, len(texts), 4):  # requests of 4 texts, in time order
