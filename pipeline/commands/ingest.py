@@ -61,24 +61,26 @@ def ingest(labelled: pd.DataFrame, name: str, feedback: pd.DataFrame, labels: li
     has_label = labelled["label"].notna() & labelled["label"].astype(str).str.strip().ne("")
     counts = {"rows_in": len(labelled), "unlabelled": int((~has_label).sum())}
     rows = labelled[has_label]
+    keys = {}
     for i, r in rows.iterrows():  # data row i + 1 of the file (the header is not counted)
-        if not isinstance(r["text"], str) or not normalise_text(r["text"], p):
+        text = normalise_text(r["text"], p) if isinstance(r["text"], str) else ""
+        if not text:
             raise DataError(f"{name}: data row {i + 1} has a label but no text")
         if str(r["label"]).strip() not in labels:
             raise DataError(f"{name}: data row {i + 1} has label {r['label']!r}, not one of the data's classes "
                             f"{labels}")
+        keys[i] = dedup_key(text)
     seen = {dedup_key(normalise_text(t, p)) for t in feedback["text"] if isinstance(t, str)}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new, skipped_feedback, skipped_raw = [], 0, 0
     for i, r in rows.iterrows():
-        key = dedup_key(normalise_text(r["text"], p))
-        if key in seen:
+        if keys[i] in seen:
             skipped_feedback += 1
             continue
-        if key in raw:
+        if keys[i] in raw:
             skipped_raw += 1
             continue
-        seen.add(key)
+        seen.add(keys[i])
         new.append({"text": r["text"], "label": str(r["label"]).strip(), "request_id": r.get("request_id"),
                     "time": r.get("time"), "model_md5": r.get("model_md5"), "ingested_at": now,
                     "source": f"{name}:{i + 1}"})
@@ -105,9 +107,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         feedback_path = root / rev.feedback_path()
         if not feedback_path.parent.is_dir():
             raise DataError(f"{feedback_path.parent}: no such folder (dvc.yaml's `feedback` var)")
-        labelled = read_feedback(Path(args.labelled)) if Path(args.labelled).is_file() else None
-        if labelled is None:
+        if not Path(args.labelled).is_file():
             raise DataError(f"{args.labelled}: no such file")
+        labelled = read_feedback(Path(args.labelled))
         clean_out = root / rev.stage_paths("clean").get("output", "data/interim/clean.parquet")
         labels = known_labels(Path(args.params), clean_out)
         raw = raw_keys(root / rev.raw_path(), Path(args.params))

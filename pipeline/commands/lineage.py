@@ -104,21 +104,18 @@ class Revision:
             self._cache["dvc.yaml"] = yaml.safe_load(self.text("dvc.yaml"))
         return self._cache["dvc.yaml"]
 
-    def raw_path(self) -> str:
-        for v in self.dvc_yaml().get("vars", []):
-            if isinstance(v, dict) and "raw" in v:
-                return str(v["raw"])
-        raise LineageError("dvc.yaml has no `raw` var")
+    def vars(self) -> dict[str, str]:
+        """dvc.yaml's `vars` (the raw and feedback file paths)."""
+        return {k: str(x) for v in self.dvc_yaml().get("vars", []) if isinstance(v, dict) for k, x in v.items()}
 
-    def var(self, name: str) -> str | None:
-        for v in self.dvc_yaml().get("vars", []):
-            if isinstance(v, dict) and name in v:
-                return str(v[name])
-        return None
+    def raw_path(self) -> str:
+        if "raw" not in self.vars():
+            raise LineageError("dvc.yaml has no `raw` var")
+        return self.vars()["raw"]
 
     def feedback_path(self) -> str:
         """dvc.yaml's `feedback` var: the labelled rows `ingest` appends and `clean` reads after the raw file."""
-        return self.var("feedback") or "data/feedback/labelled.csv"
+        return self.vars().get("feedback", "data/feedback/labelled.csv")
 
     def feedback(self) -> pd.DataFrame | None:
         """The feedback file at this revision (None when it has none)."""
@@ -136,9 +133,9 @@ class Revision:
         st = self.dvc_yaml()["stages"].get(stage)
         if st is None:
             return {}
-        cmd = str(st["cmd"]).replace("${raw}", self.raw_path())
-        if "${feedback}" in cmd:
-            cmd = cmd.replace("${feedback}", self.feedback_path())
+        cmd = str(st["cmd"])
+        for name, value in self.vars().items():
+            cmd = cmd.replace("${" + name + "}", value)
         words = cmd.split()
         return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
 

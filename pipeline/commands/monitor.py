@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import logging
 from collections import Counter
@@ -28,16 +27,13 @@ import numpy as np
 import pandas as pd
 
 import pipeline.core.drift as drift
-from pipeline.core.io import DataError, atomic_path, detect_format, run_stage, setup_logging
+from pipeline.core.io import DataError, atomic_path, run_stage, setup_logging
+from pipeline.core.predlog import text_sha256 as sha
 
 log = logging.getLogger(__name__)
 
 DRIFT_EXIT = 3
 MIN_ROWS = 20  # fewer rows than this and no two-sample test says anything useful
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def read_any(path: Path, text_column: str = "text") -> pd.DataFrame:
@@ -51,22 +47,20 @@ def read_any(path: Path, text_column: str = "text") -> pd.DataFrame:
         return df
     if not path.is_file():
         raise DataError(f"{path}: no such file or folder")
-    fmt = detect_format(path, "auto")
-    try:
-        if fmt == "parquet":
-            df = pd.read_parquet(path)
-        elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False)
-        else:
-            df = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False,
-                             na_values=[""])
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot read as {fmt}: {e}") from None
+    from pipeline.commands.predict import iter_chunks
+
+    df = pd.concat(list(iter_chunks(path, "auto", "utf-8", 200_000)), ignore_index=True)
     if text_column != "text" and text_column in df:
         df = df.rename(columns={text_column: "text"})
     if "text" not in df and "text_chars" not in df:
         raise DataError(f"{path}: no `{text_column}` column (found {list(df.columns)}); pass --text-column")
     return df
+
+
+def _utc(when: str) -> pd.Timestamp:
+    """An ISO time; one without a zone is UTC, as the log's times are."""
+    t = pd.Timestamp(when)
+    return t.tz_localize("UTC") if t.tzinfo is None else t
 
 
 def window(df: pd.DataFrame, since: str | None, until: str | None, last: int | None) -> pd.DataFrame:
@@ -77,11 +71,9 @@ def window(df: pd.DataFrame, since: str | None, until: str | None, last: int | N
         t = pd.to_datetime(df["time"], utc=True, format="ISO8601")
         keep = np.ones(len(df), dtype=bool)
         if since:
-            keep &= (t >= pd.Timestamp(since, tz="UTC") if pd.Timestamp(since).tzinfo is None
-                     else t >= pd.Timestamp(since)).to_numpy()
+            keep &= (t >= _utc(since)).to_numpy()
         if until:
-            keep &= (t < pd.Timestamp(until, tz="UTC") if pd.Timestamp(until).tzinfo is None
-                     else t < pd.Timestamp(until)).to_numpy()
+            keep &= (t < _utc(until)).to_numpy()
         df = df[keep]
     if last:
         df = df.tail(last)

@@ -13,8 +13,9 @@ Dynamic batching (as Triton's dynamic batcher, TorchServe and LitServe do): requ
 being scored queue, and the next batch takes them together, up to --max-batch texts (a request is never split; a
 bigger one is a batch of its own), after waiting --batch-wait-ms for more (0 by default: under load the queue fills
 while the previous batch runs). One model call per batch, with every core, instead of 16 threads fighting over
-them: with httptools + uvloop, 1.4-2.0x (about 1.6x) the requests/s of the earlier server under 16 concurrent
-clients on 2 cores, p99 24-28 ms (bench/results/SERVE.md). Each request gets its own texts' results and
+them: about 1.6x the requests/s of the earlier server under 16 concurrent clients on 2 cores, and with
+--workers 2 (a process, a batcher and one inference thread per core) a median 2.05x over eight runs, p99
+23-31 ms (bench/results/SERVE.md). Each request gets its own texts' results and
 statuses. `--max-batch 0` scores each request alone in a thread pool of --pool threads (the earlier server). The
 int8 model quantises activations per batch, so batch mates move a text's probabilities a little (as the other texts
 of one request always did): on the 516 SMS test rows, by 0.0002 on average and 0.02 at most, with every label the

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 PREFIX = "predictions-"
 
 
+def text_sha256(text: str) -> str:
+    """The hash a log keeps of a text (and monitor matches texts by)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class PredictionLog:
     def __init__(self, folder: str | Path, label_names: list[str], model_md5: str, log_text: bool = True,
                  rotate_rows: int = 10_000, rotate_seconds: float = 10.0, queue_rows: int = 100_000) -> None:
@@ -103,7 +108,7 @@ class PredictionLog:
                 cols["prediction"].append(r["label"])
                 cols["confidence"].append(r["confidence"])
                 cols["text_chars"].append(len(s))
-                cols["text_sha256"].append(hashlib.sha256(s.encode("utf-8", "surrogatepass")).hexdigest())
+                cols["text_sha256"].append(text_sha256(s))
                 cols["text"].append(s if self.log_text else None)
                 p = r["probabilities"] or {}
                 for n in self.label_names:
