@@ -56,6 +56,7 @@ def main() -> None:
                           2000, seed, memo=memo)
 
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+                    "date": time.strftime("%Y-%m-%d"),
                     "model": str(model.relative_to(ROOT)), "embedder": str(embedder.relative_to(ROOT)),
                     "alpha": args.alpha, "window": args.window, "draws": args.draws, "false_alarms": {},
                     "power": {}}
@@ -103,7 +104,8 @@ def main() -> None:
 
 def write_md(r: dict) -> None:
     lines = ["# Monitor: false alarms and power", "",
-             f"Machine: {r['machine']}. Model `{r['model']}` (embeddings: `{r['embedder']}`); reference: the test "
+             f"Machine: {r['machine']}; run {r.get('date', 'undated')}. "
+             f"Model `{r['model']}` (embeddings: `{r['embedder']}`); reference: the test "
              f"split. Written by `python bench/monitor.py`. alpha {r['alpha']} over all checks.", "",
              "## False alarms: windows drawn like the test rows", "",
              "| traffic | window | draws | runs reporting drift | rate (claim: ≤ alpha) | which checks fired |",

@@ -41,6 +41,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+def today() -> str:
+    import datetime
+
+    return datetime.date.today().isoformat()
+
+
 def machine() -> str:
     import psutil
 
@@ -116,7 +122,7 @@ def timed(argv: list[str], cwd: Path) -> tuple[float, float, float]:
 
 
 def run(sizes: list[int]) -> dict:
-    result = {"machine": machine(), "sizes": {}}
+    result = {"machine": machine(), "date": today(), "sizes": {}}
     for rows in sizes:
         ws = workspace(rows)
         per = {}
@@ -136,7 +142,8 @@ def run(sizes: list[int]) -> dict:
 
 
 def write_md(r: dict) -> None:
-    lines = ["# The data stages at scale", "", f"Machine: {r['machine']}. Written by `python bench/scale.py run`: "
+    lines = ["# The data stages at scale", "", f"Machine: {r['machine']}; run {r.get('date', 'undated')}. "
+             f"Written by `python bench/scale.py run`: "
              "each stage run as dvc.yaml runs it, one after another, on real health tweets cycled and made unique "
              "(augmentation off, as by default). Per stage: seconds, peak RSS of its whole process tree (worker "
              "processes summed in; MiB) and microseconds per row.", "",
@@ -153,7 +160,9 @@ def write_md(r: dict) -> None:
 
 
 def audit_md(a: dict) -> list[str]:
-    lines = ["", "## The audit: first version vs today's", "", f"Machine: {a['machine']}. `python bench/scale.py "
+    lines = ["", "## The audit: first version vs today's", "",
+             f"Machine: {a['machine']}; run {a.get('date', 'undated')}. "
+             f"`python bench/scale.py "
              "audit`: the first audit (per-fold TF-IDF vocabulary of 100,000 uni+bigrams, lbfgs, one process) and "
              "today's (the 100,000 most frequent hashed uni+bigrams, TF-IDF fitted once, saga, folds in parallel) on "
              "the same rows, with cleanlab's "
@@ -238,7 +247,7 @@ def compare_audits() -> dict:
 
     p = load_params(ROOT / "params.yaml").audit
     seed = 42
-    out: dict = {"machine": machine(), "datasets": {}}
+    out: dict = {"machine": machine(), "date": today(), "datasets": {}}
     for name, df in audit_datasets().items():
         row: dict = {"rows": len(df), "classes": int(df["label"].nunique())}
         variants = {"clean": df}

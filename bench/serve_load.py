@@ -193,7 +193,8 @@ def main() -> None:
 
     if args.cmd == "ceiling":
         texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()[:512]
-        c = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "model": args.model,
+        c = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+             "date": time.strftime("%Y-%m-%d"), "model": args.model,
              "texts_per_s": model_ceiling(args.model, texts)}
         (OUT / "serve_ceiling.json").write_text(json.dumps(c, indent=2) + "\n")
         return write_md(json.loads((OUT / "serve_load.json").read_text()))
@@ -216,6 +217,7 @@ def main() -> None:
                    ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.wait_ms), "--workers", "2",
                     "--log-dir", str(ROOT / "bench" / "work" / "serve_log")]}
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+                    "date": time.strftime("%Y-%m-%d"),
                     "model": args.model, "seconds_per_run": args.seconds, "servers": {}}
     for name, extra in servers.items():
         proc, url = start_server(args.model, extra)
@@ -241,7 +243,8 @@ def main() -> None:
 def write_md(r: dict) -> None:
     names = list(r["servers"])
     lines = ["# Serving under load: dynamic batching vs one request at a time", "",
-             f"Machine: {r['machine']}. Model: `{r['model']}`. Written by `python bench/serve_load.py`; both servers "
+             f"Machine: {r['machine']}; run {r.get('date', 'undated')}. "
+             f"Model: `{r['model']}`. Written by `python bench/serve_load.py`; both servers "
              f"in one run, {r['seconds_per_run']} s per client count; the client is a second process (asyncio + "
              "aiohttp) keeping that many one-text requests in flight.", "",
              "| clients | server | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
@@ -271,7 +274,8 @@ def write_md(r: dict) -> None:
         before = r["servers"][names[0]]["load"]
         at16 = next((x["requests_per_s"] for x in before if x["clients"] == 16), None)
         lines += ["## The ceiling: the model alone", "",
-                  f"`python bench/serve_load.py ceiling` (machine: {c['machine']}): texts/s of `{c['model']}` called "
+                  f"`python bench/serve_load.py ceiling` (machine: {c['machine']}; run {c.get('date', 'undated')}): "
+                  f"texts/s of `{c['model']}` called "
                   "in-process, no HTTP, no client sharing the cores.", "", "| call | texts/s |", "|---|---|"]
         lines += [f"| {k} | {v:,} |" for k, v in c["texts_per_s"].items()]
         if at16:
