@@ -12,6 +12,11 @@ for the body limit, a 50 MB body is posted to each server: status, seconds to th
 and after. Last, what batching does to the answers: every test text scored alone
 and in batches of --max-batch (as the batcher groups them), label agreement and the largest probability change.
 Writes bench/results/serve_load.json and SERVE.md.
+
+    python bench/serve_load.py overhead [--workers 1 2] [--rounds 8] [--round-seconds 5]
+
+The prediction log's cost alone: servers with and without `--log-dir` up at once, the client alternating between
+them round by round (bench/results/serve_log_overhead.json, a section of SERVE.md).
 """
 from __future__ import annotations
 
@@ -142,6 +147,45 @@ def answers(model: str, texts: list[str], max_batch: int) -> dict:
             "mean_abs_probability_change": float(np.abs(alone - grouped).mean())}
 
 
+def log_overhead(model: str, texts: list[str], workers: int, clients: int, rounds: int, seconds: float,
+                 max_batch: int) -> dict:
+    """Requests/s with and without `--log-dir`, both servers up at once (an idle one costs nothing) and the client
+    alternating between them, A B B A A B ...: a machine whose speed drifts over the run slows both alike, which
+    one server after the other cannot promise on a shared machine. Each round pair gives a ratio; the median and a
+    bootstrap 95% CI of the mean ratio say what logging costs."""
+    import numpy as np
+
+    texts_file = ROOT / "bench" / "work" / "serve_texts.json"
+    texts_file.parent.mkdir(parents=True, exist_ok=True)
+    texts_file.write_text(json.dumps(texts))
+    log_dir = ROOT / "bench" / "work" / "serve_log_overhead"
+    base = ["--max-batch", str(max_batch), "--workers", str(workers)]
+    procs = []
+    try:
+        plain, plain_url = start_server(model, base)
+        procs.append(plain)
+        logged, logged_url = start_server(model, [*base, "--log-dir", str(log_dir)])
+        procs.append(logged)
+        rps: dict[str, list[float]] = {"plain": [], "log": []}
+        for i in range(rounds):
+            order = [("plain", plain_url), ("log", logged_url)]
+            for name, url in (order if i % 2 == 0 else order[::-1]):
+                out = subprocess.run([sys.executable, __file__, "client", "--url", url, "--texts", str(texts_file),
+                                      "--clients", str(clients), "--seconds", str(seconds)], capture_output=True,
+                                     text=True, check=True).stdout
+                rps[name].append(json.loads(out)["requests_per_s"])
+            print(f"workers {workers} round {i}: plain {rps['plain'][-1]}, log {rps['log'][-1]}", flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=60)
+    ratio = np.array(rps["log"]) / np.array(rps["plain"])
+    boot = np.random.default_rng(0).choice(ratio, (10_000, len(ratio))).mean(1)
+    return {"requests_per_s": rps, "ratio_log_over_plain": [round(float(x), 4) for x in ratio],
+            "median_ratio": round(float(np.median(ratio)), 4), "mean_ratio": round(float(ratio.mean()), 4),
+            "mean_ratio_ci95": [round(float(np.quantile(boot, 0.025)), 4), round(float(np.quantile(boot, 0.975)), 4)]}
+
+
 def model_ceiling(model: str, texts: list[str], seconds: float = 5.0) -> dict:
     """The model alone, no HTTP: texts/s when it is called with 1, 16 or 64 texts at a time (OnnxClassifier.logits,
     which sorts and cuts batches as serve does), and Scorer.score with one text (normalising and the result dicts
@@ -176,6 +220,12 @@ def main() -> None:
     c.add_argument("--seconds", type=float, required=True)
     sub.add_parser("ceiling", help="the model alone, no HTTP (bench/results/serve_ceiling.json)")
     sub.add_parser("md", help="rewrite SERVE.md from the JSON files")
+    o = sub.add_parser("overhead", help="the prediction log's cost, servers with and without it up side by side, "
+                                        "the client alternating between them (bench/results/serve_log_overhead.json)")
+    o.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    o.add_argument("--rounds", type=int, default=8)
+    o.add_argument("--round-seconds", type=float, default=5.0)
+    o.add_argument("--overhead-clients", type=int, default=16)
     ap.add_argument("--model", default="models/student-onnx")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
@@ -190,6 +240,16 @@ def main() -> None:
         return write_md(json.loads((OUT / "serve_load.json").read_text()))
 
     from pipeline.core.io import read_table
+
+    if args.cmd == "overhead":
+        texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
+        o = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+             "date": time.strftime("%Y-%m-%d"), "model": args.model, "clients": args.overhead_clients,
+             "rounds": args.rounds, "round_seconds": args.round_seconds,
+             "by_workers": {str(w): log_overhead(args.model, texts, w, args.overhead_clients, args.rounds,
+                                                 args.round_seconds, args.max_batch) for w in args.workers}}
+        (OUT / "serve_log_overhead.json").write_text(json.dumps(o, indent=2) + "\n")
+        return write_md(json.loads((OUT / "serve_load.json").read_text()))
 
     if args.cmd == "ceiling":
         texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()[:512]
@@ -241,6 +301,8 @@ def main() -> None:
 
 
 def write_md(r: dict) -> None:
+    import numpy as np
+
     names = list(r["servers"])
     lines = ["# Serving under load: dynamic batching vs one request at a time", "",
              f"Machine: {r['machine']}; run {r.get('date', 'undated')}. "
@@ -284,6 +346,21 @@ def write_md(r: dict) -> None:
                       "padded to the longest, and the int8 kernels gain little from more rows), so a batching "
                       "server's best is the one-text rate above, before any HTTP work and with the load client "
                       "taking its share of the two cores."]
+    overhead_file = OUT / "serve_log_overhead.json"
+    if overhead_file.is_file():
+        o = json.loads(overhead_file.read_text())
+        lines += ["", "## What the prediction log costs", "",
+                  f"`python bench/serve_load.py overhead` (machine: {o['machine']}; run {o['date']}): the same server "
+                  f"with and without `--log-dir`, both up at once, {o['clients']} clients alternating between them "
+                  f"in {o['rounds']} pairs of {o['round_seconds']:g}-second rounds (A B, B A, ...), so a machine "
+                  "that slows during the run slows both alike.", "",
+                  "| server | requests/s without log (median) | with log (median) | with/without per pair: median | "
+                  "mean [95% CI] |", "|---|---|---|---|---|"]
+        for w, x in o["by_workers"].items():
+            lo, hi = x["mean_ratio_ci95"]
+            lines.append(f"| --workers {w} | {np.median(x['requests_per_s']['plain']):.0f} | "
+                         f"{np.median(x['requests_per_s']['log']):.0f} | {x['median_ratio']:.3f} | "
+                         f"{x['mean_ratio']:.3f} [{lo:.3f}, {hi:.3f}] |")
     notes = OUT / "serve_notes.md"  # what the numbers mean, written by hand after looking at several runs
     if notes.is_file():
         lines += ["", notes.read_text().rstrip("\n")]
