@@ -272,7 +272,8 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     assert fb["raw_row"] == -2 and fb["label"] == "ham" and fb["feedback"]["request_id"] == "req-1"
     assert fb["feedback"]["model_md5"] == "f" * 32 and fb["feedback"]["source"] == "to_label.csv:2"
     assert fb["stages"]["clean"] == "kept" and fb["split"] in ("train", "val", "test")
-    assert "req-1" in lineage("trace", "--text", "Feedback 1:", repo=repo, env=env).stdout
+    traced = lineage("trace", "--text", "Feedback 1:", repo=repo, env=env).stdout
+    assert "req-1" in traced and traced.startswith("1 row(s) of data/feedback/labelled.csv at ")
     assert d["moved_split"]["rows"] == 0
     assert set(d["models"]) == {"teacher", "student", "student_onnx", "baseline"}
     for m in d["models"].values():

@@ -266,7 +266,8 @@ def trace(r: Revision, row_id: str | None, text: str | None, raw_row: int | None
 
 
 def format_trace(t: dict) -> str:
-    lines = [f"{t['matches']} row(s) of {t['raw_file']} at {t['revision']}" +
+    files = dict.fromkeys(row["feedback"]["file"] if row.get("feedback") else t["raw_file"] for row in t["rows"])
+    lines = [f"{t['matches']} row(s) of {' and '.join(files) or t['raw_file']} at {t['revision']}" +
              (f" (first {len(t['rows'])} shown)" if t["matches"] > len(t["rows"]) else "")]
     for row in t["rows"]:
         fb = row.get("feedback")
