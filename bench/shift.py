@@ -116,11 +116,14 @@ def arms(draws: int, only: list[str] | None = None) -> None:
         ws = WS.with_name(f"ht2013-{name}")
         shutil.rmtree(ws, ignore_errors=True)
         shutil.copytree(WS, ws, symlinks=True)
+        # the 2013 run committed first, as the README says to after a run, so `lineage diff` has a "before"
+        sh("git add dvc.lock data/feedback/labelled.csv && git commit -q -m '2013 model, before feedback'", ws)
         rows.to_csv(ws / "labelled.csv", index=False)
         print(name, sh("finetune ingest labelled.csv", ws)[-400:])
         t0 = time.time()
         sh("dvc repro", ws)
         print(name, f"dvc repro {time.time() - t0:.0f} s", flush=True)
+        (ws / "lineage_diff.json").write_text(sh("finetune lineage --json diff 2>/dev/null", ws))
 
 
 def report(draws: int) -> None:
@@ -166,6 +169,10 @@ def report(draws: int) -> None:
     result["chosen_by_reason"] = {k: int(v) for k, v in to_label["reason"].value_counts().items()}
     traffic = pd.read_csv(DATA / "ht2014-traffic.csv")
     chosen = label(to_label, traffic)
+    diff_file = WS.with_name("ht2013-selected") / "lineage_diff.json"
+    if diff_file.is_file():  # `finetune lineage diff` in the selected arm: the commit before feedback -> after
+        d = json.loads(diff_file.read_text())
+        result["selected_lineage_diff"] = {"stages": d["stages"], "moved_split": d["moved_split"]}
     result["chosen_rows_base_student_wrong"] = round(float((chosen["label"] != to_label["prediction"]).mean()), 4)
     (OUT / "shift.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     write_md(result)
