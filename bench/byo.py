@@ -65,7 +65,8 @@ def run(name: str, raw: Path, sets: list[str], target: str | None = None) -> Non
     check = sh(["finetune", "check"], repo, repo / "check.txt", env)
     t0 = time.time()
     code = sh(["dvc", "repro", *([target] if target else [])], repo, repo / "repro.log", env)
-    (repo / "repro.json").write_text(json.dumps({"returncode": code, "check_returncode": check, "sets": sets,
+    (repo / "repro.json").write_text(json.dumps({"name": name, "returncode": code, "check_returncode": check,
+                                                 "sets": sets,
                                                  "seconds": round(time.time() - t0, 1), "raw": str(raw),
                                                  "target": target}))
     print(f"{name}: finetune check rc={check}, dvc repro rc={code} in {time.time() - t0:.0f} s")
@@ -96,6 +97,8 @@ def table() -> str:
         run_info = json.loads((repo / "repro.json").read_text())
         if run_info.get("target"):
             continue  # a partial run (e.g. for bench/long_docs.py): no results table
+        if run_info.get("name", repo.name) != repo.name:
+            continue  # a copy another bench changed (bench/shift.py's arms, a tune run): not this run's results
         if run_info["returncode"] != 0 or not (repo / "metrics" / "eval.json").is_file():
             lines += [f"## {repo.name}: dvc repro failed (see {repo / 'repro.log'})", ""]
             continue
