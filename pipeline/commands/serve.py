@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -326,7 +327,26 @@ CONFIG_ENV = "FINETUNE_SERVE_CONFIG"  # create_app's arguments, for the worker p
 
 def app_from_env() -> Any:
     """The app in a worker process of `serve --workers N` (uvicorn imports this factory in each)."""
-    return create_app(**json.loads(os.environ[CONFIG_ENV]))
+    config = json.loads(os.environ[CONFIG_ENV])
+    exit_with_supervisor(config.pop("supervisor_pid"))
+    return create_app(**config)
+
+
+def exit_with_supervisor(supervisor_pid: int) -> None:
+    """Ask the kernel for a SIGTERM when the supervisor dies (Linux's PR_SET_PDEATHSIG). uvicorn stops its
+    workers when it is stopped, but a supervisor killed with SIGKILL (the OOM killer, `kill -9`) would leave
+    them serving the port, each with its own log, and nothing to stop them. The SIGTERM is the usual graceful
+    shutdown: each worker finishes its requests and writes its prediction log. Elsewhere a no-op."""
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != supervisor_pid:  # it died before the request above: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def check_model(model: str) -> None:
@@ -393,7 +413,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if not args.threads:  # one process per share of the cores, not every process on every core
             config["threads"] = max(1, (os.cpu_count() or 1) // args.workers)
         check_model(args.model)  # a bad model folder fails here, once, not in every worker
-        os.environ[CONFIG_ENV] = json.dumps(config)
+        os.environ[CONFIG_ENV] = json.dumps({**config, "supervisor_pid": os.getpid()})
         log.info("serving %s on http://%s:%d with %d worker processes (docs: /docs)", args.model, args.host,
                  args.port, args.workers)
         uvicorn.run("pipeline.commands.serve:app_from_env", factory=True, workers=args.workers, **common)

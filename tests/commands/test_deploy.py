@@ -423,6 +423,32 @@ def test_a_killed_server_leaves_every_log_file_it_wrote_readable(exported, sms_s
     assert len(logged) == 20 and logged["text"].isna().all() and logged["text_sha256"].str.len().eq(64).all()
 
 
+def test_workers_of_a_killed_supervisor_stop_and_write_their_logs(exported, sms_slice, tmp_path):
+    """SIGKILL of `serve --workers 2`'s supervisor: its workers get a SIGTERM from the kernel (not orphaned, still
+    holding the port), shut down as usual and write every row they had logged."""
+    import signal
+
+    import httpx
+    import psutil
+
+    from pipeline.core.predlog import read_log
+
+    proc, url = _start_server(exported[0], "--log-dir", str(tmp_path / "log"), "--log-rotate-seconds", "600",
+                              "--workers", "2")
+    workers = [c for c in psutil.Process(proc.pid).children()  # not multiprocessing's resource tracker
+               if any("spawn_main" in a for a in c.cmdline())]
+    texts = sms_slice["text"].tolist()[:12]
+    for t in texts:
+        assert httpx.post(url + "/predict", json={"texts": [t]}).status_code == 200
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    for w in alive:
+        w.kill()
+    assert len(workers) == 2 and not alive
+    assert len(read_log(tmp_path / "log")) == len(texts)  # a SIGTERM loses nothing, as in one process
+
+
 def test_a_full_log_queue_drops_rows_counted_never_blocks(tmp_path):
     from pipeline.core.predlog import PredictionLog, read_log
 
