@@ -22,8 +22,10 @@ def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(y == pred))
 
 
-def macro_f1_fn(n_classes: int) -> Metric:
+def macro_f1_fn(n_classes: int, classes: np.ndarray | None = None) -> Metric:
     """Macro-F1 over a fixed label set (as sklearn's f1_score(labels=range(n), average="macro", zero_division=0)).
+    With `classes`, the mean is over those classes only (each one's F1 still counts every row: a row of another
+    class predicted as one of them is its false positive), as sklearn's `labels=classes`.
 
     Computed from confusion counts with numpy: the bootstrap calls it thousands of times, where sklearn's
     input validation would dominate. tests/core/test_stats.py checks it against sklearn.
@@ -36,7 +38,7 @@ def macro_f1_fn(n_classes: int) -> Metric:
         predicted = np.bincount(pred, minlength=n_classes)[:n_classes]
         denom = support + predicted
         f1 = np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
-        return float(f1.mean())
+        return float((f1 if classes is None else f1[classes]).mean())
 
     return macro_f1
 

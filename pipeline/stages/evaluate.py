@@ -387,13 +387,18 @@ PAIRS = (("teacher", "baseline"), ("student", "teacher"), ("student", "baseline"
          (ONNX_NAME, "teacher"))
 
 
-def compare(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams, seed: int, metric: Callable
-            ) -> tuple[dict, dict[str, str]]:
+def compare(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams, seed: int, metric: Callable,
+            label_names: list[str]) -> tuple[dict, dict[str, str]]:
     """Paired comparisons on the same test rows (CI of the macro-F1 difference, McNemar), the share of the
     teacher's macro-F1 each student keeps, and the verdicts in words."""
     boot = dict(n_resamples=p.bootstrap_resamples, confidence=p.confidence, seed=seed)
     comparisons = {f"{a}_vs_{b}": paired_comparison(y, scored[a].pred, scored[b].pred, metric, name_a=a, name_b=b,
                                                     **boot) for a, b in PAIRS}
+    for a, b in PAIRS:
+        c = comparisons[f"{a}_vs_{b}"]
+        small = small_class_check(y, scored[a].pred, scored[b].pred, label_names, boot) if c["significant"] else None
+        if small:
+            c["small_classes"] = small
     teacher_f1 = scored["teacher"].metrics["macro_f1"]
     for name in ("student", ONNX_NAME):
         kept = round(scored[name].metrics["macro_f1"] / teacher_f1, 4) if teacher_f1 else 0.0
@@ -402,6 +407,31 @@ def compare(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams, seed: i
     for c in comparisons.values():
         c["significant"] = int(c["significant"])  # numbers only: dvc metrics diff compares numbers
     return comparisons, verdicts
+
+
+SMALL_CLASS = 10  # test rows: a class with fewer has its F1 decided by one or two rows
+
+
+def small_class_check(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, label_names: list[str], boot: dict
+                      ) -> dict | None:
+    """A significant macro-F1 difference that rests on classes with under SMALL_CLASS test rows: the same paired
+    comparison averaged over the other classes is no longer significant. Then: that comparison, and the F1 of each
+    side on the small classes where they differ (what REPORT.md puts in words). None when the verdict does not
+    rest on them, or there are too few larger classes to say."""
+    n = len(label_names)
+    support = np.bincount(np.asarray(y, dtype=np.int64), minlength=n)
+    big, small = np.flatnonzero(support >= SMALL_CLASS), np.flatnonzero(support < SMALL_CLASS)
+    if len(small) == 0 or len(big) < 2:
+        return None
+    rest = paired_comparison(y, pred_a, pred_b, macro_f1_fn(n, classes=big), **boot)
+    if rest["significant"]:
+        return None
+    f1 = [f1_score(y, pred, labels=list(range(n)), average=None, zero_division=0) for pred in (pred_a, pred_b)]
+    return {"classes": len(big), "delta": rest["delta"], "ci_low": rest["ci_low"], "ci_high": rest["ci_high"],
+            "significant": 0,
+            "differing": {label_names[k]: {"rows": int(support[k]), "f1_a": round(float(f1[0][k]), 4),
+                                           "f1_b": round(float(f1[1][k]), 4)}
+                          for k in small if abs(f1[0][k] - f1[1][k]) > 1e-9}}
 
 
 def speeds(scored: dict[str, Scored], texts: list[str], p: EvaluateParams) -> dict:
@@ -510,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
     metric = macro_f1_fn(len(label_names))
     tables = add_uncertainty(scored, y, p, params.seed, metric)
     slices = slice_metrics(test, {k: s.pred for k, s in scored.items()}, y, label_names, params.clean.keep_columns)
-    comparisons, verdicts = compare(scored, y, p, params.seed, metric)
+    comparisons, verdicts = compare(scored, y, p, params.seed, metric, label_names)
     results = {**{k: s.metrics for k, s in scored.items()}, "comparisons": comparisons}
     speed = speeds(scored, texts, p)
 
@@ -547,6 +577,20 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
         lines.append(f"- The {n_test} test rows cannot tell {a} from {b}: their macro-F1 difference is somewhere in "
                      f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] (95% CI). A wider test split, or more data, is what "
                      "would settle it; the point figures alone do not.")
+    for key, c in comparisons.items():
+        small = c.get("small_classes")
+        if not small:
+            continue
+        a, b = key.split("_vs_")
+        each = "; ".join(f"{k} ({v['rows']} rows): F1 {v['f1_a']:.2f} vs {v['f1_b']:.2f}"
+                         for k, v in small["differing"].items())
+        disagree = c["mcnemar"]["a_right_b_wrong"] + c["mcnemar"]["a_wrong_b_right"]
+        lines.append(f"- {a} vs {b}: the macro-F1 difference {c['delta']:+.4f} [{c['ci_low']:+.4f}, "
+                     f"{c['ci_high']:+.4f}] rests on classes with under {SMALL_CLASS} test rows ({each}). Over the "
+                     f"other {small['classes']} classes it is {small['delta']:+.4f} [{small['ci_low']:+.4f}, "
+                     f"{small['ci_high']:+.4f}], not significant, and over the rows McNemar gives "
+                     f"p={c['mcnemar']['p_value']:.3g} ({disagree} rows where exactly one is right). One or two rows "
+                     "decide a class that small: more test rows of it are what would settle the comparison.")
     search = lineage["student"].get("student_search") or {}
     for t in search.get("tried", []):
         ev = t.get("evidence")

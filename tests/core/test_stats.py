@@ -20,6 +20,9 @@ def test_macro_f1_matches_sklearn(n_classes):
         pred[:3] = 0  # include classes never predicted / never present
         expected = f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0)
         assert macro_f1_fn(n_classes)(y, pred) == pytest.approx(expected)
+        some = np.arange(0, n_classes, 2)  # a subset of the classes: their F1 still counts every row
+        expected = f1_score(y, pred, labels=list(some), average="macro", zero_division=0)
+        assert macro_f1_fn(n_classes, classes=some)(y, pred) == pytest.approx(expected)
 
 
 def test_ci_contains_the_estimate_and_narrows_with_more_rows():

@@ -54,3 +54,32 @@ def test_a_student_under_the_bar_is_said_plainly_and_small_tests_say_what_they_c
     assert not any("onnx" in x for x in lines)  # identical predictions: nothing to tell apart
     assert not any("cannot tell" in x for x in data_notes({"student_vs_teacher": cmp}, 5000,
                                                           {"teacher": {}, "student": lineage, "baseline": {}}, None))
+
+
+def test_a_difference_that_rests_on_a_class_of_a_few_test_rows_is_said_so():
+    """Macro-F1 weighs a 6-row class like a 100-row one: a model that misses it loses 0.2 over five classes, a
+    'significant' difference decided by six rows. The report then gives the comparison over the larger classes."""
+    from pipeline.core.stats import macro_f1_fn, paired_comparison
+    from pipeline.stages.evaluate import data_notes, small_class_check
+
+    rng = np.random.default_rng(3)
+    y = np.concatenate([np.repeat(np.arange(4), 100), np.full(6, 4)])
+    big = y < 4
+
+    def noisy() -> np.ndarray:  # 90% right on the large classes, errors among them
+        return np.where(big & (rng.random(len(y)) < 0.1), (y + rng.integers(1, 4, len(y))) % 4, y)
+
+    a, b = noisy(), noisy()
+    b[~big] = 0  # b never finds the small class
+    names = ["w", "x", "y", "z", "tiny"]
+    boot = {"n_resamples": 1000, "confidence": 0.95, "seed": 0}
+    cmp = paired_comparison(y, a, b, macro_f1_fn(5), **boot)
+    assert cmp["significant"] and cmp["delta"] > 0.15
+    small = small_class_check(y, a, b, names, boot)
+    assert small["classes"] == 4 and small["ci_low"] < 0 < small["ci_high"] and abs(small["delta"]) < 0.05
+    assert small["differing"] == {"tiny": {"rows": 6, "f1_a": 1.0, "f1_b": 0.0}}
+    assert small_class_check(y[big], a[big], b[big], names[:4], boot) is None  # no small class: nothing to say
+    cmp["small_classes"] = small
+    lines = data_notes({"teacher_vs_baseline": cmp}, len(y), {"teacher": {}, "student": {}, "baseline": {}}, None)
+    assert any(x.startswith("- teacher vs baseline: the macro-F1 difference") and "tiny (6 rows): F1 1.00 vs 0.00"
+               in x and "Over the other 4 classes" in x for x in lines)
