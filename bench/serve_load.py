@@ -73,6 +73,22 @@ def client_main(args: argparse.Namespace) -> None:
     print(json.dumps(asyncio.run(_load(args.url, texts, args.clients, args.seconds))))
 
 
+def write_texts(texts: list[str]) -> Path:
+    """The texts the load client cycles through, in a file for its process."""
+    path = ROOT / "bench" / "work" / "serve_texts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(texts))
+    return path
+
+
+def load(url: str, texts_file: Path, clients: int, seconds: float) -> dict:
+    """One load run: the client in its own process (it must not share the server's GIL), its result."""
+    out = subprocess.run([sys.executable, __file__, "client", "--url", url, "--texts", str(texts_file),
+                          "--clients", str(clients), "--seconds", str(seconds)], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,9 +171,7 @@ def log_overhead(model: str, texts: list[str], workers: int, clients: int, round
     bootstrap 95% CI of the mean ratio say what logging costs."""
     import numpy as np
 
-    texts_file = ROOT / "bench" / "work" / "serve_texts.json"
-    texts_file.parent.mkdir(parents=True, exist_ok=True)
-    texts_file.write_text(json.dumps(texts))
+    texts_file = write_texts(texts)
     log_dir = ROOT / "bench" / "work" / "serve_log_overhead"
     base = ["--max-batch", str(max_batch), "--workers", str(workers)]
     procs = []
@@ -170,10 +184,7 @@ def log_overhead(model: str, texts: list[str], workers: int, clients: int, round
         for i in range(rounds):
             order = [("plain", plain_url), ("log", logged_url)]
             for name, url in (order if i % 2 == 0 else order[::-1]):
-                out = subprocess.run([sys.executable, __file__, "client", "--url", url, "--texts", str(texts_file),
-                                      "--clients", str(clients), "--seconds", str(seconds)], capture_output=True,
-                                     text=True, check=True).stdout
-                rps[name].append(json.loads(out)["requests_per_s"])
+                rps[name].append(load(url, texts_file, clients, seconds)["requests_per_s"])
             print(f"workers {workers} round {i}: plain {rps['plain'][-1]}, log {rps['log'][-1]}", flush=True)
     finally:
         for p in procs:
@@ -260,9 +271,7 @@ def main() -> None:
         return write_md(json.loads((OUT / "serve_load.json").read_text()))
 
     texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
-    texts_file = ROOT / "bench" / "work" / "serve_texts.json"
-    texts_file.parent.mkdir(parents=True, exist_ok=True)
-    texts_file.write_text(json.dumps(texts))
+    texts_file = write_texts(texts)
     servers = {"before: one request at a time, h11 + asyncio": ["--max-batch", "0", "--max-body-mb", "1000",
                                                                 "--http", "h11", "--loop", "asyncio"],
                "one request at a time (--max-batch 0, 16 threads)": ["--max-batch", "0", "--max-body-mb", "1000"],
@@ -284,10 +293,7 @@ def main() -> None:
         try:
             runs = []
             for n in args.clients:
-                out = subprocess.run([sys.executable, __file__, "client", "--url", url, "--texts", str(texts_file),
-                                      "--clients", str(n), "--seconds", str(args.seconds)], capture_output=True,
-                                     text=True, check=True).stdout
-                runs.append(json.loads(out))
+                runs.append(load(url, texts_file, n, args.seconds))
                 print(name, runs[-1], flush=True)
             result["servers"][name] = {"load": runs, "body_50mb": big_body(url, proc.pid)}
             print(name, result["servers"][name]["body_50mb"], flush=True)

@@ -24,36 +24,34 @@ import pandas as pd
 
 from pipeline.core.feedback import FEEDBACK_COLUMNS, read_feedback
 from pipeline.core.io import DataError, atomic_path, run_stage, setup_logging
-from pipeline.core.params import load_params
+from pipeline.core.params import CleanParams, load_params
 
 log = logging.getLogger(__name__)
 
-def known_labels(params_path: Path, clean_table: Path) -> list[str]:
+def known_labels(p: CleanParams, clean_table: Path) -> list[str]:
     """The classes rows may have: the cleaned data's, else params' clean.label_names."""
     if clean_table.is_file():
         return sorted(pd.read_parquet(clean_table, columns=["label"])["label"].unique())
-    names = list(load_params(params_path).clean.label_names.values())
+    names = list(p.label_names.values())
     if not names:
         raise DataError(f"no known classes: run `dvc repro` first (no {clean_table}) or set clean.label_names")
     return sorted(names)
 
 
-def raw_keys(raw_path: Path, params_path: Path) -> set[str]:
+def raw_keys(raw_path: Path, p: CleanParams) -> set[str]:
     """The raw file's texts as clean compares them (normalised, dedup key)."""
     from pipeline.core.records import read_records
     from pipeline.core.text import dedup_key, normalise_text
 
-    p = load_params(params_path).clean
     raw = read_records(str(raw_path), p)
     return {dedup_key(normalise_text(t, p)) for t in raw.df[p.text_column] if isinstance(t, str)}
 
 
 def ingest(labelled: pd.DataFrame, name: str, feedback: pd.DataFrame, labels: list[str], raw: set[str],
-           params_path: Path) -> tuple[pd.DataFrame, dict]:
+           p: CleanParams) -> tuple[pd.DataFrame, dict]:
     """Pure core: (the feedback table with the new rows appended, counts). Raises DataError on a bad row."""
     from pipeline.core.text import dedup_key, normalise_text
 
-    p = load_params(params_path).clean
     for col in ("text", "label"):
         if col not in labelled.columns:
             raise DataError(f"{name}: no column {col!r}; columns are {list(labelled.columns)}")
@@ -111,10 +109,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             raise DataError(f"{args.labelled}: no such file")
         labelled = read_feedback(Path(args.labelled))
         clean_out = root / rev.stage_paths("clean").get("output", "data/interim/clean.parquet")
-        labels = known_labels(Path(args.params), clean_out)
-        raw = raw_keys(root / rev.raw_path(), Path(args.params))
-        out, counts = ingest(labelled, Path(args.labelled).name, read_feedback(feedback_path), labels, raw,
-                             Path(args.params))
+        p = load_params(args.params).clean
+        labels = known_labels(p, clean_out)
+        raw = raw_keys(root / rev.raw_path(), p)
+        out, counts = ingest(labelled, Path(args.labelled).name, read_feedback(feedback_path), labels, raw, p)
         with atomic_path(feedback_path) as tmp:
             out.to_csv(tmp, index=False)
         log.info("%s: %d row(s) added to %s (%s); next: `dvc repro`", args.labelled, counts["added"], feedback_path,
