@@ -21,7 +21,9 @@ TINY = {
     "augment": {"synonym": {"enabled": True}, "back_translation": {"enabled": True}},
     "rebalance": {"strategy": "oversample"},
     "train": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
-    "distill": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64},
+    # A set blend weight: the student's targets and evaluate's `teacher_blend` take the blend path every run.
+    "distill": {"max_steps": 12, "batch_size": 16, "eval_steps": 6, "early_stopping_patience": 0, "max_length": 64,
+                "blend_baseline": 0.3},
     "evaluate": {"throughput_batches": 1, "latency_runs": 3},
     # A 12-step student's logits sit near ties, where int8 rounding flips a label: 1 of 48 rows is 2% already.
     "export": {"min_agreement": 0.9, "min_macro_f1_ratio": 0.8},
@@ -116,6 +118,14 @@ def test_full_pipeline_outputs(repo):
     assert cmp["ci_low"] <= cmp["delta"] <= cmp["ci_high"] and 0 <= cmp["mcnemar"]["p_value"] <= 1
     report = (repo / "metrics" / "REPORT.md").read_text()
     assert "teacher" in report and "McNemar" in report
+    # The student learned from the teacher blended with the baseline: scored as such, compared, and said.
+    blend = json.loads((repo / "metrics" / "teacher_blend.json").read_text())
+    assert blend["baseline_weight"] == 0.3 and metrics["teacher_blend"]["baseline_weight"] == 0.3
+    for key in ("teacher_blend_vs_baseline", "teacher_blend_vs_teacher", "student_vs_teacher_blend"):
+        assert metrics["comparisons"][key]["rows"] == metrics["comparisons"]["teacher_vs_baseline"]["rows"]
+    assert "teacher_blend" not in speed and "blended with the TF-IDF baseline (baseline weight 0.3" in report
+    student_lineage = json.loads((repo / "models" / "student" / "lineage.json").read_text())
+    assert student_lineage["teacher_targets"]["baseline_weight"] == 0.3
     # DVCLive curves: x is the optimiser step, and no wall-clock timing reaches the metrics file.
     live = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
     assert live["step"] == TINY["train"]["max_steps"]

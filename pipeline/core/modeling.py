@@ -280,6 +280,14 @@ def load_baseline(folder: str | Path) -> Any:
                          "from an untrusted cache may only contain scikit-learn/numpy types") from e
 
 
+def baseline_model(p: Any, seed: int, analyzer: str | None = None) -> Any:
+    """The baseline from its params (`BaselineParams`); `analyzer` is what `auto` resolved to for the training
+    texts (the baseline's lineage), word when not given."""
+    analyzer = analyzer or ("word" if p.analyzer == "auto" else p.analyzer)
+    return tfidf_logreg(analyzer, p.ngram_max, p.min_df, p.max_features, p.sublinear_tf, p.C,
+                        None if p.class_weight == "none" else p.class_weight, p.max_iter, seed)
+
+
 def tfidf_logreg(analyzer: str, ngram_max: int, min_df: int, max_features: int, sublinear_tf: bool, C: float,
                  class_weight: str | None, max_iter: int, seed: int) -> Any:
     """TF-IDF + logistic regression: the baseline model, and the cheap model of the label audit."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from sklearn.pipeline import Pipeline
 
 from pipeline.core.io import atomic_path, read_table, run_stage, setup_logging, stage_args
-from pipeline.core.modeling import BASELINE_FILE, classification_metrics, save_baseline, tfidf_logreg
+from pipeline.core.modeling import BASELINE_FILE, baseline_model, classification_metrics, save_baseline
 from pipeline.core.params import BaselineParams, load_params
 from pipeline.core.profile import words_separated
 from pipeline.core.training import check_splits, label_names_of, lineage_record
@@ -25,9 +25,7 @@ log = logging.getLogger(__name__)
 
 def build(p: BaselineParams, seed: int, analyzer: str | None = None) -> Pipeline:
     """The baseline; `analyzer` is `resolve_analyzer`'s answer for the training texts (auto alone means word)."""
-    analyzer = analyzer or ("word" if p.analyzer == "auto" else p.analyzer)
-    return tfidf_logreg(analyzer, p.ngram_max, p.min_df, p.max_features, p.sublinear_tf, p.C,
-                        None if p.class_weight == "none" else p.class_weight, p.max_iter, seed)
+    return baseline_model(p, seed, analyzer)
 
 
 def resolve_analyzer(p: BaselineParams, texts: list[str]) -> str:

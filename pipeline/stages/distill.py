@@ -48,8 +48,6 @@ from pipeline.core.io import DataError, read_table, run_stage, setup_logging, st
 from pipeline.core.modeling import (
     ModelError,
     encoder_layers,
-    lineage_max_length,
-    lineage_truncation,
     load_classifier,
     load_tokenizer,
     predict_logits,
@@ -260,15 +258,17 @@ def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names:
 
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    args = stage_args(__doc__.splitlines()[0], "teacher", "logits", "train", "val", "output", "checkpoints", "live",
-                      argv=argv)
+    args = stage_args(__doc__.splitlines()[0], "teacher", "logits", "blend", "train", "val", "output", "checkpoints",
+                      "live", argv=argv)
     params = load_params(args.params)
     p, seed = params.distill, params.seed
-    train_df, val_df, logits, teacher, label_names = load_inputs(args, params)
+    train_df, val_df, logits, val_targets, teacher, label_names = load_inputs(args, params)
     students = p.students()
-    # The teacher's validation predictions as evaluate will score it (its own max_length): each smaller student is
-    # judged against them, row by row.
-    teacher_val = teacher_val_predictions(teacher, args.teacher, val_df, label_names, p) if len(students) > 1 else None
+    # What the student learns from, on the validation rows (the teacher as evaluate scores it, or its blend with
+    # the baseline): each smaller student is judged against it, row by row.
+    y_val = val_df["label"].map({n: i for i, n in enumerate(label_names)}).to_numpy()
+    teacher_val = (y_val, np.stack(val_targets.to_numpy()).argmax(1)) if len(students) > 1 else None
+    blend_record = json.loads(Path(args.blend).read_text())
     data_files = [args.train, args.val, args.logits]
     search: list[dict] = []
     for i, (key, q) in enumerate(students):
@@ -311,12 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     lineage = lineage_record("distill", q, seed, {"train": args.train, "val": args.val, "teacher_logits": args.logits},
                              label_names=label_names, teacher=args.teacher, val_metrics=best,
                              train_metrics=result, train_rows=len(train_df), pruned_feed_forward=pruned,
-                             resolved=resolved, **extra)
+                             resolved=resolved, teacher_targets=blend_record, **extra)
     finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
 
 
 def load_inputs(args: Any, params: Any) -> tuple:
-    """The splits, the teacher's logits for each training row (in train's order), the teacher and its labels;
+    """The splits, the targets for each training and validation row (in their order), the teacher and its labels;
     every student's layers checked before any of them trains (check and the teacher's stage said so already;
     this catches a teacher swapped in by hand)."""
     train_df, val_df = read_table(args.train), read_table(args.val)
@@ -326,13 +326,15 @@ def load_inputs(args: Any, params: Any) -> tuple:
     label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
     check_splits({"train": train_df, "val": val_df}, label_names)
     logits = train_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
-    if logits.isna().any():
-        raise DataError(f"{args.logits}: no teacher logits for {int(logits.isna().sum())} training rows; "
-                        "rerun the teacher_logits stage")
+    val_targets = val_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
+    for name, got in (("training", logits), ("validation", val_targets)):
+        if got.isna().any():
+            raise DataError(f"{args.logits}: no teacher logits for {int(got.isna().sum())} {name} rows; "
+                            "rerun the teacher_logits stage")
     problems = student_layer_problems(params, teacher_cfg.num_hidden_layers)
     if problems:
         raise ModelError("; ".join(problems))
-    return train_df, val_df, logits, teacher, label_names
+    return train_df, val_df, logits, val_targets, teacher, label_names
 
 
 def search_record(p: DistillParams, teacher_val: tuple, label_names: list[str], tried: list[dict]) -> dict:
@@ -355,17 +357,6 @@ def rejected_before(ckpt: Path, fp: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return saved["record"] if saved.get("fingerprint") == fp else None
-
-
-def teacher_val_predictions(teacher: Any, teacher_dir: str, val_df: Any, label_names: list[str],
-                            p: DistillParams) -> tuple[np.ndarray, np.ndarray]:
-    """(validation labels, the teacher's predicted labels), reading as many tokens as the teacher was trained on."""
-    tok = load_tokenizer(teacher_dir, "teacher")
-    lineage = json.loads((Path(teacher_dir) / "lineage.json").read_text())
-    y = val_df["label"].map({n: i for i, n in enumerate(label_names)}).to_numpy()
-    z = predict_logits(teacher, tok, val_df["text"].tolist(), p.eval_batch_size, lineage_max_length(lineage),
-                       progress=False, truncation=lineage_truncation(lineage))
-    return y, z.argmax(1)
 
 
 def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, train_df: Any, val_df: Any,

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
+from pipeline.core.blend import blend
 from pipeline.core.engine import engine_for
 from pipeline.core.io import (
     DataError,
@@ -211,6 +212,11 @@ def data_settings(lineage: dict) -> list[str]:
                    f"smallest training class {cw['imbalance_ratio']:g})")
     if "analyzer" in r:
         out.append(f"TF-IDF analyzer: {r['analyzer']}")
+    targets = lineage.get("teacher_targets") or {}
+    if targets.get("baseline_weight"):
+        out.append(f"learned from the teacher blended with the TF-IDF baseline (baseline weight "
+                   f"{targets['baseline_weight']:g}, distill.blend_baseline {targets.get('setting')}; validation "
+                   f"log-loss gain {targets.get('log_loss_gain', 0):.4f} over the teacher alone)")
     return out
 
 
@@ -385,6 +391,24 @@ def add_uncertainty(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams,
 
 PAIRS = (("teacher", "baseline"), ("student", "teacher"), ("student", "baseline"), (ONNX_NAME, "student"),
          (ONNX_NAME, "teacher"))
+BLEND = "teacher_blend"  # the student's targets when distill blended the teacher with the baseline
+BLEND_PAIRS = ((BLEND, "baseline"), (BLEND, "teacher"), ("student", BLEND))
+
+
+def blended(scored: dict[str, Scored], record: dict, y: np.ndarray, label_names: list[str]) -> Scored | None:
+    """What the student learned from, scored on the test rows: the teacher's and the baseline's test
+    probabilities blended with the weight teacher_logits chose on validation rows; None when it chose none."""
+    w = record.get("baseline_weight", 0.0)
+    if not w:
+        return None
+    t, b = scored["teacher"], scored["baseline"]
+    prob = softmax(blend(np.log(np.clip(t.raw_prob, 1e-30, 1.0)), b.raw_prob, w).astype(np.float64))
+    pred = prob.argmax(1)
+    size = t.metrics["size_bytes"] + b.metrics["size_bytes"]
+    log.info("%s (baseline weight %g): test macro-F1 %.4f", BLEND, w, classification_metrics(y, pred, label_names)
+             ["macro_f1"])
+    return Scored(pred, prob, prob, None, None, {**classification_metrics(y, pred, label_names), "size_bytes": size,
+                                                 "baseline_weight": w})
 
 
 def compare(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams, seed: int, metric: Callable,
@@ -392,17 +416,19 @@ def compare(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams, seed: i
     """Paired comparisons on the same test rows (CI of the macro-F1 difference, McNemar), the share of the
     teacher's macro-F1 each student keeps, and the verdicts in words."""
     boot = dict(n_resamples=p.bootstrap_resamples, confidence=p.confidence, seed=seed)
+    pairs = PAIRS + (BLEND_PAIRS if BLEND in scored else ())
     comparisons = {f"{a}_vs_{b}": paired_comparison(y, scored[a].pred, scored[b].pred, metric, name_a=a, name_b=b,
-                                                    **boot) for a, b in PAIRS}
-    for a, b in PAIRS:
+                                                    **boot) for a, b in pairs}
+    for a, b in pairs:
         c = comparisons[f"{a}_vs_{b}"]
         small = small_class_check(y, scored[a].pred, scored[b].pred, label_names, boot) if c["significant"] else None
         if small:
             c["small_classes"] = small
-    teacher_f1 = scored["teacher"].metrics["macro_f1"]
-    for name in ("student", ONNX_NAME):
-        kept = round(scored[name].metrics["macro_f1"] / teacher_f1, 4) if teacher_f1 else 0.0
-        comparisons[f"{name}_vs_teacher"]["macro_f1_retained"] = kept
+    for ref in ("teacher", BLEND) if BLEND in scored else ("teacher",):
+        ref_f1 = scored[ref].metrics["macro_f1"]
+        for name in ("student", ONNX_NAME) if ref == "teacher" else ("student",):
+            kept = round(scored[name].metrics["macro_f1"] / ref_f1, 4) if ref_f1 else 0.0
+            comparisons[f"{name}_vs_{ref}"]["macro_f1_retained"] = kept
     verdicts = {k: c.pop("verdict") for k, c in comparisons.items()}
     for c in comparisons.values():
         c["significant"] = int(c["significant"])  # numbers only: dvc metrics diff compares numbers
@@ -438,7 +464,8 @@ def speeds(scored: dict[str, Scored], texts: list[str], p: EvaluateParams) -> di
     """CPU throughput and latency of every model, timed interleaved, and each student's ratios to the teacher."""
     log.info("timing CPU inference (%d rounds, interleaved)", ROUNDS)
     speed = {name: {**v, "batch_size": p.batch_size}
-             for name, v in measure_speed({k: s.predictor for k, s in scored.items()}, texts, p).items()}
+             for name, v in measure_speed({k: s.predictor for k, s in scored.items() if s.predictor}, texts,
+                                          p).items()}
     ts, size = speed["teacher"], scored["teacher"].metrics["size_bytes"]
     for name in ("student", ONNX_NAME):
         ss = speed[name]
@@ -457,8 +484,9 @@ def write_rows(test: pd.DataFrame, scored: dict[str, Scored], y: np.ndarray, lab
     plots = Path(args.plots_dir)
     wrong = []
     for name, s in scored.items():
-        write_csv(pd.DataFrame({"actual": test["label"], "predicted": [label_names[i] for i in s.pred]}),
-                  plots / f"confusion_{name}.csv")
+        if name != BLEND:  # dvc.yaml's plots are the four models'; the blend's rows are in the predictions table
+            write_csv(pd.DataFrame({"actual": test["label"], "predicted": [label_names[i] for i in s.pred]}),
+                      plots / f"confusion_{name}.csv")
         miss = s.pred != y
         wrong.append(pd.DataFrame({"model": name, "id": test["id"][miss], "label": test["label"][miss],
                                    "predicted": [label_names[i] for i in s.pred[miss]],
@@ -466,7 +494,8 @@ def write_rows(test: pd.DataFrame, scored: dict[str, Scored], y: np.ndarray, lab
     wrong_df = pd.concat(wrong, ignore_index=True).sort_values(["model", "confidence"], ascending=[True, False])
     write_csv(wrong_df.groupby("model", sort=False).head(p.max_misclassified), args.misclassified)
     for name, table in tables.items():
-        write_csv(table, plots / f"calibration_{name}.csv")
+        if name != BLEND:
+            write_csv(table, plots / f"calibration_{name}.csv")
     write_table(prediction_table(test, {k: s.prob for k, s in scored.items()}, label_names), args.predictions)
 
 
@@ -518,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     args = stage_args(__doc__.splitlines()[0], "test", "val", "teacher", "student", "baseline", "metrics", "speed",
                       "slices", "report", "plots_dir", "misclassified", "models_dir", "raw", "predictions", "onnx",
-                      argv=argv)
+                      "blend", argv=argv)
     params = load_params(args.params)
     p = params.evaluate
     test, val = read_table(args.test), read_table(args.val)
@@ -537,6 +566,10 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if engine is not None:
             engine.close()
+    blend_record = json.loads(Path(args.blend).read_text())
+    mixed = blended(scored, blend_record, y, label_names)
+    if mixed is not None:
+        scored[BLEND] = mixed
     metric = macro_f1_fn(len(label_names))
     tables = add_uncertainty(scored, y, p, params.seed, metric)
     slices = slice_metrics(test, {k: s.pred for k, s in scored.items()}, y, label_names, params.clean.keep_columns)
@@ -591,6 +624,7 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
                      f"{small['ci_high']:+.4f}], not significant, and over the rows McNemar gives "
                      f"p={c['mcnemar']['p_value']:.3g} ({disagree} rows where exactly one is right). One or two rows "
                      "decide a class that small: more test rows of it are what would settle the comparison.")
+    lines += blend_notes(lineage["student"].get("teacher_targets") or {})
     search = lineage["student"].get("student_search") or {}
     for t in search.get("tried", []):
         ev = t.get("evidence")
@@ -604,17 +638,39 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
     return lines
 
 
+def blend_notes(record: dict) -> list[str]:
+    """What the student learned from, in words: the teacher, or its blend with the baseline, and the evidence."""
+    if not record or record.get("setting") == 0:
+        return []
+    f1 = record.get("val_macro_f1", {})
+    said = (f"log-loss gain {record['log_loss_gain']:+.4f} per row over the teacher alone, "
+            f"{100 * record['confidence']:.0f}% lower bound {record['log_loss_gain_lower']:+.4f}, "
+            f"{record['val_rows']} validation rows; validation macro-F1 teacher {f1.get('teacher', float('nan')):.4f}, "
+            f"baseline {f1.get('baseline', float('nan')):.4f}")
+    w = record["baseline_weight"]
+    if w:
+        return [f"- The student learned from the teacher blended with the TF-IDF baseline (baseline weight {w:g}; "
+                f"{said}, blend {f1.get('blend', float('nan')):.4f}). `{BLEND}` is that blend on the test rows."]
+    if record.get("best_on_validation"):
+        return [f"- The student learned from the teacher alone: the best blend with the baseline on validation "
+                f"(weight {record['best_on_validation']:g}) was not shown to help ({said})."]
+    return []
+
+
 def report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, slices: dict,
            notes: list[str] = ()) -> str:
     """metrics/REPORT.md: what `dvc metrics show` cannot print readably — one row per model, then the verdicts."""
     rows, weak = [], []
-    for name in ("teacher", "student", ONNX_NAME, "baseline"):
-        r, sp = results[name], speed[name]
+    for name in ("teacher", "student", ONNX_NAME, "baseline", BLEND):
+        if name not in results:
+            continue
+        r, sp = results[name], speed.get(name)
         cal = r["calibration"]
         ece = f"{cal['ece']:.4f}" + (f" (T={cal['temperature']:.2f}; {cal['ece_before_scaling']:.4f} before)"
                                      if "temperature" in cal else "")
-        rows.append(f"| {name} | {_ci(r['macro_f1_ci'])} | {_ci(r['accuracy_ci'])} | {ece} | "
-                    f"{sp['cpu_samples_per_s_batch']:.0f} | {sp['cpu_latency_ms_batch1']:.1f} | "
+        timing = (f"{sp['cpu_samples_per_s_batch']:.0f} | {sp['cpu_latency_ms_batch1']:.1f}" if sp else
+                  "not timed (teacher + baseline) | ")
+        rows.append(f"| {name} | {_ci(r['macro_f1_ci'])} | {_ci(r['accuracy_ci'])} | {ece} | {timing} | "
                     f"{r['size_bytes'] / 2**20:.1f} MiB |")
         weak += [f"- {name}: {w}" for w in worst_slices(slices, name)]
     return "\n".join([

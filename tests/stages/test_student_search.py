@@ -30,7 +30,8 @@ def job(tmp_path_factory, sms_slice):
     d = tmp_path_factory.mktemp("search")
     rows = sms_slice.assign(id=[f"r{i:04d}" for i in range(len(sms_slice))],
                             label=sms_slice["spam"].map({"0": "ham", "1": "spam"}))
-    rows = rows.assign(source_id=rows["id"], origin="original")[["id", "source_id", "origin", "text", "label"]]
+    rows = rows.assign(source_id=rows["id"], origin="original", raw_row=range(2, len(rows) + 2))[
+        ["id", "source_id", "origin", "raw_row", "text", "label"]]
     train, val = rows.iloc[:200], rows.iloc[200:]
     torch.manual_seed(0)
     teacher = load_classifier(MINILM, "t", num_labels=2, id2label=dict(enumerate(LABELS)),
@@ -53,10 +54,14 @@ def job(tmp_path_factory, sms_slice):
     # As train writes it: how many tokens the teacher reads (distill scores it on validation as it was trained).
     (d / "teacher" / "lineage.json").write_text(json.dumps({"stage": "train", "label_names": LABELS, "params": {
         "max_length": 48, "truncation": "head"}}))
-    logits = predict_logits(teacher, tok, texts, 64, 48, device="cpu", progress=False)
+    # As teacher_logits writes them when it blends nothing: the teacher's logits on training and validation rows.
+    logits = [predict_logits(teacher, tok, part["text"].tolist(), 64, 48, device="cpu", progress=False)
+              for part in (train, val)]
     train.to_parquet(d / "train.parquet", index=False)
     val.to_parquet(d / "val.parquet", index=False)
-    pd.DataFrame({"id": train["id"], "logits": list(logits)}).to_parquet(d / "logits.parquet", index=False)
+    pd.DataFrame({"id": pd.concat([train["id"], val["id"]]), "split": ["train"] * len(train) + ["val"] * len(val),
+                  "logits": [*logits[0], *logits[1]]}).to_parquet(d / "logits.parquet", index=False)
+    (d / "blend.json").write_text(json.dumps({"setting": 0.0, "baseline_weight": 0.0}))
     return d
 
 
@@ -74,7 +79,8 @@ def run(job, tmp_path, **distill) -> tuple[dict, dict]:
     write_params(tmp_path, **distill)
     out = tmp_path / "student"
     main(["--params", str(tmp_path / "params.yaml"), "--teacher", str(job / "teacher"),
-          "--logits", str(job / "logits.parquet"), "--train", str(job / "train.parquet"),
+          "--logits", str(job / "logits.parquet"), "--blend", str(job / "blend.json"),
+          "--train", str(job / "train.parquet"),
           "--val", str(job / "val.parquet"), "--output", str(out), "--checkpoints", str(tmp_path / "ckpt"),
           "--live", str(tmp_path / "live")])
     assert not (tmp_path / "ckpt").exists()  # every student's checkpoints go once one ships
@@ -142,3 +148,59 @@ def test_a_student_rejected_before_an_interruption_is_not_distilled_again(job, t
     (tmp_path / "ckpt" / "0" / VERDICT).write_text(json.dumps({"fingerprint": "another job", "record": earlier}))
     lineage, config = run(job, tmp_path, **distill)
     assert lineage["student_search"]["tried"][0]["shipped"] and lineage["params"]["layers"] == [1, 2]
+
+
+def test_teacher_logits_blends_the_baseline_in_as_set_and_the_student_records_it(job, tmp_path):
+    """teacher_logits (the real stage, with the real baseline stage's model): the targets of every training and
+    validation row, blended with the baseline's out-of-fold probabilities at the weight set; distill learns from
+    them and its lineage names the blend."""
+    import numpy as np
+
+    from pipeline.core.blend import blend, log_softmax
+    from pipeline.core.modeling import load_classifier, load_tokenizer, predict_logits
+    from pipeline.stages import baseline, teacher_logits
+
+    write_params(tmp_path, blend_baseline=0.5, try_first=[])
+    common = ["--params", str(tmp_path / "params.yaml"), "--train", str(job / "train.parquet"),
+              "--val", str(job / "val.parquet")]
+    import sys
+
+    argv = sys.argv
+    try:
+        sys.argv = ["baseline", *common, "--output", str(tmp_path / "baseline")]
+        baseline.main()
+        sys.argv = ["teacher_logits", *common, "--teacher", str(job / "teacher"), "--baseline",
+                    str(tmp_path / "baseline"), "--output", str(tmp_path / "targets.parquet"),
+                    "--blend", str(tmp_path / "blend.json")]
+        teacher_logits.main()
+    finally:
+        sys.argv = argv
+    record = json.loads((tmp_path / "blend.json").read_text())
+    assert record["setting"] == 0.5 and record["baseline_weight"] == 0.5 and len(record["grid"]) == 11
+    assert record["train_baseline"].startswith("out-of-fold")
+    targets = pd.read_parquet(tmp_path / "targets.parquet")
+    train, val = pd.read_parquet(job / "train.parquet"), pd.read_parquet(job / "val.parquet")
+    assert targets["id"].tolist() == train["id"].tolist() + val["id"].tolist()
+    assert targets["split"].tolist() == ["train"] * len(train) + ["val"] * len(val)
+    # Validation rows: exactly the blend of the teacher's logits and the fitted baseline's probabilities.
+    from pipeline.core.modeling import load_baseline
+
+    tok, teacher = load_tokenizer(str(job / "teacher")), load_classifier(str(job / "teacher"))
+    z = predict_logits(teacher, tok, val["text"].tolist(), 64, 48, device="cpu", progress=False)
+    prob = load_baseline(tmp_path / "baseline").predict_proba(val["text"])
+    got = np.stack(targets["logits"].to_numpy()[len(train):])
+    assert np.allclose(got, blend(z, prob, 0.5), atol=1e-5)
+    # Training rows: blended with out-of-fold probabilities, so not the in-sample ones of the fitted baseline.
+    z_train = predict_logits(teacher, tok, train["text"].tolist(), 64, 48, device="cpu", progress=False)
+    in_sample = blend(z_train, load_baseline(tmp_path / "baseline").predict_proba(train["text"]), 0.5)
+    got_train = np.stack(targets["logits"].to_numpy()[:len(train)])
+    assert np.allclose(np.exp(got_train).sum(1), 1, atol=1e-5) and not np.allclose(got_train, in_sample, atol=1e-3)
+    assert not np.allclose(got_train, log_softmax(z_train), atol=1e-3)
+
+    out = tmp_path / "student"
+    main(["--params", str(tmp_path / "params.yaml"), "--teacher", str(job / "teacher"),
+          "--logits", str(tmp_path / "targets.parquet"), "--blend", str(tmp_path / "blend.json"),
+          "--train", str(job / "train.parquet"), "--val", str(job / "val.parquet"), "--output", str(out),
+          "--checkpoints", str(tmp_path / "ckpt"), "--live", str(tmp_path / "live")])
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["teacher_targets"]["baseline_weight"] == 0.5
