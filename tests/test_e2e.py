@@ -121,7 +121,8 @@ def test_full_pipeline_outputs(repo):
     # The student learned from the teacher blended with the baseline: scored as such, compared, and said.
     blend = json.loads((repo / "metrics" / "teacher_blend.json").read_text())
     assert blend["baseline_weight"] == 0.3 and metrics["teacher_blend"]["baseline_weight"] == 0.3
-    for key in ("teacher_blend_vs_baseline", "teacher_blend_vs_teacher", "student_vs_teacher_blend"):
+    for key in ("teacher_blend_vs_baseline", "teacher_blend_vs_teacher", "student_vs_teacher_blend",
+                "student_onnx_vs_teacher_blend"):
         assert metrics["comparisons"][key]["rows"] == metrics["comparisons"]["teacher_vs_baseline"]["rows"]
     assert "teacher_blend" not in speed and "blended with the TF-IDF baseline (baseline weight 0.3" in report
     student_lineage = json.loads((repo / "models" / "student" / "lineage.json").read_text())

@@ -220,7 +220,7 @@ def data_settings(lineage: dict) -> list[str]:
     return out
 
 
-def student_notes(name: str, lineage: dict, comparison: dict, min_ratio: float) -> list[str]:
+def student_notes(name: str, lineage: dict, comparison: dict, min_ratio: float, ref: str = "teacher") -> list[str]:
     """How the shipped student was chosen (the validation evidence of each one tried) and, in plain words, whether
     it keeps the teacher's quality on the test rows."""
     notes = []
@@ -228,7 +228,8 @@ def student_notes(name: str, lineage: dict, comparison: dict, min_ratio: float) 
     search = lineage.get("student_search") or {}
     if kept is not None and kept < min_ratio:
         shapes = ", ".join(t["key"] for t in search.get("tried", [])) or "distill's own"
-        notes.append(f"**This {name.replace('_', ' ')} keeps {kept:.1%} of the teacher's test macro-F1, under the "
+        whose = "the teacher's" if ref == "teacher" else "the teacher-and-baseline blend's (what it learned from)"
+        notes.append(f"**This {name.replace('_', ' ')} keeps {kept:.1%} of {whose} test macro-F1, under the "
                      f"{min_ratio:.0%} the pipeline aims for**: no student of the shapes tried ({shapes}) was shown "
                      f"to keep it (macro-F1 difference {comparison['delta']:+.4f} [{comparison['ci_low']:+.4f}, "
                      f"{comparison['ci_high']:+.4f}]). Use the teacher where that matters, or try larger students "
@@ -392,7 +393,7 @@ def add_uncertainty(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams,
 PAIRS = (("teacher", "baseline"), ("student", "teacher"), ("student", "baseline"), (ONNX_NAME, "student"),
          (ONNX_NAME, "teacher"))
 BLEND = "teacher_blend"  # the student's targets when distill blended the teacher with the baseline
-BLEND_PAIRS = ((BLEND, "baseline"), (BLEND, "teacher"), ("student", BLEND))
+BLEND_PAIRS = ((BLEND, "baseline"), (BLEND, "teacher"), ("student", BLEND), (ONNX_NAME, BLEND))
 
 
 def blended(scored: dict[str, Scored], record: dict, y: np.ndarray, label_names: list[str]) -> Scored | None:
@@ -426,7 +427,7 @@ def compare(scored: dict[str, Scored], y: np.ndarray, p: EvaluateParams, seed: i
             c["small_classes"] = small
     for ref in ("teacher", BLEND) if BLEND in scored else ("teacher",):
         ref_f1 = scored[ref].metrics["macro_f1"]
-        for name in ("student", ONNX_NAME) if ref == "teacher" else ("student",):
+        for name in ("student", ONNX_NAME):
             kept = round(scored[name].metrics["macro_f1"] / ref_f1, 4) if ref_f1 else 0.0
             comparisons[f"{name}_vs_{ref}"]["macro_f1_retained"] = kept
     verdicts = {k: c.pop("verdict") for k, c in comparisons.items()}
@@ -516,9 +517,10 @@ def package_all(scored: dict[str, Scored], dirs: dict[str, Path], lineage: dict,
                "clean": as_dict(params.clean)}
         source = lineage["student"] if name in ("student", ONNX_NAME) else lineage[name]
         notes = data_settings(source)
-        if name in ("student", ONNX_NAME):
-            notes = student_notes(name, source, comparisons[f"{name}_vs_teacher"],
-                                  params.distill.min_val_f1_ratio) + notes
+        if name in ("student", ONNX_NAME):  # judged against what it learned from: the blend, when there is one
+            ref = BLEND if f"{name}_vs_{BLEND}" in comparisons else "teacher"
+            notes = student_notes(name, source, comparisons[f"{name}_vs_{ref}"],
+                                  params.distill.min_val_f1_ratio, ref) + notes
         if coverage and name != "baseline":
             notes.append(coverage)
         card = model_card(name, dest, scored[name].metrics, lin, label_names, speed[name], mine,
