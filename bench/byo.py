@@ -86,6 +86,31 @@ def teacher_epochs(lineage: dict) -> str:
     return planned + (f", {run:g} run" if run is not None else "")
 
 
+def targets_note(name: str, student: dict, cmp: dict) -> str:
+    """What the student learned from: the teacher, or its blend with the baseline (distill.blend_baseline)."""
+    from run import fmt_diff
+
+    rec = student.get("teacher_targets")
+    if rec is None:  # a run from before the blend: what the rule decides on its validation rows (blend_rule.py)
+        rec = json.loads((OUT / "blend_rule.json").read_text()).get(name) if (OUT / "blend_rule.json").is_file() \
+            else None
+        if rec is None:
+            return "the teacher's logits (run before `distill.blend_baseline`)"
+        return (f"the teacher's logits (run before `distill.blend_baseline`; on its validation rows auto keeps "
+                f"weight {rec['baseline_weight']:g}: best {rec['best_on_validation']:g}, log-loss gain "
+                f"{rec['log_loss_gain']:+.4f}, lower bound {rec['log_loss_gain_lower']:+.4f} — `bench/blend_rule.py`"
+                f"{', so the figures stand' if not rec['baseline_weight'] else ''})")
+    said = (f"distill.blend_baseline {rec.get('setting')}: baseline weight {rec['baseline_weight']:g} (best on "
+            f"validation {rec.get('best_on_validation', 0):g}, log-loss gain {rec.get('log_loss_gain', 0):+.4f}, "
+            f"lower bound {rec.get('log_loss_gain_lower', 0):+.4f})")
+    if "teacher_blend_vs_baseline" not in cmp:
+        return said
+    return (f"{said}; teacher_blend − baseline: {fmt_diff(cmp['teacher_blend_vs_baseline'])}; student − "
+            f"teacher_blend: {fmt_diff(cmp['student_vs_teacher_blend'])} (keeps "
+            f"{cmp['student_vs_teacher_blend']['macro_f1_retained']:.1%}, int8 "
+            f"{cmp['student_onnx_vs_teacher_blend']['macro_f1_retained']:.1%})")
+
+
 def table() -> str:
     from run import fmt_ci, fmt_diff, machine
 
@@ -124,9 +149,11 @@ def table() -> str:
                   f"params set: {run_info['sets'] or 'none'}; `dvc repro` {run_info['seconds'] / 60:.0f} min at "
                   f"commit {commit_of(repo)}.", "",
                   "| model | test macro-F1 [95% CI] | throughput vs teacher (CPU, batch 32) |", "|---|---|---|"]
-        for name in ("teacher", "student", "student_onnx", "baseline"):
+        for name in ("teacher", "student", "student_onnx", "baseline", "teacher_blend"):
+            if name not in ev:
+                continue
             ratio = sp.get(f"{name}_vs_teacher", {}).get("throughput_speedup")
-            shown = "1" if name == "teacher" else ratio or ""
+            shown = "1" if name == "teacher" else "(teacher + baseline)" if name == "teacher_blend" else ratio or ""
             lines.append(f"| {name} | {fmt_ci(ev[name]['macro_f1_ci'])} | {shown} |")
         lines += ["", f"- teacher − baseline: {fmt_diff(cmp['teacher_vs_baseline'])}",
                   f"- student − teacher: {fmt_diff(cmp['student_vs_teacher'])}; student keeps "
@@ -137,7 +164,8 @@ def table() -> str:
                       f"{t['evidence']['ratio_lower']:.3f}, classes worse {t['evidence']['classes_worse'] or 'none'}"
                       f" -> {'shipped' if t.get('shipped') else 'rejected'}" if t.get("evidence") else
                       f"`{t['key']}` -> {'shipped' if t.get('shipped') else 'rejected'}" for t in tried)
-                      or "one") + (f"; shipped `{shipped['key']}`" if shipped else ""), ""]
+                      or "one") + (f"; shipped `{shipped['key']}`" if shipped else ""),
+                  "- student's targets: " + targets_note(repo.name, student, cmp), ""]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,62 @@
+"""What `distill.blend_baseline: auto` decides on byo runs made before it existed (their teacher and baseline kept).
+
+    python bench/blend_rule.py healthtweets-imbalanced ht2013 news-articles-1200   # -> bench/results/blend_rule.json
+
+For each bench/work/byo/<name>: the teacher's logits and the baseline's probabilities on the validation rows, and
+`pipeline.core.blend.choose_weight` (what teacher_logits runs) on them. Where it adopts no weight, the student's
+targets are the teacher's logits byte for byte, so that run's student and every figure in DATASETS.md stand as
+they are under the new default.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.core.blend import choose_weight  # noqa: E402
+from pipeline.core.modeling import (  # noqa: E402
+    lineage_max_length,
+    lineage_truncation,
+    load_baseline,
+    load_classifier,
+    load_tokenizer,
+    predict_logits,
+)
+from pipeline.core.params import load_params  # noqa: E402
+
+OUT = ROOT / "bench" / "results" / "blend_rule.json"
+
+
+def decide(ws: Path) -> dict:
+    teacher = ws / "data" / "models" / "teacher"
+    lineage = json.loads((teacher / "lineage.json").read_text())
+    names = lineage["label_names"]
+    val = pd.read_parquet(ws / "data" / "processed" / "val.parquet")
+    z = predict_logits(load_classifier(str(teacher)), load_tokenizer(str(teacher)), val["text"].tolist(), 64,
+                       lineage_max_length(lineage), truncation=lineage_truncation(lineage), progress=False)
+    base = load_baseline(ws / "data" / "models" / "baseline")
+    prob = np.zeros((len(val), len(names)))
+    prob[:, [names.index(c) for c in base.classes_]] = base.predict_proba(val["text"])
+    params = load_params(ROOT / "params.yaml")
+    y = val["label"].map({n: i for i, n in enumerate(names)}).to_numpy()
+    return choose_weight(z, prob, y, params.distill.selection_confidence, seed=params.seed)
+
+
+def main() -> None:
+    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    for name in sys.argv[1:]:
+        results[name] = decide(ROOT / "bench" / "work" / "byo" / name)
+        r = results[name]
+        print(f"{name}: baseline weight {r['baseline_weight']} (best on validation {r['best_on_validation']}, "
+              f"log-loss gain {r['log_loss_gain']:+.4f}, lower bound {r['log_loss_gain_lower']:+.4f})")
+    OUT.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
