@@ -286,7 +286,7 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     traced = lineage("trace", "--text", "Feedback 1:", repo=repo, env=env).stdout
     assert "req-1" in traced and traced.startswith("1 row(s) of data/feedback/labelled.csv at ")
     assert d["moved_split"]["rows"] == 0
-    assert set(d["models"]) == {"teacher", "student", "student_onnx", "baseline"}
+    assert set(d["models"]) == {"teacher", "student", "student_onnx", "baseline", "teacher_blend"}
     for m in d["models"].values():
         assert m["common_test_rows"] <= min(m["test_rows"]) and m["macro_f1_all"][1] is not None
     table = lineage("diff", repo=repo, env=env).stdout
@@ -303,7 +303,8 @@ def test_lineage_diff_trace_and_model_after_a_scripted_data_change(repo, env):
     test_row = pd.read_parquet(repo / "data" / "processed" / "test.parquet").iloc[0]
     t = json.loads(lineage("--json", "trace", test_row["id"], repo=repo, env=env).stdout)
     assert t["rows"][0]["raw_row"] == test_row["raw_row"] and t["rows"][0]["split"] == "test"
-    assert {p["model"] for p in t["rows"][0]["predictions"]} == {"teacher", "student", "student_onnx", "baseline"}
+    assert {p["model"] for p in t["rows"][0]["predictions"]} == {"teacher", "student", "student_onnx", "baseline",
+                                                                  "teacher_blend"}
     by_row = json.loads(lineage("--json", "trace", "--raw-row", str(test_row["raw_row"]), "--limit", "1000",
                                 repo=repo, env=env).stdout)
     assert test_row["id"] in {r["id"] for r in by_row["rows"]}  # restored rows share their host record's raw_row
