@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         if record["shipped"]:
             break
         ev = record["evidence"]
-        log.info("%s: keeps %.1f%% of the teacher's validation macro-F1 (%.0f%% lower bound %.1f%%, needs %.0f%%; "
+        log.info("%s: keeps %.1f%% of its targets' validation macro-F1 (%.0f%% lower bound %.1f%%, needs %.0f%%; "
                  "classes significantly worse: %s): trying %s", key, 100 * ev["ratio"], 100 * p.selection_confidence,
                  100 * ev["ratio_lower"], 100 * p.min_val_f1_ratio, ev["classes_worse"] or "none", students[i + 1][0])
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -229,17 +229,19 @@ def student_notes(name: str, lineage: dict, comparison: dict, min_ratio: float, 
     if kept is not None and kept < min_ratio:
         shapes = ", ".join(t["key"] for t in search.get("tried", [])) or "distill's own"
         whose = "the teacher's" if ref == "teacher" else "the teacher-and-baseline blend's (what it learned from)"
+        instead = ("Use the teacher where that matters" if ref == "teacher" else
+                   "Where that matters, use the baseline or a model of the text's language (train.model)")
         notes.append(f"**This {name.replace('_', ' ')} keeps {kept:.1%} of {whose} test macro-F1, under the "
                      f"{min_ratio:.0%} the pipeline aims for**: no student of the shapes tried ({shapes}) was shown "
                      f"to keep it (macro-F1 difference {comparison['delta']:+.4f} [{comparison['ci_low']:+.4f}, "
-                     f"{comparison['ci_high']:+.4f}]). Use the teacher where that matters, or try larger students "
-                     "(distill.layers).")
+                     f"{comparison['ci_high']:+.4f}]). {instead}, or try larger students (distill.layers).")
+    reference = "the teacher's" if not (lineage.get("teacher_targets") or {}).get("baseline_weight") else "its targets'"
     for t in search.get("tried", []):
         ev = t.get("evidence")
         if not ev:
             continue
         notes.append(f"student tried `{t['key']}` (layers {t.get('layers')}): validation macro-F1 {ev['ratio']:.1%} "
-                     f"of the teacher's, {100 * ev['confidence']:.0f}% lower bound {ev['ratio_lower']:.1%} on "
+                     f"of {reference}, {100 * ev['confidence']:.0f}% lower bound {ev['ratio_lower']:.1%} on "
                      f"{ev['rows']} rows (needs {ev['min_ratio']:.0%}), classes significantly worse: "
                      f"{', '.join(ev['classes_worse']) or 'none'} -> {'shipped' if t.get('shipped') else 'rejected'}")
     return notes
@@ -628,10 +630,12 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
                      "decide a class that small: more test rows of it are what would settle the comparison.")
     lines += blend_notes(lineage["student"].get("teacher_targets") or {})
     search = lineage["student"].get("student_search") or {}
+    blended_in = (lineage["student"].get("teacher_targets") or {}).get("baseline_weight")
     for t in search.get("tried", []):
         ev = t.get("evidence")
         if ev:
-            lines.append(f"- distill tried `{t['key']}`: {ev['ratio']:.1%} of the teacher's validation macro-F1, lower "
+            lines.append(f"- distill tried `{t['key']}`: {ev['ratio']:.1%} of "
+                         f"{'the blend' if blended_in else 'the teacher'}'s validation macro-F1, lower "
                          f"bound {ev['ratio_lower']:.1%} ({100 * ev['confidence']:.0f}%, {ev['rows']} rows), classes "
                          f"worse: {', '.join(ev['classes_worse']) or 'none'} -> "
                          f"{'shipped' if t.get('shipped') else 'rejected'}")
