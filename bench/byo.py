@@ -100,6 +100,14 @@ def targets_note(name: str, student: dict, cmp: dict) -> str:
                 f"weight {rec['baseline_weight']:g}: best {rec['best_on_validation']:g}, log-loss gain "
                 f"{rec['log_loss_gain']:+.4f}, lower bound {rec['log_loss_gain_lower']:+.4f} — `bench/blend_rule.py`"
                 f"{', so the figures stand' if not rec['baseline_weight'] else ''})")
+    if "grid" not in rec:  # the blend off, in code that did not yet say what auto would do: the paired auto run
+        auto = WORK / f"{name}-blend-auto" / "metrics" / "teacher_blend.json"
+        if not auto.is_file():
+            return "the teacher's logits (distill.blend_baseline 0)"
+        a = json.loads(auto.read_text())
+        return (f"the teacher's logits (distill.blend_baseline 0); with auto the baseline weight is "
+                f"{a['baseline_weight']:g} (log-loss gain {a['log_loss_gain']:+.4f}, lower bound "
+                f"{a['log_loss_gain_lower']:+.4f}): that run is `{name}-blend-auto`, compared in BLEND.md")
     said = (f"distill.blend_baseline {rec.get('setting')}: baseline weight {rec['baseline_weight']:g} (best on "
             f"validation {rec.get('best_on_validation', 0):g}, log-loss gain {rec.get('log_loss_gain', 0):+.4f}, "
             f"lower bound {rec.get('log_loss_gain_lower', 0):+.4f})")
@@ -117,7 +125,9 @@ def table() -> str:
     lines = ["# Results on real datasets, brought in with the README's steps", "",
              f"Written {machine()['date']}; each row is `python bench/byo.py run …` (a fresh clone, the README's "
              "steps, `dvc repro` with the defaults unless `--set` says otherwise) on 2 CPU cores. Macro-F1 on the "
-             "test rows with 95% bootstrap CIs; differences are paired (same rows), * = the CI excludes 0.", ""]
+             "test rows with 95% bootstrap CIs; differences are paired (same rows), * = the CI excludes 0. "
+             "`params set: ['distill.blend_baseline=0']` is today's default (it was `auto` at those runs' commit; "
+             "the `auto` twins are compared in BLEND.md).", ""]
     for repo in sorted(p for p in WORK.iterdir() if (p / "repro.json").is_file()):
         run_info = json.loads((repo / "repro.json").read_text())
         if run_info.get("target"):

@@ -1,8 +1,8 @@
 """The distillation teacher: the fine-tuned model, blended with the TF-IDF baseline where validation rows say so.
 
 A fine-tuned model can sit below the baseline the pipeline already trains: an English tokenizer on German text
-(bench/results/BLEND.md: Bundestag speeches, teacher 0.176 vs baseline 0.300 test macro-F1). Distilling from an
-ensemble is where distillation started (Hinton et al., 2015), so the student's targets are
+(Bundestag speeches: teacher 0.104 vs baseline 0.300 test macro-F1). Distilling from an ensemble is where
+distillation started (Hinton et al., 2015), so with `distill.blend_baseline` set the student's targets are
 
     log p = (1 - w) * log softmax(teacher logits) + w * log p_baseline      (then softmax / temperature)
 
@@ -13,6 +13,9 @@ w = 0 and the targets are the teacher's own logits, byte for byte).
 
 On training rows the baseline's probabilities are out-of-fold (k refits on the other folds): a baseline scoring
 the rows it was fitted on is near one-hot, so it would pass on the labels instead of what it learned.
+
+Off by default (weight 0): where auto blends (German and Dutch speeches) the student moved by +0.05 and -0.05,
+neither significant (bench/results/BLEND.md).
 """
 from __future__ import annotations
 

@@ -362,10 +362,11 @@ class DistillParams(FitParams):
         "judged on the paired-bootstrap lower bound at selection_confidence (one-sided), with no class "
         "significantly worse than the teacher's (docs/your-data.md)"))
     selection_confidence: float = Field(0.9, ge=0.5, lt=1)
-    blend_baseline: Union[Annotated[float, Field(ge=0, le=1)], Literal["auto"]] = Field("auto", description=(
-        "the TF-IDF baseline's weight in the student's targets (log-linear blend with the teacher). auto: chosen "
-        "on validation rows, kept only when its log-loss gain is beyond noise (selection_confidence), else 0; "
-        "0 = the teacher alone (pipeline/core/blend.py)"))
+    blend_baseline: Union[Annotated[float, Field(ge=0, le=1)], Literal["auto"]] = Field(0.0, description=(
+        "the TF-IDF baseline's weight in the student's targets (log-linear blend with the teacher); 0 = the "
+        "teacher alone. auto: chosen on validation rows, kept only when its log-loss gain is beyond noise "
+        "(selection_confidence). Off by default: on two non-English sets it moved the student by +0.05 and -0.05, "
+        "neither significant (bench/results/BLEND.md); metrics/teacher_blend.json says what auto would choose"))
     epochs: float = Field(8.0, gt=0, description="alpha 0.9 + 8 epochs: 98.6% of the teacher's test macro-F1 on "
                                                  "tweets (3 epochs, alpha 0.5: 93.1%)")
     early_stopping_patience: int = Field(3, ge=0)

@@ -67,8 +67,6 @@ def blend_targets(args, params, train_df: pd.DataFrame, val_df: pd.DataFrame, z:
                   label_names: list[str]) -> tuple[np.ndarray, dict]:
     """The targets (teacher logits, or the blend) for train + val rows in that order, and the record of the choice."""
     setting = params.distill.blend_baseline
-    if setting == 0:
-        return z, {"setting": 0.0, "baseline_weight": 0.0}
     folder = Path(args.baseline)
     base_lineage = json.loads((folder / "lineage.json").read_text())
     if base_lineage.get("label_names", label_names) != label_names:
@@ -76,7 +74,10 @@ def blend_targets(args, params, train_df: pd.DataFrame, val_df: pd.DataFrame, z:
     to_id = {n: i for i, n in enumerate(label_names)}
     y_val = val_df["label"].map(to_id).to_numpy()
     val_prob = baseline_proba(load_baseline(folder), val_df["text"].tolist(), label_names)
+    # What auto decides is worked out whatever the setting (validation rows only, seconds): with the blend off, the
+    # record still says whether these rows would have taken the baseline in.
     record = choose_weight(z[n_train:], val_prob, y_val, params.distill.selection_confidence, seed=params.seed)
+    record["auto_choice"] = record["baseline_weight"]
     if setting != "auto":
         record.update(baseline_weight=float(setting), adopted=None)
     record["setting"] = setting
@@ -84,9 +85,9 @@ def blend_targets(args, params, train_df: pd.DataFrame, val_df: pd.DataFrame, z:
     record["val_macro_f1"] = {"teacher": round(f1(y_val, z[n_train:].argmax(1)), 4),
                               "baseline": round(f1(y_val, val_prob.argmax(1)), 4)}
     w = record["baseline_weight"]
-    log.info("distill.blend_baseline %s -> baseline weight %.1f (best on validation %.1f, log-loss gain %.4f, "
-             "lower bound %.4f)", setting, w, record["best_on_validation"], record["log_loss_gain"],
-             record["log_loss_gain_lower"])
+    log.info("distill.blend_baseline %s -> baseline weight %.1f (auto: %.1f; best on validation %.1f, log-loss gain "
+             "%.4f, lower bound %.4f)", setting, w, record["auto_choice"], record["best_on_validation"],
+             record["log_loss_gain"], record["log_loss_gain_lower"])
     if w == 0:
         return z, record
     analyzer = base_lineage.get("resolved", {}).get("analyzer")
