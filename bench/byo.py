@@ -91,6 +91,9 @@ def targets_note(name: str, student: dict, cmp: dict) -> str:
     from run import fmt_diff
 
     rec = student.get("teacher_targets")
+    record_file = WORK / name / "metrics" / "teacher_blend.json"
+    if rec is not None and record_file.is_file():
+        rec = {**json.loads(record_file.read_text()), **rec}  # the lineage keeps the weight; the record the evidence
     if rec is None:  # a run from before the blend: what the rule decides on its validation rows (blend_rule.py)
         rec = json.loads((OUT / "blend_rule.json").read_text()).get(name) if (OUT / "blend_rule.json").is_file() \
             else None

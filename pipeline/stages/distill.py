@@ -258,17 +258,17 @@ def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names:
 
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
-    args = stage_args(__doc__.splitlines()[0], "teacher", "logits", "blend", "train", "val", "output", "checkpoints",
-                      "live", argv=argv)
+    args = stage_args(__doc__.splitlines()[0], "teacher", "logits", "train", "val", "output", "checkpoints", "live",
+                      argv=argv)
     params = load_params(args.params)
     p, seed = params.distill, params.seed
-    train_df, val_df, logits, val_targets, teacher, label_names = load_inputs(args, params)
+    train_df, val_df, logits, val_targets, weight, teacher, label_names = load_inputs(args, params)
     students = p.students()
     # What the student learns from, on the validation rows (the teacher as evaluate scores it, or its blend with
     # the baseline): each smaller student is judged against it, row by row.
     y_val = val_df["label"].map({n: i for i, n in enumerate(label_names)}).to_numpy()
     teacher_val = (y_val, np.stack(val_targets.to_numpy()).argmax(1)) if len(students) > 1 else None
-    blend_record = json.loads(Path(args.blend).read_text())
+    blend_record = {"setting": p.blend_baseline, "baseline_weight": weight}  # the whole record: teacher_blend.json
     data_files = [args.train, args.val, args.logits]
     search: list[dict] = []
     for i, (key, q) in enumerate(students):
@@ -320,7 +320,7 @@ def load_inputs(args: Any, params: Any) -> tuple:
     every student's layers checked before any of them trains (check and the teacher's stage said so already;
     this catches a teacher swapped in by hand)."""
     train_df, val_df = read_table(args.train), read_table(args.val)
-    logits_df = read_table(args.logits, ["id", "logits"])
+    logits_df = read_table(args.logits)
     teacher = load_classifier(args.teacher, "teacher")
     teacher_cfg = teacher.config
     label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
@@ -334,7 +334,8 @@ def load_inputs(args: Any, params: Any) -> tuple:
     problems = student_layer_problems(params, teacher_cfg.num_hidden_layers)
     if problems:
         raise ModelError("; ".join(problems))
-    return train_df, val_df, logits, val_targets, teacher, label_names
+    weight = float(logits_df["baseline_weight"].iloc[0]) if "baseline_weight" in logits_df else 0.0
+    return train_df, val_df, logits, val_targets, weight, teacher, label_names
 
 
 def search_record(p: DistillParams, teacher_val: tuple, label_names: list[str], tried: list[dict]) -> dict:

@@ -113,7 +113,9 @@ def main() -> None:
     # raw_row too: every table points at the raw line of its rows (lineage).
     rows = pd.concat([train_df[["id", "raw_row"]].assign(split="train"), val_df[["id", "raw_row"]].assign(split="val")],
                      ignore_index=True)
-    write_table(rows.assign(logits=list(targets)), args.output)
+    # The weight in use travels with the targets: distill needs it for its lineage, and depending on the whole record
+    # (which changes with any baseline param) would retrain the student when its targets have not changed.
+    write_table(rows.assign(logits=list(targets), baseline_weight=float(record["baseline_weight"])), args.output)
     write_json(record, args.blend)
     log.info("student targets for %d training and %d validation rows (baseline weight %.1f)", len(train_df),
              len(val_df), record["baseline_weight"])

@@ -60,8 +60,8 @@ def job(tmp_path_factory, sms_slice):
     train.to_parquet(d / "train.parquet", index=False)
     val.to_parquet(d / "val.parquet", index=False)
     pd.DataFrame({"id": pd.concat([train["id"], val["id"]]), "split": ["train"] * len(train) + ["val"] * len(val),
-                  "logits": [*logits[0], *logits[1]]}).to_parquet(d / "logits.parquet", index=False)
-    (d / "blend.json").write_text(json.dumps({"setting": 0.0, "baseline_weight": 0.0}))
+                  "logits": [*logits[0], *logits[1]], "baseline_weight": 0.0}).to_parquet(d / "logits.parquet",
+                                                                                       index=False)
     return d
 
 
@@ -79,8 +79,7 @@ def run(job, tmp_path, **distill) -> tuple[dict, dict]:
     write_params(tmp_path, **distill)
     out = tmp_path / "student"
     main(["--params", str(tmp_path / "params.yaml"), "--teacher", str(job / "teacher"),
-          "--logits", str(job / "logits.parquet"), "--blend", str(job / "blend.json"),
-          "--train", str(job / "train.parquet"),
+          "--logits", str(job / "logits.parquet"), "--train", str(job / "train.parquet"),
           "--val", str(job / "val.parquet"), "--output", str(out), "--checkpoints", str(tmp_path / "ckpt"),
           "--live", str(tmp_path / "live")])
     assert not (tmp_path / "ckpt").exists()  # every student's checkpoints go once one ships
@@ -199,8 +198,8 @@ def test_teacher_logits_blends_the_baseline_in_as_set_and_the_student_records_it
 
     out = tmp_path / "student"
     main(["--params", str(tmp_path / "params.yaml"), "--teacher", str(job / "teacher"),
-          "--logits", str(tmp_path / "targets.parquet"), "--blend", str(tmp_path / "blend.json"),
-          "--train", str(job / "train.parquet"), "--val", str(job / "val.parquet"), "--output", str(out),
+          "--logits", str(tmp_path / "targets.parquet"), "--train", str(job / "train.parquet"),
+          "--val", str(job / "val.parquet"), "--output", str(out),
           "--checkpoints", str(tmp_path / "ckpt"), "--live", str(tmp_path / "live")])
     lineage = json.loads((out / "lineage.json").read_text())
-    assert lineage["teacher_targets"]["baseline_weight"] == 0.5
+    assert lineage["teacher_targets"] == {"setting": 0.5, "baseline_weight": 0.5}
