@@ -320,7 +320,7 @@ def load_inputs(args: Any, params: Any) -> tuple:
     every student's layers checked before any of them trains (check and the teacher's stage said so already;
     this catches a teacher swapped in by hand)."""
     train_df, val_df = read_table(args.train), read_table(args.val)
-    logits_df = read_table(args.logits)
+    logits_df = read_table(args.logits, ["id", "logits"])
     teacher = load_classifier(args.teacher, "teacher")
     teacher_cfg = teacher.config
     label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
