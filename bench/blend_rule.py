@@ -13,37 +13,27 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.blend import choose_weight  # noqa: E402
-from pipeline.core.modeling import (  # noqa: E402
-    lineage_max_length,
-    lineage_truncation,
-    load_baseline,
-    load_classifier,
-    load_tokenizer,
-    predict_logits,
-)
+from pipeline.core.modeling import load_baseline  # noqa: E402
 from pipeline.core.params import load_params  # noqa: E402
+from pipeline.stages.teacher_logits import baseline_proba, teacher_logits  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "blend_rule.json"
 
 
 def decide(ws: Path) -> dict:
+    """teacher_logits' own scoring of the validation rows (the teacher as trained, the fitted baseline), then auto."""
     teacher = ws / "data" / "models" / "teacher"
-    lineage = json.loads((teacher / "lineage.json").read_text())
-    names = lineage["label_names"]
+    names = json.loads((teacher / "lineage.json").read_text())["label_names"]
     val = pd.read_parquet(ws / "data" / "processed" / "val.parquet")
-    z = predict_logits(load_classifier(str(teacher)), load_tokenizer(str(teacher)), val["text"].tolist(), 64,
-                       lineage_max_length(lineage), truncation=lineage_truncation(lineage), progress=False)
-    base = load_baseline(ws / "data" / "models" / "baseline")
-    prob = np.zeros((len(val), len(names)))
-    prob[:, [names.index(c) for c in base.classes_]] = base.predict_proba(val["text"])
     params = load_params(ROOT / "params.yaml")
+    z = teacher_logits(str(teacher), [val["text"].tolist()], params)
+    prob = baseline_proba(load_baseline(ws / "data" / "models" / "baseline"), val["text"].tolist(), names)
     y = val["label"].map({n: i for i, n in enumerate(names)}).to_numpy()
     return choose_weight(z, prob, y, params.distill.selection_confidence, seed=params.seed)
 
