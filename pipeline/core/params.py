@@ -238,7 +238,7 @@ class FitParams(Section):
         "small data: epochs are raised until training takes this many optimiser steps, at most max_epochs "
         "(0 = off). Teachers trained for 45-170 steps lost to the TF-IDF baseline (docs/your-data.md)"))
     max_epochs: float = Field(10.0, gt=0, description="the ceiling min_steps may raise epochs to; early stopping "
-                                                      "still ends training sooner")
+                                                      "may end training sooner, not before min_steps")
     max_steps: int = Field(-1, ge=-1, description="> 0 overrides epochs")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
@@ -262,7 +262,8 @@ class FitParams(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16/fp16 on a GPU, fp32 "
                                                                                    "on CPU")
     early_stopping_patience: int = Field(2, ge=0, description="evaluations without a better validation macro-F1 "
-                                                              "before stopping; 0 = off")
+                                                              "before stopping (counted from the start, acted on "
+                                                              "once min_steps are done); 0 = off")
     eval_steps: int = Field(0, ge=0, description="0 = evaluate each epoch")
     num_threads: int = Field(0, ge=0, description="CPU threads; 0 = torch's default")
     checkpoint_steps: int = Field(200, ge=0, description=(

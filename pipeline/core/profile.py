@@ -182,7 +182,7 @@ def resolve_epochs(p: FitParams, train_rows: int, key: str, world_size: int | No
     record = {"setting": p.epochs, "value": epochs, "steps_per_epoch": steps_per_epoch,
               "planned_steps": p.max_steps if p.max_steps > 0 else math.ceil(steps_per_epoch * epochs),
               "rule": f"at least {key}.min_steps {p.min_steps} optimiser steps, at most {key}.max_epochs "
-                      f"{p.max_epochs:g} epochs; early stopping may end sooner"}
+                      f"{p.max_epochs:g} epochs; early stopping may end sooner, not before min_steps"}
     if epochs != p.epochs:
         log.info("%s.epochs %g -> %g: %d rows make %d optimiser steps per epoch, %s.min_steps is %d", key, p.epochs,
                  epochs, train_rows, steps_per_epoch, key, p.min_steps)

@@ -141,10 +141,42 @@ class SafeLive(Live):
             self._dvc_file = None
 
 
+class FloorEarlyStopping(EarlyStoppingCallback):
+    """Early stopping that cannot end training before `min_steps` optimiser steps (or the planned steps, if fewer).
+
+    `min_steps` raises epochs on small data because a new head needs that many updates; early stopping judged on a
+    small validation split is noisy enough to undo it: on 610 German speeches (79 validation rows) it ended a
+    200-step plan after 100 steps while the validation loss was still falling. Patience is still counted from the
+    start, and the best evaluation's model is still the one kept (load_best_model_at_end): a longer run only adds
+    candidates."""
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0,
+                 min_steps: int = 0):
+        super().__init__(early_stopping_patience=early_stopping_patience,
+                         early_stopping_threshold=early_stopping_threshold)
+        self.min_steps = min_steps
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        already = control.should_training_stop  # the end of the plan, or another callback: not ours to undo
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if not already and control.should_training_stop and state.global_step < min(self.min_steps,
+                                                                                     state.max_steps):
+            log.info("early stopping: no better validation %s for %d evaluations, but training runs to min_steps "
+                     "%d (step %d of %d)", args.metric_for_best_model, self.early_stopping_patience_counter,
+                     self.min_steps, state.global_step, state.max_steps)
+            control.should_training_stop = False
+
+    def state(self) -> dict:
+        out = super().state()
+        out["args"]["min_steps"] = self.min_steps  # a resumed run rebuilds the callback from these
+        return out
+
+
 def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None) -> list:
     cbs: list = [CheckpointCallback(p.checkpoint_steps)]
     if p.early_stopping_patience:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
+        cbs.append(FloorEarlyStopping(early_stopping_patience=p.early_stopping_patience,
+                                      min_steps=p.min_steps if p.max_steps <= 0 else 0))
     if live_dir and int(os.environ.get("RANK", "0")) == 0:
         if resumed_step is not None:
             truncate_curves(Path(live_dir), resumed_step)

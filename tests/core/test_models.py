@@ -385,3 +385,40 @@ def test_tokenizer_coverage_flags_text_the_model_cannot_read():
     russian = tokenizer_coverage(tok, ["Обслуживание было медленным, но еда была отличной."])
     assert chinese["unknown_share"] > 0.3 and "covers this text poorly" in coverage_warning(chinese, MINILM)
     assert russian["chars_per_token"] < 1.5 and "multilingual" in coverage_warning(russian, MINILM)
+
+
+@pytest.mark.parametrize("over, stops_at", [
+    ({}, 600),                                  # patience runs out at step 200, training goes on to min_steps
+    ({"min_steps": 0}, 200),                    # no floor: the plain early stopping
+    ({"max_steps": 1000}, 200),                 # max_steps set: min_steps does not apply
+])
+def test_early_stopping_cannot_undo_min_steps(over, stops_at, tmp_path):
+    """Patience counts from the start (validation never improves after step 100 here), but training only stops
+    once min_steps is reached; a resumed run rebuilds the same callback from the checkpoint's state."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from pipeline.core.params import FitParams
+    from pipeline.core.trainers import FloorEarlyStopping, callbacks
+
+    p = replace(FitParams(), **{"min_steps": 600, "early_stopping_patience": 1, **over})
+    (cb,) = [c for c in callbacks(p, None, None) if isinstance(c, FloorEarlyStopping)]
+    args = TrainingArguments(output_dir=str(tmp_path), eval_strategy="steps", eval_steps=100, save_steps=100,
+                             load_best_model_at_end=True, metric_for_best_model="macro_f1", report_to=[])
+    state, control = TrainerState(max_steps=1000), TrainerControl()
+    cb.on_train_begin(args, state, control)
+    stopped = None
+    for step in range(100, 1001, 100):
+        state.global_step = step
+        cb.on_evaluate(args, state, control, metrics={"eval_macro_f1": 0.5 if step == 100 else 0.4})
+        state.best_metric = 0.5
+        if control.should_training_stop:
+            stopped = step
+            break
+    assert stopped == stops_at
+    again = FloorEarlyStopping.from_state(cb.state())
+    assert (again.min_steps, again.early_stopping_patience_counter) == (cb.min_steps,
+                                                                        cb.early_stopping_patience_counter)
+    # The end of the plan (set before the evaluation) is never undone.
+    state.global_step, control.should_training_stop = 300, True
+    cb.on_evaluate(args, state, control, metrics={"eval_macro_f1": 0.4})
+    assert control.should_training_stop
