@@ -125,6 +125,7 @@ def test_full_pipeline_outputs(repo):
                 "student_onnx_vs_teacher_blend"):
         assert metrics["comparisons"][key]["rows"] == metrics["comparisons"]["teacher_vs_baseline"]["rows"]
     assert "teacher_blend" not in speed and "blended with the TF-IDF baseline (baseline weight 0.3" in report
+    assert "`teacher_blend` is that blend on the test rows" in report  # teacher_blend.json's evidence, in words
     student_lineage = json.loads((repo / "models" / "student" / "lineage.json").read_text())
     assert student_lineage["teacher_targets"]["baseline_weight"] == 0.3
     # DVCLive curves: x is the optimiser step, and no wall-clock timing reaches the metrics file.

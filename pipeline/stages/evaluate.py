@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     coverage = coverage_warning(tokenizer_coverage(load_tokenizer(str(dirs["teacher"]), "teacher"), texts),
                                 lineage["teacher"].get("base_model", "the teacher"))
     write_text(report(results, speed, verdicts, len(test), slices,
-                      data_notes(comparisons, len(test), lineage, coverage)), args.report)
+                      data_notes(comparisons, len(test), lineage, coverage, blend_record)), args.report)
     package_all(scored, dirs, lineage, comparisons, verdicts, slices, speed, coverage, test["text"].iloc[0],
                 label_names, params, args)
     for v in verdicts.values():
@@ -600,9 +600,11 @@ def main(argv: list[str] | None = None) -> None:
 SMALL_TEST = 1000  # below this many test rows, say in words what the comparisons cannot tell
 
 
-def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | None) -> list[str]:
+def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | None,
+               blend_record: dict | None = None) -> list[str]:
     """REPORT.md's plain-words section: what each model chose from the data, which comparisons the test rows
-    cannot settle (a small test split), and a tokenizer that does not cover the language."""
+    cannot settle (a small test split), what the student learned from (teacher_blend.json's record: the student's
+    lineage keeps only the weight), and a tokenizer that does not cover the language."""
     lines = [f"- {name}: " + "; ".join(data_settings(lineage[name])) for name in ("teacher", "student", "baseline")
              if data_settings(lineage[name])]
     for key, c in comparisons.items():
@@ -627,7 +629,7 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
                      f"{small['ci_high']:+.4f}], not significant, and over the rows McNemar gives "
                      f"p={c['mcnemar']['p_value']:.3g} ({disagree} rows where exactly one is right). One or two rows "
                      "decide a class that small: more test rows of it are what would settle the comparison.")
-    lines += blend_notes(lineage["student"].get("teacher_targets") or {})
+    lines += blend_notes(blend_record or {})
     search = lineage["student"].get("student_search") or {}
     blended_in = (lineage["student"].get("teacher_targets") or {}).get("baseline_weight")
     for t in search.get("tried", []):
@@ -660,9 +662,9 @@ def blend_notes(record: dict) -> list[str]:
                 f"blend {f1.get('blend', float('nan')):.4f}). `{BLEND}` is that blend on the test rows."]
     if auto:
         return [f"- The student learned from the teacher alone (distill.blend_baseline {record.get('setting')}). On "
-                f"these validation rows `auto` would blend the TF-IDF baseline in at weight {auto:g} ({said}): the "
-                "teacher is weak here. On two non-English sets that moved the student by +0.05 and -0.05, neither "
-                "significant (bench/results/BLEND.md); a model of the text's language is the likelier fix."]
+                f"these validation rows `auto` would blend the TF-IDF baseline in at weight {auto:g} ({said}). Off "
+                "by default: on two non-English sets that moved the student by +0.05 and -0.05, neither significant "
+                "(bench/results/BLEND.md)."]
     return []
 
 
