@@ -221,13 +221,27 @@ class SplitParams(Section):
     train: float = Field(0.8, gt=0, lt=1)
     val: float = Field(0.1, gt=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
+    fold: int = Field(0, ge=0, description=(
+        "hash only: which slice of the hash is test (0 = the last `test` share). Folds 0..k-1 (k = 1/test) have "
+        "disjoint test rows: run them as experiments and pool their test predictions with `finetune kfold` when "
+        "one test split is too small to settle a comparison"))
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitParams:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise KeyedError("", f"train + val + test must sum to 1, got {total:g}")
+        if self.fold and self.method != "hash":
+            raise KeyedError("fold", "folds rotate the hash split; with method: exact only fold 0 exists")
+        if self.fold >= self.folds:
+            raise KeyedError("fold", f"test {self.test:g} gives {self.folds} disjoint folds (0..{self.folds - 1}), "
+                                     f"got {self.fold}")
         return self
+
+    @property
+    def folds(self) -> int:
+        """How many disjoint test slices the hash holds at this test share."""
+        return max(1, int(1 / self.test + 1e-9))
 
 
 class FitParams(Section):

@@ -13,7 +13,9 @@ in its split (a corrected test row stays a test row), so a relabel never changes
 are 80/10/10 up to sampling noise (reported per class in the metrics). A class the hash left without a val or
 test row is cut by rank of the same hash numbers instead (only tiny classes get there; deterministic).
 `method: exact` shuffles and cuts each class at exact counts (largest remainder):
-exact shares, but one new row can move rows at every cut.
+exact shares, but one new row can move rows at every cut. `split.fold: f` (hash only) moves the test slice f
+test-shares down the hash, so folds 0..k-1 (k = 1/test) test disjoint rows: k-fold evaluation of a small set by
+running the folds as experiments (`finetune kfold`); fold 0 is the plain split.
 
 Validation and test keep only original rows, so models are judged on real text; the derived rows of their
 groups are dropped and counted (`derived_row_in_eval_split`).
@@ -58,7 +60,9 @@ def hash_unit(seed: int, source_id: str) -> float:
 
 
 def assign_hash(groups: np.ndarray, p: SplitParams, seed: int) -> dict[str, str]:
-    u = np.array([hash_unit(seed, g) for g in groups])
+    # Fold f shifts every hash number by f test shares (mod 1): the test slice moves to the next one down, so
+    # folds 0..k-1 have disjoint test rows; fold 0 is the plain split, byte for byte.
+    u = np.array([(hash_unit(seed, g) + p.fold * p.test) % 1.0 for g in groups])
     names = np.where(u < p.train, "train", np.where(u < p.train + p.val, "val", "test"))
     if not all((names == n).any() for n in SPLITS):
         # A tiny class the hash left without val or test rows: cut it by rank of the same hash numbers instead,

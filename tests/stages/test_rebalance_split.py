@@ -112,6 +112,28 @@ def test_hash_split_moves_no_row_when_data_grows_or_shrinks(sms_slice, params):
     assert sum(ea[i] != s for i, s in eb.items()) > 0
 
 
+def test_hash_folds_test_disjoint_rows_and_fold_0_is_the_plain_split(sms_slice, params):
+    """Issue 19 item 5: folds 0..k-1 test disjoint rows that together cover the set, each fold keeps 80/10/10 up
+    to noise, a fold's test rows are never in its own train, and fold 0 is the default split row for row."""
+    base = clean(sms_slice, params.clean, "sms.csv").kept
+    plain = where(split(base, params.split, params.seed).splits)
+    assert where(split(base, replace(params.split, fold=0), params.seed).splits) == plain
+    tests = []
+    for f in range(params.split.folds):
+        parts = split(base, replace(params.split, fold=f), params.seed).splits
+        assert not set(parts["test"]["id"]) & set(parts["train"]["id"])
+        assert abs(len(parts["test"]) / len(base) - params.split.test) < 0.05
+        tests.append(set(parts["test"]["id"]))
+    assert params.split.folds == 10 and sum(map(len, tests)) == len(set().union(*tests)) == len(base)
+
+
+@pytest.mark.parametrize("bad, match", [({"fold": 10}, "0..9"), ({"fold": 1, "method": "exact"}, "hash"),
+                                        ({"fold": -1}, "greater than or equal")])
+def test_a_fold_out_of_range_names_the_key(bad, match):
+    with pytest.raises(Exception, match=match):
+        SplitParams(**bad)
+
+
 def test_hash_split_gives_a_tiny_class_a_row_in_every_split():
     df = frame([(f"a {i}", "a") for i in range(60)] + [(f"b {i}", "b") for i in range(3)])
     parts = split(df, SplitParams(), 0).splits
