@@ -201,6 +201,28 @@ def test_tune_trials_are_dvc_experiments_scored_on_validation_only(repo, env, tm
     assert (work / "params.yaml").read_text() == params_before and "reference" in proc.stdout
 
 
+def test_kfold_runs_folds_as_experiments_and_pools_disjoint_test_rows(repo, env, tmp_path):
+    """Issue 19 item 5: `finetune kfold --folds 2` runs split.fold 0 and 1 as DVC experiments (whole pipeline each),
+    pools their test predictions (disjoint rows, both folds' rows counted) and puts the workspace back to fold 0.
+    Fold 0 is the run already in the workspace: its per-fold figures are eval.json's."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)
+    params_before = (work / "params.yaml").read_text()
+    proc = run([sys.executable, "-m", "pipeline.commands.cli", "kfold", "--folds", "2", "--resamples", "200",
+                "--root", str(work)], ROOT, env)
+    result = json.loads((work / "metrics" / "kfold.json").read_text())
+    folds = [pd.read_parquet(p) for p in result["sources"]]
+    ids = [set(f["id"]) for f in folds]
+    assert len(folds) == 2 and not ids[0] & ids[1] and result["rows"] == len(ids[0]) + len(ids[1])
+    evaluated = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert result["per_fold"][0]["macro_f1"]["teacher"] == round(evaluated["teacher"]["macro_f1"], 4)
+    assert result["comparisons"]["teacher_vs_baseline"]["rows"] == result["rows"] and "student_keeps" in result
+    shown = dvc("exp", "show", "--json", repo=work, env=env).stdout
+    assert all(Path(s).stem in shown for s in result["sources"]), shown[-2000:]
+    assert (work / "params.yaml").read_text() == params_before
+    assert proc.stdout.startswith("2 folds") and "student keeps" in proc.stdout
+
+
 def test_rebalance_change_reruns_only_rebalance_and_split(repo, env):
     with edited_params(repo, env, rebalance__target_ratio=0.8):
         out = dvc("repro", "split", repo=repo, env=env)

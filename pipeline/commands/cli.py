@@ -1,4 +1,6 @@
-"""finetune: one front door for the user commands (check, fetch, ingest, lineage, monitor, predict, serve, tune).
+"""finetune: one front door for the user commands.
+
+check, fetch, ingest, kfold, lineage, monitor, predict, serve, tune:
 
     finetune check                      # every data/params problem at once, and what the auto defaults decide
     finetune lineage trace --raw-row 5 --json
@@ -22,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("pipeline.commands.fetch", "a Hugging Face Hub dataset, at a pinned revision, into a raw file"),
     "ingest": ("pipeline.commands.ingest", "labelled rows (monitor's to_label.csv) into the feedback file clean "
                                            "reads, with their request ids"),
+    "kfold": ("pipeline.commands.kfold", "settle a small set's comparisons on k disjoint test folds, run as DVC "
+                                         "experiments"),
     "lineage": ("pipeline.commands.lineage", "trace a row, check a model, diff two revisions row by row"),
     "monitor": ("pipeline.commands.monitor", "drift of logged traffic (or any file) against the test rows; exit 3 "
                                              "on drift"),

@@ -1,0 +1,188 @@
+"""kfold: settle a small set's comparisons on k disjoint test folds instead of one ~10% test split.
+
+    finetune kfold --folds 3                      # 3 folds as DVC experiments (the workspace's first), pooled
+    finetune kfold --pool f0.parquet f1.parquet   # pool test predictions of runs made elsewhere
+
+On a few hundred test rows the CI of "teacher minus baseline" is wide, and a class with 2 test rows can decide it.
+`split.fold: f` moves the hash split's test slice, so folds 0..k-1 test disjoint rows; each fold is a whole
+`dvc exp run -S split.fold=f` (its own teacher, student and baseline, trained on the other rows), so every fold is
+in `dvc exp show`. Their test predictions (data/eval/test_predictions.parquet) are pooled: each row is predicted
+once, by models that never saw it (cross-validated predictions), and the paired comparisons evaluate makes are
+made again over k times as many rows. The bootstrap resamples the pooled rows with the models held fixed: it
+measures the test sample's noise, not how much retraining on other rows would move a model (the per-fold figures
+show that). Nothing is adopted: the workspace is put back as it was (`dvc exp apply` of its own fold, run first),
+and the result is metrics/kfold.json and the lines printed.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.commands.tune import dvc
+from pipeline.core.io import DataError, KnownError, read_table, setup_logging, write_json
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = Path("data/eval/test_predictions.parquet")  # evaluate's --predictions in dvc.yaml
+FOLD_DIR = Path("data/kfold")
+
+
+def load_folds(paths: list[Path]) -> tuple[list[pd.DataFrame], list[str]]:
+    """Each file's (model, id, label, prediction) rows, and the label set of the models, in their order, from the
+    probability columns evaluate writes (p_<label>); every fold's models must have the same one."""
+    frames, label_sets = [], []
+    for p in paths:
+        df = read_table(p, columns=["model", "id", "label", "prediction"])
+        label_sets.append([c[2:] for c in df.columns if c.startswith("p_")])
+        if label_sets[-1] != label_sets[0]:
+            raise DataError(f"{p}: its models' labels {label_sets[-1]} differ from {paths[0]}'s {label_sets[0]}")
+        frames.append(df[["model", "id", "label", "prediction"]].assign(fold=str(p)))
+    return frames, label_sets[0] if label_sets else []
+
+
+def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, confidence: float = 0.95,
+         seed: int = 0) -> dict:
+    """Pooled paired comparisons over the test rows of every fold: each fold's frame holds one prediction per
+    (model, test row), as evaluate writes it. Folds must test disjoint rows and score the same models."""
+    from pipeline.core.stats import _bootstrap, macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.stages.evaluate import BLEND, BLEND_PAIRS, ONNX_NAME, PAIRS
+
+    if len(frames) < 2:
+        raise DataError("kfold: at least two folds to pool")
+    models = [sorted(f["model"].unique()) for f in frames]
+    if any(m != models[0] for m in models):
+        where = {f["fold"].iat[0]: m for f, m in zip(frames, models)}
+        raise DataError(f"kfold: the folds score different models: {where}")
+    seen: dict[str, str] = {}
+    for f in frames:
+        ids = f.loc[f["model"] == models[0][0], "id"]
+        if ids.duplicated().any():
+            raise DataError(f"{f['fold'].iat[0]}: row {ids[ids.duplicated()].iat[0]} is predicted twice by one model")
+        for i in ids:
+            if i in seen:
+                raise DataError(f"kfold: row {i} is a test row of both {seen[i]} and {f['fold'].iat[0]}: folds must "
+                                "test disjoint rows (split.fold 0..k-1 of one seed)")
+            seen[i] = f["fold"].iat[0]
+    df = pd.concat(frames, ignore_index=True)
+    index = {n: k for k, n in enumerate(names)}
+    unknown = (set(df["prediction"].astype(str)) | set(df["label"].astype(str))) - set(index)
+    if unknown:
+        raise DataError(f"kfold: labels or predictions outside the models' labels {names}: {sorted(unknown)}")
+    metric = macro_f1_fn(len(names))
+    wide = {m: g.sort_values(["fold", "id"], kind="stable") for m, g in df.groupby("model")}
+    ref = wide[models[0][0]][["fold", "id"]].to_numpy()
+    if any(not np.array_equal(g[["fold", "id"]].to_numpy(), ref) for g in wide.values()):
+        raise DataError("kfold: within a fold, every model must score the same test rows")
+    y = wide[models[0][0]]["label"].astype(str).map(index).to_numpy()
+    pred = {m: g["prediction"].astype(str).map(index).to_numpy() for m, g in wide.items()}
+    fold_of = wide[models[0][0]]["fold"].to_numpy()
+    boot = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
+    per_fold = [{"fold": fo, "rows": int((fold_of == fo).sum()),
+                 "macro_f1": {m: round(metric(y[fold_of == fo], p[fold_of == fo]), 4) for m, p in pred.items()}}
+                for fo in dict.fromkeys(fold_of)]
+    pairs = [(a, b) for a, b in PAIRS + (BLEND_PAIRS if BLEND in pred else ()) if a in pred and b in pred]
+    comparisons = {f"{a}_vs_{b}": paired_comparison(y, pred[a], pred[b], metric, name_a=a, name_b=b, **boot)
+                   for a, b in pairs}
+    out = {"folds": len(frames), "rows": int(len(y)), "classes": len(names),
+           "smallest_class_rows": int(np.bincount(y, minlength=len(names)).min()),
+           "models": {m: metric_ci(y, p, metric, **boot) for m, p in pred.items()},
+           "per_fold": per_fold, "comparisons": comparisons,
+           "note": "pooled test predictions of models that never saw the rows they scored; the CIs resample the "
+                   "pooled rows (test-sample noise), the per-fold figures show how much the models move"}
+    for student in ("student", ONNX_NAME):
+        if student in pred and "teacher" in pred:
+            s, t = pred[student], pred["teacher"]
+            low, high = _bootstrap((y, s, t), lambda yy, a, b: metric(yy, a) / max(metric(yy, b), 1e-12),
+                                   n_resamples, confidence, seed)
+            out[f"{student}_keeps"] = {"value": round(metric(y, s) / max(metric(y, t), 1e-12), 4),
+                                       "ci_low": round(low, 4), "ci_high": round(high, 4)}
+    return out
+
+
+def run_folds(root: Path, folds: int) -> list[Path]:
+    """The workspace's fold and k-1 others as DVC experiments; each fold's test predictions kept in data/kfold/;
+    the workspace is put back as it was afterwards."""
+    from pipeline.core.params import load_params
+
+    params = load_params(root / "params.yaml")
+    if params.split.method != "hash":
+        raise KnownError("kfold: split.method must be hash (folds rotate the hash split)")
+    if not 2 <= folds <= params.split.folds:
+        raise KnownError(f"kfold: --folds must be 2..{params.split.folds} at split.test {params.split.test:g}")
+    study = time.strftime("%Y%m%d%H%M%S")
+    out_dir = root / FOLD_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The workspace's own fold runs first, as it is (no -S: DVC rewrites params.yaml when it sets a key), so
+    # applying it at the end puts params.yaml back byte for byte.
+    first = params.split.fold
+    order = [first] + [f for f in range(params.split.folds) if f != first][:folds - 1]
+    paths = []
+    for n, f in enumerate(order):
+        name = f"kfold-{study}-{f}"
+        t0 = time.time()
+        log.info("fold %d (%d of %d): dvc exp run --name %s%s", f, n + 1, folds, name,
+                 "" if f == first else f" -S split.fold={f}")
+        dvc("exp", "run", "--name", name, *(() if f == first else ("-S", f"split.fold={f}")), cwd=root)
+        dest = out_dir / f"{name}.parquet"
+        shutil.copyfile(root / PREDICTIONS, dest)
+        log.info("fold %d done in %.0f s", f, time.time() - t0)
+        paths.append(dest)
+    dvc("exp", "apply", f"kfold-{study}-{first}", cwd=root)
+    return paths
+
+
+def summary(result: dict) -> str:
+    lines = [f"{result['folds']} folds, {result['rows']} test rows pooled ({result['classes']} classes, the "
+             f"smallest with {result['smallest_class_rows']} rows)"]
+    lines += [f"{m}: macro-F1 {v['value']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
+              for m, v in result["models"].items()]
+    lines += [c["verdict"] for c in result["comparisons"].values()]
+    for key in ("student_keeps", "student_onnx_keeps"):
+        if key in result:
+            k = result[key]
+            lines.append(f"{key.replace('_keeps', '')} keeps {k['value']:.1%} of the teacher's macro-F1 "
+                         f"[{k['ci_low']:.1%}, {k['ci_high']:.1%}]")
+    lines += [f"fold {f['fold']}: {f['rows']} rows, " + ", ".join(f"{m} {v:.4f}" for m, v in f["macro_f1"].items())
+              for f in result["per_fold"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    setup_logging()
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--folds", type=int, default=3, help="folds to run as experiments, fold 0 included")
+    ap.add_argument("--pool", nargs="+", type=Path, help="pool these test_predictions files instead of running")
+    ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--output", default="metrics/kfold.json")
+    ap.add_argument("--root", default=".")
+    args = ap.parse_args(argv)
+    root = Path(args.root).resolve()
+    try:
+        if args.pool:
+            paths = args.pool
+        else:
+            if not (root / "dvc.yaml").is_file():
+                raise KnownError(f"{root}: no dvc.yaml; run kfold in the project folder, or pass --pool")
+            paths = run_folds(root, args.folds)
+        from pipeline.core.params import load_params
+
+        seed = load_params(root / "params.yaml").seed if (root / "params.yaml").is_file() else 0
+        result = pool(*load_folds(paths), n_resamples=args.resamples, confidence=args.confidence, seed=seed)
+        result["sources"] = [str(p) for p in paths]
+        write_json(result, root / args.output)
+    except KnownError as e:
+        log.error("%s", e)
+        raise SystemExit(1) from None
+    sys.stdout.write(summary(result))
+
+
+if __name__ == "__main__":
+    main()
