@@ -62,15 +62,19 @@ def hash_unit(seed: int, source_id: str) -> float:
 def assign_hash(groups: np.ndarray, p: SplitParams, seed: int) -> dict[str, str]:
     # Fold f shifts every hash number by f test shares (mod 1): the test slice moves to the next one down, so
     # folds 0..k-1 have disjoint test rows; fold 0 is the plain split, byte for byte.
-    u = np.array([(hash_unit(seed, g) + p.fold * p.test) % 1.0 for g in groups])
+    plain = np.array([hash_unit(seed, g) for g in groups])
+    u = (plain + p.fold * p.test) % 1.0
     names = np.where(u < p.train, "train", np.where(u < p.train + p.val, "val", "test"))
     if not all((names == n).any() for n in SPLITS):
         # A tiny class the hash left without val or test rows: cut it by rank of the same hash numbers instead,
-        # one row at least in each split (deterministic; only classes of a handful of rows get here).
+        # one row at least in each split (deterministic; only classes of a handful of rows get here). Fold f
+        # moves the cut f test-blocks down the ranks, as it moves the hash slice, so the folds' test rows of the
+        # class differ while it has rows enough.
         n_val, n_test = max(1, round(len(groups) * p.val)), max(1, round(len(groups) * p.test))
-        order = np.argsort(u, kind="stable")
+        order = np.argsort(plain, kind="stable")
         names = np.empty(len(groups), dtype=object)
-        names[order] = ["train"] * (len(groups) - n_val - n_test) + ["val"] * n_val + ["test"] * n_test
+        names[order] = np.roll(["train"] * (len(groups) - n_val - n_test) + ["val"] * n_val + ["test"] * n_test,
+                               -p.fold * n_test)
     return dict(zip(groups, names))
 
 

@@ -53,12 +53,17 @@ def test_more_folds_narrow_the_interval(tmp_path):
     assert three["ci_high"] - three["ci_low"] < one["ci_high"] - one["ci_low"]
 
 
-def test_folds_that_share_a_test_row_are_refused_by_name(tmp_path):
+def test_a_tiny_class_row_tested_twice_is_scored_once_and_counted_but_overlapping_folds_are_refused(tmp_path):
+    """A class of a handful of rows has fewer disjoint test rows than folds: such a row is scored once (the first
+    fold's) and counted. Folds that share more than a few rows are not folds of one seed: refused, by name."""
     rng = np.random.default_rng(2)
-    a = fold(tmp_path / "a.parquet", ["r1", "r2", "r3"], rng, 0, 0)
-    b = fold(tmp_path / "b.parquet", ["r3", "r4", "r5"], rng, 0, 0)
-    with pytest.raises(DataError, match=r"row r3 is a test row of both .*a\.parquet and .*b\.parquet"):
-        pool(*load_folds([a, b]))
+    a = fold(tmp_path / "a.parquet", [f"r{i}" for i in range(100)], rng, 0.1, 0.1)
+    b = fold(tmp_path / "b.parquet", ["r99"] + [f"s{i}" for i in range(99)], rng, 0.1, 0.1)
+    result = pool(*load_folds([a, b]))
+    assert result["rows"] == 199 and result["repeated_rows"] == {str(b): 1}
+    assert [f["rows"] for f in result["per_fold"]] == [100, 99]
+    with pytest.raises(DataError, match=r"100 of .*a\.parquet's 100 test rows are test rows of .*a\.parquet"):
+        pool(*load_folds([a, a]))
 
 
 def test_folds_of_different_label_sets_or_models_are_refused(tmp_path):

@@ -127,6 +127,14 @@ def test_hash_folds_test_disjoint_rows_and_fold_0_is_the_plain_split(sms_slice, 
     assert params.split.folds == 10 and sum(map(len, tests)) == len(set().union(*tests)) == len(base)
 
 
+def test_folds_move_a_tiny_class_test_row_too():
+    """A class cut by rank (too small for the hash to give it a test row) moves its cut with the fold, so its test
+    rows differ from fold to fold while it has rows enough."""
+    df = frame([(f"a {i}", "a") for i in range(60)] + [(f"b {i}", "b") for i in range(3)])
+    tested = [set(split(df, SplitParams(fold=f), 0).splits["test"].query("label == 'b'")["id"]) for f in range(3)]
+    assert all(len(t) == 1 for t in tested) and len(set().union(*tested)) == 3
+
+
 @pytest.mark.parametrize("bad, match", [({"fold": 10}, "0..9"), ({"fold": 1, "method": "exact"}, "hash"),
                                         ({"fold": -1}, "greater than or equal")])
 def test_a_fold_out_of_range_names_the_key(bad, match):
