@@ -613,8 +613,8 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
             continue
         a, b = key.split("_vs_")
         lines.append(f"- The {n_test} test rows cannot tell {a} from {b}: their macro-F1 difference is somewhere in "
-                     f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] (95% CI). A wider test split, or more data, is what "
-                     "would settle it; the point figures alone do not.")
+                     f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] (95% CI). More data, or k disjoint test folds pooled "
+                     "(`finetune kfold`), is what would settle it; the point figures alone do not.")
     for key, c in comparisons.items():
         small = c.get("small_classes")
         if not small:
@@ -628,7 +628,8 @@ def data_notes(comparisons: dict, n_test: int, lineage: dict, coverage: str | No
                      f"other {small['classes']} classes it is {small['delta']:+.4f} [{small['ci_low']:+.4f}, "
                      f"{small['ci_high']:+.4f}], not significant, and over the rows McNemar gives "
                      f"p={c['mcnemar']['p_value']:.3g} ({disagree} rows where exactly one is right). One or two rows "
-                     "decide a class that small: more test rows of it are what would settle the comparison.")
+                     "decide a class that small: more test rows of it (more data, or `finetune kfold`'s k test "
+                     "folds pooled) are what would settle the comparison.")
     lines += blend_notes(blend_record or {})
     search = lineage["student"].get("student_search") or {}
     blended_in = (lineage["student"].get("teacher_targets") or {}).get("baseline_weight")
