@@ -137,6 +137,8 @@ def table() -> str:
             continue  # a partial run (e.g. for bench/long_docs.py): no results table
         if run_info.get("name", repo.name) != repo.name:
             continue  # a copy another bench changed (bench/shift.py's arms, a tune run): not this run's results
+        if any(s.startswith("split.fold=") for s in run_info.get("sets", [])):
+            continue  # one fold of a k-fold run: bench/kfold_runs.py pools the folds into KFOLD.md
         if run_info["returncode"] != 0 or not (repo / "metrics" / "eval.json").is_file():
             lines += [f"## {repo.name}: dvc repro failed (see {repo / 'repro.log'})", ""]
             continue

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from byo import commit_of  # noqa: E402
 from run import OUT, fmt_ci, fmt_diff, measured, record  # noqa: E402  (bench/run.py: offline env, sys.path)
 
 from pipeline.commands.kfold import PREDICTIONS, load_folds, pool  # noqa: E402
@@ -25,8 +26,7 @@ from pipeline.commands.kfold import PREDICTIONS, load_folds, pool  # noqa: E402
 
 def fold_info(folder: Path) -> dict:
     repro = json.loads((folder / "repro.json").read_text())
-    commit = (folder / "git.log").read_text().split()[0] if (folder / "git.log").is_file() else "?"
-    return {"folder": folder.name, "sets": repro.get("sets", []), "commit": commit,
+    return {"folder": folder.name, "sets": repro.get("sets", []), "commit": commit_of(folder),
             "minutes": round(repro.get("seconds", 0) / 60)}
 
 
@@ -40,12 +40,13 @@ def markdown(results: dict) -> str:
         p = r["pooled"]
         lines += [f"## {name}", "",
                   f"{p['folds']} folds, {p['rows']} test rows pooled, {p['classes']} classes (the smallest with "
-                  f"{p['smallest_class_rows']} pooled test rows).", "",
+                  f"{p['smallest_class_rows']} pooled test rows); {sum(p['repeated_rows'].values())} rows of tiny "
+                  "classes tested by two folds, scored once (the first fold's).", "",
                   "| fold | run | test rows | " + " | ".join(p["models"]) + " |",
                   "|---|---|---|" + "---|" * len(p["models"])]
         for f, info in zip(p["per_fold"], r["runs"]):
-            sets = ", ".join(info["sets"]) or "none"
-            lines.append(f"| {sets} | `{info['folder']}` at {info['commit']}, {info['minutes']} min | {f['rows']} | "
+            fold = next((x.split("=", 1)[1] for x in info["sets"] if x.startswith("split.fold=")), "0 (default)")
+            lines.append(f"| {fold} | `{info['folder']}` at {info['commit']}, {info['minutes']} min | {f['rows']} | "
                          + " | ".join(f"{f['macro_f1'][m]:.3f}" for m in p["models"]) + " |")
         lines.append("| pooled | | " + f"{p['rows']} | " + " | ".join(fmt_ci(v) for v in p["models"].values())
                      + " |")
