@@ -87,7 +87,6 @@ def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, 
     unknown = (set(df["prediction"].astype(str)) | set(df["label"].astype(str))) - set(index)
     if unknown:
         raise DataError(f"kfold: labels or predictions outside the models' labels {names}: {sorted(unknown)}")
-    metric = macro_f1_fn(len(names))
     df["order"] = df["fold"].map({f["fold"].iat[0]: k for k, f in enumerate(frames)})  # folds as given
     wide = {m: g.sort_values(["order", "id"], kind="stable") for m, g in df.groupby("model")}
     ref = wide[models[0][0]][["fold", "id"]].to_numpy()
@@ -97,9 +96,15 @@ def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, 
     pred = {m: g["prediction"].astype(str).map(index).to_numpy() for m, g in wide.items()}
     fold_of = wide[models[0][0]]["fold"].to_numpy()
     boot = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
-    per_fold = [{"fold": fo, "rows": int((fold_of == fo).sum()),
-                 "macro_f1": {m: round(metric(y[fold_of == fo], p[fold_of == fo]), 4) for m, p in pred.items()}}
-                for fo in dict.fromkeys(fold_of)]
+    # Macro-F1 over the classes the rows hold, as evaluate's is (every class has a test row there). A fold can lack
+    # a tiny class whose one row an earlier fold scored; counting that class as F1 0 would sink the fold's figure.
+    metric = macro_f1_fn(len(names), classes=np.unique(y))
+    per_fold = []
+    for fo in dict.fromkeys(fold_of):
+        at = fold_of == fo
+        of_fold = macro_f1_fn(len(names), classes=np.unique(y[at]))
+        per_fold.append({"fold": fo, "rows": int(at.sum()),
+                         "macro_f1": {m: round(of_fold(y[at], p[at]), 4) for m, p in pred.items()}})
     pairs = [(a, b) for a, b in PAIRS + (BLEND_PAIRS if BLEND in pred else ()) if a in pred and b in pred]
     comparisons = {f"{a}_vs_{b}": paired_comparison(y, pred[a], pred[b], metric, name_a=a, name_b=b, **boot)
                    for a, b in pairs}

@@ -62,6 +62,15 @@ def test_a_tiny_class_row_tested_twice_is_scored_once_and_counted_but_overlappin
     result = pool(*load_folds([a, b]))
     assert result["rows"] == 199 and result["repeated_rows"] == {str(b): 1}
     assert [f["rows"] for f in result["per_fold"]] == [100, 99]
+    # A fold's figure is over the classes its rows hold, as evaluate's: here fold d's one row of class c is the
+    # repeated one, and its perfect predictions of a and b score 1.0, not 2/3 (c counted as F1 0).
+    perfect = pd.DataFrame({"model": "teacher", "id": [f"t{i}" for i in range(6)], "label": list("aabbcc")})
+    perfect = perfect.assign(prediction=perfect["label"], **{f"p_{n}": 1 / 3 for n in LABELS})
+    perfect.to_parquet(tmp_path / "c.parquet", index=False)
+    more = perfect.iloc[[0, 2] * 20].assign(id=[f"u{i}" for i in range(40)])
+    pd.concat([perfect.iloc[[5]], more]).to_parquet(tmp_path / "d.parquet", index=False)
+    per_fold = pool(*load_folds([tmp_path / "c.parquet", tmp_path / "d.parquet"]))["per_fold"]
+    assert [f["rows"] for f in per_fold] == [6, 40] and per_fold[1]["macro_f1"]["teacher"] == 1.0
     with pytest.raises(DataError, match=r"100 of .*a\.parquet's 100 test rows are test rows of .*a\.parquet"):
         pool(*load_folds([a, a]))
 
