@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--note", default="")
     args = ap.parse_args()
-    seeds = {json.dumps(yaml.safe_load((f / "params.yaml").read_text())["seed"]) for f in args.folders}
+    seeds = {yaml.safe_load((f / "params.yaml").read_text())["seed"] for f in args.folders}
     if len(seeds) != 1:
         raise SystemExit(f"the folds use different seeds {seeds}: their test rows are not disjoint folds")
     pooled = pool(*load_folds([f / PREDICTIONS for f in args.folders]))

@@ -178,7 +178,7 @@ def summary(result: dict) -> str:
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--folds", type=int, default=3, help="folds to run as experiments, fold 0 included")
+    ap.add_argument("--folds", type=int, default=3, help="folds to run as experiments, the workspace's own included")
     ap.add_argument("--pool", nargs="+", type=Path, help="pool these test_predictions files instead of running")
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--resamples", type=int, default=1000)
