@@ -25,6 +25,7 @@ import pandas as pd
 from pipeline.core.feedback import FEEDBACK_COLUMNS, read_feedback
 from pipeline.core.io import DataError, atomic_path, run_stage, setup_logging
 from pipeline.core.params import CleanParams, load_params
+from pipeline.core.project import workspace
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +99,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
 
     def _run() -> None:
-        from pipeline.commands.lineage import open_revision
-
         root = Path(args.params).resolve().parent
-        rev = open_revision(None, root)
+        rev = workspace(root)
         feedback_path = root / rev.feedback_path()
         if not feedback_path.parent.is_dir():
             raise DataError(f"{feedback_path.parent}: no such folder (dvc.yaml's `feedback` var)")
         if not Path(args.labelled).is_file():
             raise DataError(f"{args.labelled}: no such file")
         labelled = read_feedback(Path(args.labelled))
-        clean_out = root / rev.stage_paths("clean").get("output", "data/interim/clean.parquet")
+        clean_out = root / rev.path("clean", "output")
         p = load_params(args.params).clean
         labels = known_labels(p, clean_out)
         raw = raw_keys(root / rev.raw_path(), p)

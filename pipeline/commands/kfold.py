@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.commands.tune import dvc
 from pipeline.core.io import DataError, KnownError, read_table, setup_logging, write_json
+from pipeline.core.metrics import prediction_labels
+from pipeline.core.names import BLEND, BLEND_PAIRS, PAIRS, STUDENTS
+from pipeline.core.project import run_dvc, workspace
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = Path("data/eval/test_predictions.parquet")  # evaluate's --predictions in dvc.yaml
 FOLD_DIR = Path("data/kfold")
 MAX_REPEATED = 0.05  # a fold whose test rows are more than this share another fold's is not a fold of the same seed
 
@@ -41,32 +42,21 @@ def load_folds(paths: list[Path]) -> tuple[list[pd.DataFrame], list[str]]:
     frames, label_sets = [], []
     for p in paths:
         df = read_table(p, columns=["model", "id", "label", "prediction"])
-        label_sets.append([c[2:] for c in df.columns if c.startswith("p_")])
+        label_sets.append(prediction_labels(df))
         if label_sets[-1] != label_sets[0]:
             raise DataError(f"{p}: its models' labels {label_sets[-1]} differ from {paths[0]}'s {label_sets[0]}")
         frames.append(df[["model", "id", "label", "prediction"]].assign(fold=str(p)))
     return frames, label_sets[0] if label_sets else []
 
 
-def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, confidence: float = 0.95,
-         seed: int = 0) -> dict:
-    """Pooled paired comparisons over the test rows of every fold: each fold's frame holds one prediction per
-    (model, test row), as evaluate writes it. Folds must score the same models and test disjoint rows, up to a
-    few rows of tiny classes (scored once, counted in `repeated_rows`)."""
-    from pipeline.core.stats import _bootstrap, macro_f1_fn, metric_ci, paired_comparison
-    from pipeline.stages.evaluate import BLEND, BLEND_PAIRS, ONNX_NAME, PAIRS
-
-    if len(frames) < 2:
-        raise DataError("kfold: at least two folds to pool")
-    models = [sorted(f["model"].unique()) for f in frames]
-    if any(m != models[0] for m in models):
-        where = {f["fold"].iat[0]: m for f, m in zip(frames, models)}
-        raise DataError(f"kfold: the folds score different models: {where}")
+def disjoint(frames: list[pd.DataFrame], model: str) -> tuple[list[pd.DataFrame], dict[str, int]]:
+    """The folds' frames with each test row kept once (by the first fold that tested it), and how many rows each
+    later fold repeated; an error when folds overlap by more than a few rows of tiny classes."""
     seen: dict[str, str] = {}
     repeated: dict[str, int] = {}
     kept = []
     for f in frames:
-        name, ids = f["fold"].iat[0], f.loc[f["model"] == models[0][0], "id"]
+        name, ids = f["fold"].iat[0], f.loc[f["model"] == model, "id"]
         if ids.duplicated().any():
             raise DataError(f"{name}: row {ids[ids.duplicated()].iat[0]} is predicted twice by one model")
         again = ids[ids.isin(seen)]
@@ -81,12 +71,29 @@ def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, 
             f = f[~f["id"].isin(set(again))]
         seen.update(dict.fromkeys(ids, name))
         kept.append(f)
-    frames = kept
+    return kept, repeated
+
+
+def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, confidence: float = 0.95,
+         seed: int = 0) -> dict:
+    """Pooled paired comparisons over the test rows of every fold: each fold's frame holds one prediction per
+    (model, test row), as evaluate writes it. Folds must score the same models and test disjoint rows, up to a
+    few rows of tiny classes (scored once, counted in `repeated_rows`)."""
+    from pipeline.core.metrics import label_index, macro_f1_fn, unseen_labels
+    from pipeline.core.stats import bootstrap_ci, metric_ci, paired_comparison
+
+    if len(frames) < 2:
+        raise DataError("kfold: at least two folds to pool")
+    models = [sorted(f["model"].unique()) for f in frames]
+    if any(m != models[0] for m in models):
+        where = {f["fold"].iat[0]: m for f, m in zip(frames, models)}
+        raise DataError(f"kfold: the folds score different models: {where}")
+    frames, repeated = disjoint(frames, models[0][0])
     df = pd.concat(frames, ignore_index=True)
-    index = {n: k for k, n in enumerate(names)}
-    unknown = (set(df["prediction"].astype(str)) | set(df["label"].astype(str))) - set(index)
+    unknown = unseen_labels(set(df["prediction"].astype(str)) | set(df["label"].astype(str)), names)
     if unknown:
-        raise DataError(f"kfold: labels or predictions outside the models' labels {names}: {sorted(unknown)}")
+        raise DataError(f"kfold: labels or predictions outside the models' labels {names}: {unknown}")
+    index = label_index(names)
     df["order"] = df["fold"].map({f["fold"].iat[0]: k for k, f in enumerate(frames)})  # folds as given
     wide = {m: g.sort_values(["order", "id"], kind="stable") for m, g in df.groupby("model")}
     ref = wide[models[0][0]][["fold", "id"]].to_numpy()
@@ -114,10 +121,10 @@ def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, 
            "per_fold": per_fold, "comparisons": comparisons,
            "note": "pooled test predictions of models that never saw the rows they scored; the CIs resample the "
                    "pooled rows (test-sample noise), the per-fold figures show how much the models move"}
-    for student in ("student", ONNX_NAME):
+    for student in STUDENTS:
         if student in pred and "teacher" in pred:
             s, t = pred[student], pred["teacher"]
-            low, high = _bootstrap((y, s, t), lambda yy, a, b: metric(yy, a) / max(metric(yy, b), 1e-12),
+            low, high = bootstrap_ci((y, s, t), lambda yy, a, b: metric(yy, a) / max(metric(yy, b), 1e-12),
                                    n_resamples, confidence, seed)
             out[f"{student}_keeps"] = {"value": round(metric(y, s) / max(metric(y, t), 1e-12), 4),
                                        "ci_low": round(low, 4), "ci_high": round(high, 4)}
@@ -134,6 +141,7 @@ def run_folds(root: Path, folds: int) -> list[Path]:
         raise KnownError("kfold: split.method must be hash (folds rotate the hash split)")
     if not 2 <= folds <= params.split.folds:
         raise KnownError(f"kfold: --folds must be 2..{params.split.folds} at split.test {params.split.test:g}")
+    predictions = workspace(root).path("evaluate", "predictions")
     study = time.strftime("%Y%m%d%H%M%S")
     out_dir = root / FOLD_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,12 +155,12 @@ def run_folds(root: Path, folds: int) -> list[Path]:
         t0 = time.time()
         log.info("fold %d (%d of %d): dvc exp run --name %s%s", f, n + 1, folds, name,
                  "" if f == first else f" -S split.fold={f}")
-        dvc("exp", "run", "--name", name, *(() if f == first else ("-S", f"split.fold={f}")), cwd=root)
+        run_dvc("exp", "run", "--name", name, *(() if f == first else ("-S", f"split.fold={f}")), cwd=root)
         dest = out_dir / f"{name}.parquet"
-        shutil.copyfile(root / PREDICTIONS, dest)
+        shutil.copyfile(root / predictions, dest)
         log.info("fold %d done in %.0f s", f, time.time() - t0)
         paths.append(dest)
-    dvc("exp", "apply", f"kfold-{study}-{first}", cwd=root)
+    run_dvc("exp", "apply", f"kfold-{study}-{first}", cwd=root)
     return paths
 
 

@@ -13,149 +13,24 @@ remote, without a checkout.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from pipeline.core.io import KnownError, file_md5, run_stage, setup_logging
+from pipeline.core.io import LINEAGE_FILE, file_md5, read_lineage, run_stage, setup_logging
+from pipeline.core.metrics import accuracy, encode_labels, macro_f1, prediction_labels
+from pipeline.core.project import TABLES, ProjectError, Revision, open_revision
 
 log = logging.getLogger(__name__)
 
-# Per stage, the arguments of its command that name row tables: (argument, role).
-TABLES = {
-    "clean": [("output", "kept"), ("dropped", "dropped")],
-    "audit": [("output", "kept"), ("dropped", "dropped"), ("issues", "issues")],
-    "augment": [("output", "kept"), ("dropped", "dropped")],
-    "rebalance": [("output", "kept"), ("dropped", "dropped")],
-    "split": [("train", "train"), ("val", "val"), ("test", "test"), ("dropped", "dropped")],
-    "evaluate": [("predictions", "predictions")],
-}
 DATA_STAGES = ["clean", "audit", "augment", "rebalance", "split"]
 MODEL_STAGES = {"train": "teacher", "distill": "student", "baseline": "baseline"}
-
-
-class LineageError(KnownError):
-    """An unknown id, revision, or an output that is not in the cache: one line, naming it."""
-
-
-# ---------------------------------------------------------------------------------------------- reading a revision
-def resolve_rev(rev: str | None, root: Path) -> str | None:
-    """A git revision or a `dvc exp` name -> a commit sha (None = the workspace)."""
-    if rev is None:
-        return None
-    git = ["git", "-C", str(root)]
-    out = subprocess.run([*git, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True,
-                         text=True)
-    if out.returncode == 0:
-        return out.stdout.strip()
-    refs = subprocess.run([*git, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"],
-                          capture_output=True, text=True).stdout.split("\n")
-    for line in refs:
-        if line and line.split()[0].rsplit("/", 1)[-1] == rev:
-            return line.split()[1]
-    raise LineageError(f"{rev}: not a git revision nor a `dvc exp` name in {root}")
-
-
-@dataclass
-class Revision:
-    """The pipeline's outputs at one revision (sha None = the workspace)."""
-
-    root: Path
-    sha: str | None
-    label: str
-    _cache: dict = field(default_factory=dict)
-
-    def read_bytes(self, path: str) -> bytes:
-        if self.sha is None:
-            p = self.root / path
-            if not p.is_file():
-                raise LineageError(f"{path}: not in the workspace (run `dvc repro`, or `dvc pull`)")
-            return p.read_bytes()
-        import dvc.api
-        from dvc.exceptions import DvcException
-
-        try:
-            with dvc.api.open(path, repo=str(self.root), rev=self.sha, mode="rb") as f:
-                return f.read()
-        except (DvcException, FileNotFoundError) as e:
-            raise LineageError(f"{path} at {self.label}: not in the DVC cache or remote ({type(e).__name__}); "
-                               f"`dvc fetch` that revision, or `dvc repro` it") from None
-
-    def text(self, path: str) -> str:
-        if self.sha is None:
-            return (self.root / path).read_text()
-        out = subprocess.run(["git", "-C", str(self.root), "show", f"{self.sha}:{path}"], capture_output=True,
-                             text=True)
-        if out.returncode:
-            raise LineageError(f"{path}: not in git at {self.label}")
-        return out.stdout
-
-    def dvc_yaml(self) -> dict:
-        if "dvc.yaml" not in self._cache:
-            self._cache["dvc.yaml"] = yaml.safe_load(self.text("dvc.yaml"))
-        return self._cache["dvc.yaml"]
-
-    def vars(self) -> dict[str, str]:
-        """dvc.yaml's `vars` (the raw and feedback file paths)."""
-        return {k: str(x) for v in self.dvc_yaml().get("vars", []) if isinstance(v, dict) for k, x in v.items()}
-
-    def raw_path(self) -> str:
-        if "raw" not in self.vars():
-            raise LineageError("dvc.yaml has no `raw` var")
-        return self.vars()["raw"]
-
-    def feedback_path(self) -> str:
-        """dvc.yaml's `feedback` var: the labelled rows `ingest` appends and `clean` reads after the raw file."""
-        return self.vars().get("feedback", "data/feedback/labelled.csv")
-
-    def feedback(self) -> pd.DataFrame | None:
-        """The feedback file at this revision (None when it has none)."""
-        if "feedback" not in self._cache:
-            try:
-                text = self.text(self.feedback_path())
-            except (LineageError, FileNotFoundError):
-                text = ""
-            self._cache["feedback"] = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                                                  na_values=[""]) if text.strip() else None
-        return self._cache["feedback"]
-
-    def stage_paths(self, stage: str) -> dict[str, str]:
-        """A stage's `--name path` arguments, from its cmd in dvc.yaml (the single source of paths)."""
-        st = self.dvc_yaml()["stages"].get(stage)
-        if st is None:
-            return {}
-        cmd = str(st["cmd"])
-        for name, value in self.vars().items():
-            cmd = cmd.replace("${" + name + "}", value)
-        words = cmd.split()
-        return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
-
-    def table(self, stage: str, role: str) -> pd.DataFrame | None:
-        key = (stage, role)
-        if key not in self._cache:
-            arg = dict((r, a) for a, r in TABLES[stage]).get(role)
-            path = self.stage_paths(stage).get(arg or "")
-            self._cache[key] = None if path is None else pd.read_parquet(io.BytesIO(self.read_bytes(path)))
-        return self._cache[key]
-
-    def json(self, path: str) -> dict | None:
-        try:
-            return json.loads(self.read_bytes(path))
-        except LineageError:
-            return None
-
-
-def open_revision(rev: str | None, root: Path) -> Revision:
-    return Revision(root, resolve_rev(rev, root), rev or "workspace")
 
 
 # ---------------------------------------------------------------------------------------------- trace
@@ -169,12 +44,12 @@ def find_sources(r: Revision, row_id: str | None, text: str | None, raw_row: int
         hit = rows[rows["raw_row"] == raw_row]
         if hit.empty:
             where = r.raw_path() if raw_row > 0 else f"the feedback file {r.feedback_path()} (row {-raw_row})"
-            raise LineageError(f"data row {raw_row}: not in {where} at {r.label}")
+            raise ProjectError(f"data row {raw_row}: not in {where} at {r.label}")
         return hit
     if text is not None:
         hit = rows[rows["text"].astype(str).str.contains(text, case=False, regex=False)]
         if hit.empty:
-            raise LineageError(f"no row's text contains {text!r} at {r.label}")
+            raise ProjectError(f"no row's text contains {text!r} at {r.label}")
         return hit
     hit = rows[rows["id"] == row_id]
     if hit.empty:  # a variant or copy: find its source through the tables that hold derived rows
@@ -183,7 +58,7 @@ def find_sources(r: Revision, row_id: str | None, text: str | None, raw_row: int
                 t = r.table(stage, role) if role in dict((b, a) for a, b in TABLES[stage]) else None
                 if t is not None and "source_id" in t.columns and (t["id"] == row_id).any():
                     return find_sources(r, str(t.loc[t["id"] == row_id, "source_id"].iloc[0]), None, None)
-        raise LineageError(f"{row_id}: no row has this id at {r.label} (ids are 16 hex characters; try --text)")
+        raise ProjectError(f"{row_id}: no row has this id at {r.label} (ids are 16 hex characters; try --text)")
     return hit
 
 
@@ -253,7 +128,7 @@ def trace(r: Revision, row_id: str | None, text: str | None, raw_row: int | None
         hits = [] if fb is None or "request_id" not in fb else [i + 1 for i in
                                                                  np.flatnonzero(fb["request_id"] == request_id)]
         if not hits:
-            raise LineageError(f"request {request_id}: not in the feedback file {r.feedback_path()} at {r.label}")
+            raise ProjectError(f"request {request_id}: not in the feedback file {r.feedback_path()} at {r.label}")
         sources = pd.concat([find_sources(r, None, None, -k) for k in hits], ignore_index=True)
     else:
         sources = find_sources(r, row_id, text, raw_row)
@@ -298,10 +173,9 @@ def model_status(model_dir: Path, root: Path, params_path: Path) -> dict:
     """The model's recorded inputs and params vs the workspace, and the commits whose dvc.lock holds those inputs."""
     from pipeline.core.params import load_params, result_params
 
-    lin_path = model_dir / "lineage.json"
-    if not lin_path.is_file():
-        raise LineageError(f"{model_dir}: no lineage.json (not a model this pipeline wrote; try models/teacher)")
-    lin = json.loads(lin_path.read_text())
+    if not (model_dir / LINEAGE_FILE).is_file():
+        raise ProjectError(f"{model_dir}: no {LINEAGE_FILE} (not a model this pipeline wrote; try models/teacher)")
+    lin = read_lineage(model_dir)
     stage = lin.get("stage")
     inputs, changed = {}, []
     for role, d in lin.get("data", {}).items():
@@ -388,10 +262,10 @@ def _split_of(r: Revision) -> pd.DataFrame:
     return df[df["origin"] == "original"].set_index("id")[["split", "label"]]
 
 
-def _f1(y: pd.Series, p: pd.Series) -> tuple[float, float]:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y, p, average="macro")), float((y == p).mean())
+def scores(y: pd.Series, pred: pd.Series, label_names: list[str]) -> tuple[float, float]:
+    """(macro-F1 over every class of the models, accuracy): eval.json's definition, on these rows."""
+    yy, pp = encode_labels(y, label_names, "test labels"), encode_labels(pred, label_names, "predictions")
+    return macro_f1(yy, pp, len(label_names)), accuracy(yy, pp)
 
 
 def diff(a: Revision, b: Revision, max_rows: int = 10) -> dict:
@@ -415,7 +289,7 @@ def diff(a: Revision, b: Revision, max_rows: int = 10) -> dict:
         (sa.loc[relabelled, "split"] != sb.loc[relabelled, "split"]).sum()), "examples": [
         {"id": i, "from": sa.loc[i, "split"], "to": sb.loc[i, "split"]} for i in moved[:max_rows]]}
     pa, pb = a.table("evaluate", "predictions"), b.table("evaluate", "predictions")
-    ma, mb = a.json("metrics/eval.json") or {}, b.json("metrics/eval.json") or {}
+    ma, mb = (r.json(r.path("evaluate", "metrics")) or {} for r in (a, b))
     test_b = b.table("split", "test").set_index("id")
     for model in sorted(set(pa["model"]) & set(pb["model"])):
         xa = pa[pa["model"] == model].set_index("id")
@@ -423,8 +297,8 @@ def diff(a: Revision, b: Revision, max_rows: int = 10) -> dict:
         ids = xa.index.intersection(xb.index)
         ra, rb = xa.loc[ids, "prediction"] == xa.loc[ids, "label"], xb.loc[ids, "prediction"] == xb.loc[ids, "label"]
         fixed, broken = ids[(~ra & rb).to_numpy()], ids[(ra & ~rb).to_numpy()]
-        f1a, acca = _f1(xa.loc[ids, "label"], xa.loc[ids, "prediction"])
-        f1b, accb = _f1(xb.loc[ids, "label"], xb.loc[ids, "prediction"])
+        f1a, acca = scores(xa.loc[ids, "label"], xa.loc[ids, "prediction"], prediction_labels(pa))
+        f1b, accb = scores(xb.loc[ids, "label"], xb.loc[ids, "prediction"], prediction_labels(pb))
         out["models"][model] = {
             "common_test_rows": int(len(ids)), "test_rows": [int(len(xa)), int(len(xb))],
             "fixed": int(len(fixed)), "broken": int(len(broken)),
@@ -509,7 +383,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     def _run() -> None:
         if args.cmd == "trace":
             if sum(x is not None for x in (args.id, args.text, args.raw_row, args.request_id)) != 1:
-                raise LineageError("trace: give exactly one of ID, --text, --raw-row or --request-id")
+                raise ProjectError("trace: give exactly one of ID, --text, --raw-row or --request-id")
             result = trace(open_revision(args.rev, root), args.id, args.text, args.raw_row, args.limit,
                            args.request_id)
             fmt = format_trace

@@ -16,36 +16,16 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
-from pipeline.core.io import DataError, atomic_path, detect_format, run_stage, setup_logging
-from pipeline.core.scoring import Scorer, git_rev
+from pipeline.core.io import DataError, atomic_path, detect_format, iter_chunks, run_stage, setup_logging
+from pipeline.core.names import ONNX_NAME
+from pipeline.core.project import packaged_model
+from pipeline.core.scoring import PackagedModel, git_rev, open_model
 
 log = logging.getLogger(__name__)
-
-
-def iter_chunks(path: Path, fmt: str, encoding: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The input in chunks of `chunk_rows` rows (pandas/pyarrow readers; never the whole file in memory)."""
-    if not path.is_file():
-        raise DataError(f"{path}: input file not found")
-    fmt = detect_format(path, fmt)
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                yield batch.to_pandas()
-        elif fmt == "jsonl":
-            yield from pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, encoding=encoding)
-        else:
-            yield from pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", chunksize=chunk_rows, dtype=str,
-                                   keep_default_na=False, na_values=[""], encoding=encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid {encoding} ({e.reason}); pass --encoding") from None
-    except (ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot parse as {fmt}: {e}") from None
 
 
 class ChunkWriter:
@@ -78,7 +58,7 @@ class ChunkWriter:
             self._pq.close()
 
 
-def score_file(scorer: Scorer, src: Path, dest: Path, text_column: str, fmt: str = "auto", out_fmt: str = "auto",
+def score_file(scorer: PackagedModel, src: Path, dest: Path, text_column: str, fmt: str = "auto", out_fmt: str = "auto",
                encoding: str = "utf-8", chunk_rows: int = 10000, batch_size: int = 32, plog: Any = None) -> dict:
     """Score `src` into `dest` chunk by chunk. `plog`: a PredictionLog that also gets every scored row (request id
     `predict-<run>-<chunk>`), as `serve --log-dir` logs its traffic, for `finetune monitor`."""
@@ -135,7 +115,8 @@ def score_file(scorer: Scorer, src: Path, dest: Path, text_column: str, fmt: str
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models/student-onnx", help="a packaged model folder")
+    ap.add_argument("--model", help="a packaged model folder (default: the ONNX student evaluate packages, from "
+                                    "dvc.yaml)")
     ap.add_argument("--input", required=True)
     ap.add_argument("--output", required=True, help="CSV/TSV/JSONL/Parquet, by extension")
     ap.add_argument("--text-column", default="text")
@@ -156,12 +137,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = ap.parse_args(argv)
 
     def _run() -> None:
+        args.model = args.model or str(packaged_model(ONNX_NAME))
         engine = None
         if args.engine == "ray":
             from pipeline.core.engine import RayEngine
 
             engine = RayEngine(args.address, args.workers)
-        scorer = Scorer(args.model, threads=args.threads, engine=engine)
+        scorer = open_model(args.model, threads=args.threads, engine=engine)
         plog = None
         if args.log_dir:
             from pipeline.core.predlog import PredictionLog

@@ -35,6 +35,10 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
+from pipeline.core.io import read_lineage
+from pipeline.core.names import ONNX_NAME
+from pipeline.core.project import ProjectError, packaged_model, workspace
+
 log = logging.getLogger(__name__)
 
 
@@ -239,9 +243,9 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
     from fastapi import FastAPI
 
     from pipeline.core.predlog import PredictionLog
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
-    scorer = Scorer(model, threads=threads)
+    scorer = open_model(model, threads=threads)
     plog = PredictionLog(label_names=scorer.label_names, model_md5=scorer.hash, **prediction_log) \
         if prediction_log else None
     max_body = default_body_limit(max_texts, max_chars) if max_body is None else max_body
@@ -313,10 +317,12 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, plog: Any, limits
 
 def _card_metrics(folder: Path) -> dict:
     """The test metrics evaluate wrote for this model (metrics/eval.json), if the folder is a packaged model."""
-    lin = json.loads((folder / "lineage.json").read_text())
-    name = "student_onnx" if (folder / "model.onnx").is_file() else lin.get("model")
-    path = Path("metrics/eval.json")
-    if name and path.is_file():
+    name = read_lineage(folder).get("model")  # the name evaluate scored and packaged it under
+    try:
+        path = workspace().path("evaluate", "metrics")  # eval.json, wherever dvc.yaml has evaluate write it
+    except (FileNotFoundError, ProjectError):
+        return {}
+    if name and Path(path).is_file():
         m = json.loads(path.read_text()).get(name, {})
         return {k: m[k] for k in ("macro_f1", "accuracy", "macro_f1_ci", "accuracy_ci") if k in m}
     return {}
@@ -351,19 +357,15 @@ def exit_with_supervisor(supervisor_pid: int) -> None:
 
 def check_model(model: str) -> None:
     """Load the model once in the parent: a bad folder is one error, not one per worker."""
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
-    Scorer(model, threads=1)
+    open_model(model, threads=1)
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    import uvicorn
-
-    from pipeline.core.io import run_stage, setup_logging
-
-    setup_logging()
+def parser(prog: str | None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models/student-onnx")
+    ap.add_argument("--model", help="a packaged model folder (default: the ONNX student evaluate packages, "
+                                    "from dvc.yaml)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--max-texts", type=int, default=256, help="texts per request")
@@ -389,6 +391,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                     help="uvicorn's HTTP parser (auto: httptools, the C one, when installed)")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                     help="uvicorn's event loop (auto: uvloop when installed)")
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    import uvicorn
+
+    from pipeline.core.io import run_stage, setup_logging
+
+    setup_logging()
+    ap = parser(prog)
     args = ap.parse_args(argv)
     for name in ("max_texts", "max_chars", "pool", "workers"):
         if getattr(args, name) < 1:
@@ -399,6 +411,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
 
     def _run() -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        args.model = args.model or str(packaged_model(ONNX_NAME))
         plog = None if not args.log_dir else {"folder": args.log_dir, "log_text": not args.no_log_text,
                                                "rotate_rows": args.log_rotate_rows,
                                                "rotate_seconds": args.log_rotate_seconds}

@@ -18,9 +18,7 @@ it was.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.io import KnownError, setup_logging, write_json
+from pipeline.core.io import KnownError, read_lineage, setup_logging, write_json
+from pipeline.core.metrics import encode_labels
+from pipeline.core.project import run_dvc, workspace
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +38,27 @@ CAPS = (128, 256, 512)  # max_length_cap choices, offered only when the referenc
 LONG_TEXT_SHARE = 0.05
 
 
-class TuneError(KnownError):
-    """tune cannot run (not a DVC project, a trial failed)."""
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode:
-        raise TuneError(f"dvc {' '.join(args)} failed: {(proc.stderr or proc.stdout)[-2000:]}")
-    return proc.stdout
-
-
 def val_predictions(root: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     """(labels, the workspace teacher's predictions) on the validation rows, its label names and lineage."""
     from pipeline.core.io import read_table
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
-    teacher = root / "data" / "models" / "teacher"
-    lineage = json.loads((teacher / "lineage.json").read_text())
+    project = workspace(root)
+    teacher = root / project.path("train", "output")
+    lineage = read_lineage(teacher)
     names = lineage["label_names"]
-    val = read_table(root / "data" / "processed" / "val.parquet")
+    val = read_table(root / project.path("train", "val"))
     # The split's texts are already clean: proba() scores them as given, reading as the teacher was trained to.
-    pred = Scorer(teacher).proba(val["text"].tolist(), 64).argmax(1)
-    y = val["label"].map({n: i for i, n in enumerate(names)}).to_numpy()
+    pred = open_model(teacher).proba(val["text"].tolist(), 64).argmax(1)
+    y = encode_labels(val["label"], names, "validation rows")
     return y, pred, names, lineage
 
 
 def improvement(y: np.ndarray, best: np.ndarray, ref: np.ndarray, n_classes: int, confidence: float,
                 seed: int) -> dict:
     """Paired bootstrap of (best - reference) validation macro-F1: its point value and one-sided lower bound."""
-    from pipeline.core.stats import bootstrap_class_f1, macro_f1_fn
+    from pipeline.core.metrics import macro_f1_fn
+    from pipeline.core.stats import bootstrap_class_f1
 
     fb, fr = bootstrap_class_f1(y, [best, ref], n_classes, 2000, seed)
     diff = fb.mean(1) - fr.mean(1)
@@ -93,15 +84,15 @@ def run_trial(root: Path, name: str, overrides: dict[str, Any]) -> float:
     for k, v in overrides.items():
         args += ["-S", f"{k}={v}"]
     log.info("trial %s: %s", name, overrides or "the params as they are (reference)")
-    dvc(*args, cwd=root)
+    run_dvc(*args, cwd=root)
     return round(time.time() - t0, 1)
 
 
 def tune(root: Path, trials: int, budget_minutes: float, confidence: float, apply: bool, out: Path) -> dict:
     import optuna
 
+    from pipeline.core.metrics import macro_f1_fn
     from pipeline.core.params import load_params
-    from pipeline.core.stats import macro_f1_fn
 
     params = load_params(root / "params.yaml")
     study_id = time.strftime("%Y%m%d%H%M%S")
@@ -138,7 +129,7 @@ def tune(root: Path, trials: int, budget_minutes: float, confidence: float, appl
                       "validation macro-F1 minus the reference's is above 0",
               "minutes": round((time.time() - start) / 60, 1), "applied": apply}
     # The workspace holds the last trial's outputs: put the chosen one (or, without --apply, the reference) back.
-    dvc("exp", "apply", chosen["name"] if apply else ref_name, cwd=root)
+    run_dvc("exp", "apply", chosen["name"] if apply else ref_name, cwd=root)
     write_json(result, out)
     return result
 

@@ -14,8 +14,7 @@ w = 0 and the targets are the teacher's own logits, byte for byte).
 On training rows the baseline's probabilities are out-of-fold (k refits on the other folds): a baseline scoring
 the rows it was fitted on is near one-hot, so it would pass on the labels instead of what it learned.
 
-Off by default (weight 0): where auto blends (German and Dutch speeches) the student moved by +0.05 and -0.05,
-neither significant (bench/results/BLEND.md).
+Off by default (weight 0); the evidence for that default is bench/results/BLEND.md.
 """
 from __future__ import annotations
 
@@ -24,16 +23,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.core.stats import macro_f1_fn
+from pipeline.core.metrics import label_index, log_softmax, macro_f1_fn
 
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # the baseline's weight
 EPS = 1e-7  # floor of a probability before its log: a class a fold's baseline never saw is unlikely, not impossible
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
 def blend(teacher_logits: np.ndarray, baseline_prob: np.ndarray, weight: float) -> np.ndarray:
@@ -80,7 +73,7 @@ def out_of_fold_proba(make_model: Callable[[], Any], texts: list[str], labels: l
     smallest = min(np.unique(y, return_counts=True)[1])
     k = max(2, min(folds, int(smallest))) if smallest >= 2 else folds
     out = np.full((len(y), len(label_names)), EPS)
-    col = {n: i for i, n in enumerate(label_names)}
+    col = label_index(label_names)
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     text_arr = np.asarray(texts, dtype=object)
     with warnings.catch_warnings():

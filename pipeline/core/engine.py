@@ -36,9 +36,9 @@ class BatchScorer:
     """A Ray Data actor: one model load, then each call scores whole pre-formed batches."""
 
     def __init__(self, folder: str, method: str, threads: int) -> None:
-        from pipeline.core.scoring import Scorer
+        from pipeline.core.scoring import open_model
 
-        self.scorer = Scorer(folder, threads=threads, device="auto")
+        self.scorer = open_model(folder, threads=threads, device="auto")
         self.method = method
 
     def __call__(self, batch: dict) -> dict:

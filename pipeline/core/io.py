@@ -127,6 +127,18 @@ def write_json(obj: Any, path: str | Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+LINEAGE_FILE = "lineage.json"  # in every model folder: the data, params and choices that made the model
+
+
+def read_lineage(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / LINEAGE_FILE).read_text())
+
+
+def write_lineage(folder: str | Path, record: dict) -> None:
+    """The record as every stage writes it (sorted keys, so the same record is the same bytes)."""
+    (Path(folder) / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 def write_text(text: str, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -168,6 +180,28 @@ def detect_format(path: Path, fmt: str) -> str:
         if name.endswith(ext):
             return f
     raise DataError(f"{path}: cannot tell the format from the extension; set clean.format (csv, tsv, jsonl, parquet)")
+
+
+def iter_chunks(path: Path, fmt: str, encoding: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The input in chunks of `chunk_rows` rows (pandas/pyarrow readers; never the whole file in memory)."""
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    fmt = detect_format(path, fmt)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield batch.to_pandas()
+        elif fmt == "jsonl":
+            yield from pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, encoding=encoding)
+        else:
+            yield from pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", chunksize=chunk_rows, dtype=str,
+                                   keep_default_na=False, na_values=[""], encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid {encoding} ({e.reason}); pass --encoding") from None
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{path}: cannot parse as {fmt}: {e}") from None
 
 
 def read_raw_table(source: str, fmt: str = "auto", encoding: str = "utf-8", bare_cr: str = "error"

@@ -174,26 +174,6 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    from sklearn.metrics import (
-        accuracy_score,
-        f1_score,
-        precision_recall_fscore_support,
-    )
-
-    labels = list(range(len(label_names)))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "per_class": {
-            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, name in enumerate(label_names)
-        },
-    }
-
-
 def length_batches(read: list[str], batch_size: int) -> list[np.ndarray]:
     """Row indices of each batch: texts (as the model reads them) sorted by length, stably, in `batch_size` cuts.
     Every scorer batches this way (predict_logits, OnnxClassifier.logits, the Ray engine), so one text meets the

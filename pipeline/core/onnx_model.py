@@ -181,7 +181,6 @@ class OnnxClassifier:
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (the temperature export recorded) from raw logits."""
-        z = logits / self.temperature
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        from pipeline.core.metrics import softmax
+
+        return softmax(logits, self.temperature)

@@ -10,238 +10,32 @@ included, and the params reference in docs/params.md from that schema.
 from __future__ import annotations
 
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, model_validator
 
+from pipeline.core.param_errors import KeyedError, ParamsError, build
+from pipeline.core.params_data import (
+    RESERVED_COLUMNS,
+    AuditParams,
+    AugmentParams,
+    BackTranslationParams,
+    CleanParams,
+    RebalanceParams,
+    Section,
+    SplitParams,
+    SynonymParams,
+    VariantFilterParams,
+)
 
-class ParamsError(ValueError):
-    """A params.yaml problem; the message always starts with the dotted key."""
-
-
-class KeyedError(ValueError):
-    """Raised by a section's cross-field check: `key` is relative to the section ("" for the section itself)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key, self.message = key, message
-
-
-class Section(BaseModel):
-    """Frozen, no unknown keys, no silent type conversion (a quoted "32" is not an integer), except that a numeric
-    string is a number where a float is expected: PyYAML reads `1e-5` (no dot) as a string."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numeric_strings(cls, v: Any, info: Any) -> Any:
-        if isinstance(v, str) and _is_float(cls.model_fields[info.field_name].annotation):
-            try:
-                return float(v)
-            except ValueError:
-                return v
-        return v
-
-
-def _is_float(tp: Any) -> bool:
-    if typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return any(_is_float(a) for a in typing.get_args(tp) if a is not type(None))
-    return tp is float
-
-
-# ---------------------------------------------------------------------------------------------- sections
-# Columns the stages write themselves; a kept raw column may not take one of these names.
-RESERVED_COLUMNS = frozenset({"id", "source_id", "origin", "text", "label", "raw_row", "reason", "similarity"})
-
-
-class CleanParams(Section):
-    text_column: str = Field("text", description="the raw file's text column")
-    label_column: str = Field("spam", description="the raw file's label column (the bundled SMS file's is `spam`)")
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
-        "auto", description="auto: from the file's extension (`.gz` too)")
-    encoding: str = Field("utf-8", description="e.g. latin-1 or cp1252 for legacy exports; a wrong one is an "
-                                               "error naming the line")
-    label_names: dict[str, str] = Field(
-        {"0": "ham", "1": "spam"},
-        description="raw label -> name; unmapped labels keep their own text; {} keeps every label as written. "
-                    "The default is the SMS file's: on another file it is an error unless confirm_label_names")
-    confirm_label_names: bool = Field(
-        False, description="true: label_names are meant for this file even though they are the SMS file's names")
-    allowed_labels: list[str] = Field([], description="non-empty: any other label (after label_names) is an "
-                                                      "error naming the row")
-    missing_label: Literal["error", "drop"] = Field("error", description="drop: counted as missing_label")
-    fix_unicode: bool = Field(True, description="ftfy: repair mojibake such as `donâ€™t`")
-    strip_html: bool = True
-    mask_emails: bool = False
-    mask_urls: bool = False
-    mask_phones: bool = False
-    lowercase: bool = False
-    min_chars: int = Field(2, ge=1, description="shorter texts are dropped, counted as too_short")
-    max_chars: int = Field(100_000, ge=1, description="a safety cap only (counted as too_long): long documents are "
-                                                      "kept, and train/distill choose how many tokens to read")
-    dedup: Literal["none", "exact", "normalised"] = Field(
-        "normalised", description="normalised: case, punctuation and spacing ignored")
-    keep_columns: list[str] = Field([], description="extra raw columns carried to the test split; evaluate "
-                                                    "reports metrics per value of each")
-    multiline_records: Literal["error", "recover", "allow"] = Field(
-        "recover", description="CSV/TSV records folded into one field by a stray quote (the bundled file has 8, "
-                               "hiding 737 messages): error stops naming the row, recover splits them back into "
-                               "rows (counted), allow keeps what the reader parsed")
-
-    @field_validator("label_names", mode="before")
-    @classmethod
-    def _labels_as_text(cls, v: Any) -> Any:
-        # YAML reads `0: ham` with an int key; raw labels are compared as text.
-        if isinstance(v, dict):
-            return {str(k): x if isinstance(x, (dict, list)) else str(x) for k, x in v.items()}
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CleanParams:
-        if self.min_chars > self.max_chars:
-            raise KeyedError("min_chars", f"{self.min_chars} is larger than max_chars {self.max_chars}")
-        clash = sorted(set(self.keep_columns) & RESERVED_COLUMNS)
-        if clash:
-            raise KeyedError("keep_columns", f"{clash} are names the pipeline uses itself; rename the column(s)")
-        if len(set(self.keep_columns)) != len(self.keep_columns):
-            raise KeyedError("keep_columns", f"lists a column twice: {self.keep_columns}")
-        return self
-
-
-class AuditParams(Section):
-    """Label-noise audit: confident learning (cleanlab) on out-of-fold probabilities of TF-IDF + logistic reg.
-
-    The features are the `features` most frequent word n-grams (hashed into 2^22 buckets, so no vocabulary is
-    built), with TF-IDF weights fitted once on every row (no labels involved), and each fold's model is fitted
-    with the saga solver on at most `max_train_rows` rows of the other folds: a million rows cost minutes, not an
-    hour (bench/results/SCALE.md, which also measures how the flags compare with the per-fold vocabulary and
-    lbfgs the audit used first)."""
-
-    enabled: bool = True
-    action: Literal["report", "drop"] = Field("report", description="report: rows flow on unchanged | drop: "
-                                                                    "flagged rows removed, counted as label_issue")
-    folds: int = Field(5, ge=2, le=20)
-    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
-                       "predicted_neq_given"] = Field("prune_by_noise_rate",
-                                                      description="cleanlab's find_label_issues filter")
-    ngram_max: int = Field(2, ge=1, le=6)
-    features: int = Field(100_000, ge=1024, le=2**22, description="the most frequent word n-grams kept as "
-                                                                  "features")
-    C: float = Field(10.0, gt=0)
-    max_iter: int = Field(100, ge=1, description="saga epochs at most (it stops earlier at a relative change of "
-                                                 "1e-3)")
-    max_train_rows: int = Field(100_000, ge=0, description="rows each fold's model trains on at most (a seeded "
-                                                           "sample of the other folds); 0 = all of them")
-    jobs: int = Field(0, ge=0, description="processes for the folds and the hashing; 0 = every core. Does not "
-                                           "change the result, so not tracked by dvc.yaml")
-
-
-ClassSelector = Union[Literal["all", "minority"], list[str]]
-
-
-class SynonymParams(Section):
-    """nlpaug SynonymAug over WordNet 3.0, POS from textblob's offline tagger."""
-
-    enabled: bool = Field(False, description="off: the ablation found no gain (bench/results/ablation-notes.md)")
-    variants: int = Field(1, ge=1, le=20, description="variants per source row")
-    classes: ClassSelector = Field("minority", description="all | minority | a list of labels")
-    aug_p: float = Field(0.1, gt=0, le=1, description="fraction of tokens considered for a swap")
-    aug_min: int = Field(1, ge=1)
-    aug_max: int = Field(10, ge=1)
-    pos_tagger: Literal["textblob", "none"] = "textblob"
-
-
-class BackTranslationParams(Section):
-    enabled: bool = Field(False, description="off: the ablation found no gain (bench/results/ablation-notes.md)")
-    backend: Literal["apertium", "hf"] = Field(
-        "apertium", description="apertium (offline, rule-based) | hf (a Hugging Face seq2seq pair, GPU if present)")
-    classes: ClassSelector = "minority"
-    source_lang: str = "eng"
-    pivots: list[str] = Field(["spa"], description="apertium: one variant per pivot, eng -> pivot -> eng")
-    variants: int = Field(1, ge=1, le=20)
-    hf_forward_model: str = "Helsinki-NLP/opus-mt-en-es"
-    hf_backward_model: str = "Helsinki-NLP/opus-mt-es-en"
-    temperature: float = Field(0.9, gt=0, description="hf with variants > 1 samples at this temperature")
-    batch_size: int = Field(32, ge=1)
-    max_length: int = Field(256, ge=8)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @model_validator(mode="after")
-    def _consistent(self) -> BackTranslationParams:
-        if not self.pivots:
-            raise KeyedError("pivots", "needs at least one pivot language")
-        if self.backend == "apertium" and self.variants > len(self.pivots):
-            raise KeyedError("variants", f"apertium is deterministic, so it gives one variant per pivot; "
-                                         f"variants={self.variants} but pivots has {len(self.pivots)}")
-        return self
-
-
-class VariantFilterParams(Section):
-    """Drop variants that drift from their source (cosine similarity of sentence embeddings, length ratio)."""
-
-    enabled: bool = True
-    model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="a sentence-transformers encoder")
-    min_similarity: float = Field(0.7, ge=0, le=1, description="cosine of sentence embeddings, variant vs source "
-                                                              "(bench/results/augmentation-notes.md)")
-    min_length_ratio: float = Field(0.5, gt=0, le=1, description="variant characters / source characters")
-    max_length_ratio: float = Field(2.0, ge=1)
-    batch_size: int = Field(64, ge=1)
-
-
-class AugmentParams(Section):
-    minority_ratio: float = Field(0.8, gt=0, le=1, description="`classes: minority` = classes with fewer than this "
-                                                              "x the largest class's rows")
-    max_ratio: float = Field(1.0, gt=0, le=10, description="add variants to a class only until it has this x the "
-                                                          "largest class's rows (and never past a larger class)")
-    max_rows: int = Field(0, ge=0, description="skip augmentation above this many cleaned rows; 0 = no limit")
-    protect_tokens: bool = Field(True, description="URLs, e-mails, @handles, #hashtags, numbers and amounts are "
-                                                   "never changed")
-    filter: VariantFilterParams = VariantFilterParams()
-    synonym: SynonymParams = SynonymParams()
-    back_translation: BackTranslationParams = BackTranslationParams()
-
-
-class RebalanceParams(Section):
-    strategy: Literal["oversample", "undersample", "none"] = Field(
-        "none", description="the ablation: oversampling no better, once worse (class weights handle imbalance)")
-    target_ratio: float = Field(0.5, gt=0, le=1, description="smallest class / largest class after rebalancing")
-
-
-class SplitParams(Section):
-    method: Literal["hash", "exact"] = Field(
-        "hash", description="hash: a row's split depends only on its id and the seed, so rows never move between "
-                            "splits when data is added, removed or relabelled | exact: exact counts per class")
-    train: float = Field(0.8, gt=0, lt=1)
-    val: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
-    fold: int = Field(0, ge=0, description=(
-        "hash only: which slice of the hash is test (0 = the last `test` share). Folds 0..k-1 (k = 1/test) have "
-        "disjoint test rows: run them as experiments and pool their test predictions with `finetune kfold` when "
-        "one test split is too small to settle a comparison"))
-
-    @model_validator(mode="after")
-    def _sums_to_one(self) -> SplitParams:
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise KeyedError("", f"train + val + test must sum to 1, got {total:g}")
-        if self.fold and self.method != "hash":
-            raise KeyedError("fold", "folds rotate the hash split; with method: exact only fold 0 exists")
-        if self.fold >= self.folds:
-            raise KeyedError("fold", f"test {self.test:g} gives {self.folds} disjoint folds (0..{self.folds - 1}), "
-                                     f"got {self.fold}")
-        return self
-
-    @property
-    def folds(self) -> int:
-        """How many disjoint test slices the hash holds at this test share."""
-        return max(1, int(1 / self.test + 1e-9))
+# Importers take every section, the loader and its errors from here (the definitions live in the modules above).
+__all__ = ["RESERVED_COLUMNS", "AuditParams", "AugmentParams", "BackTranslationParams", "BaselineParams",
+           "CleanParams", "DistillParams", "EvaluateParams", "ExportParams", "FitParams", "InferenceParams",
+           "KeyedError", "LoraParams", "Params", "ParamsError", "RebalanceParams", "RUN_ONLY_KEYS", "Section",
+           "SplitParams", "StudentShape", "SynonymParams", "TrainParams", "VariantFilterParams", "as_dict", "build",
+           "launcher_prefix", "load_params", "load_params_all_errors", "replace", "result_params", "schema"]
 
 
 class FitParams(Section):
@@ -380,10 +174,10 @@ class DistillParams(FitParams):
     blend_baseline: Union[Annotated[float, Field(ge=0, le=1)], Literal["auto"]] = Field(0.0, description=(
         "the TF-IDF baseline's weight in the student's targets (log-linear blend with the teacher); 0 = the "
         "teacher alone. auto: chosen on validation rows, kept only when its log-loss gain is beyond noise "
-        "(selection_confidence). Off by default: on two non-English sets it moved the student by +0.05 and -0.05, "
-        "neither significant (bench/results/BLEND.md); metrics/teacher_blend.json says what auto would choose"))
-    epochs: float = Field(8.0, gt=0, description="alpha 0.9 + 8 epochs: 98.6% of the teacher's test macro-F1 on "
-                                                 "tweets (3 epochs, alpha 0.5: 93.1%)")
+        "(selection_confidence). Off by default: the evidence is bench/results/BLEND.md; "
+        "metrics/teacher_blend.json says what auto would choose on your data"))
+    epochs: float = Field(8.0, gt=0, description="with alpha 0.9: the student setting bench/results/STUDENTS.md "
+                                                 "chose")
     early_stopping_patience: int = Field(3, ge=0)
 
     def students(self, key: str = "distill") -> list[tuple[str, DistillParams]]:
@@ -511,149 +305,6 @@ def load_params_all_errors(path: str | Path = "params.yaml") -> tuple[Params | N
     except ParamsError as e:  # the file is not a mapping at all
         return None, [f"{path}: {e}"]
     return params, [f"{path}: {e}" for e in errors]
-
-
-def build(cls: type[Section], data: Any, key: str, errors: list[str] | None = None) -> Any:
-    """Validate `data` as `cls`; `key` is the dotted prefix of its messages. With `errors`, every problem is
-    appended there and the offending keys fall back to their defaults; otherwise the first is raised."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ParamsError(f"{key or 'params'}: expected a mapping, got {type(data).__name__}")
-    data = _copy(data)
-    seen: list[str] = []
-    for _ in range(100):  # each pass removes at least one offending key
-        try:
-            result = cls.model_validate(data)
-        except ValidationError as e:
-            problems = messages(e, cls, key)
-            if errors is None:
-                raise ParamsError(problems[0][1]) from None
-            for path, text in problems:
-                if text not in seen:
-                    seen.append(text)
-                _remove(data, path)
-            continue
-        if errors is not None:
-            errors.extend(seen)
-        return result
-    if errors is not None:  # pragma: no cover - a problem that removal cannot clear
-        errors.extend(seen)
-    return cls()
-
-
-def _copy(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
-    return v
-
-
-def _remove(data: dict, path: list[str]) -> None:
-    """Drop the value at `path` (field names), so that the key falls back to its default."""
-    node: Any = data
-    for name in path[:-1]:
-        node = node.get(name) if isinstance(node, dict) else None
-    if not path:
-        data.clear()
-    elif isinstance(node, dict):
-        node.pop(path[-1], None)
-
-
-def messages(error: ValidationError, cls: type[Section], prefix: str) -> list[tuple[list[str], str]]:
-    """pydantic's errors as (field path to remove, "dotted.key: what is wrong") in the pipeline's words; the
-    alternatives of a union (`max_length`: an integer or "auto") are joined into one message."""
-    grouped: dict[str, tuple[list[str], list[str]]] = {}
-    for err in error.errors():
-        fields, shown, owner = _walk(cls, err["loc"])
-        ctx = err.get("ctx") or {}
-        if isinstance(ctx.get("error"), KeyedError):
-            ke = ctx["error"]
-            fields = fields + [ke.key.split(".")[0].split("[")[0]] if ke.key else fields
-            shown = ".".join(x for x in (shown, ke.key) if x)
-            text = ke.message
-        else:
-            text = _phrase(err, owner)
-        key = ".".join(x for x in (prefix, shown) if x) or "params"
-        path, texts = grouped.setdefault(key, (fields, []))
-        if text not in texts:
-            texts.append(text)
-    out = []
-    for key, (path, texts) in grouped.items():
-        tails = {t.rsplit(", got ", 1)[-1] for t in texts}
-        if len(texts) > 1 and len(tails) == 1 and all(", got " in t for t in texts):
-            texts = [t.rsplit(", got ", 1)[0] for t in texts]
-            texts[-1] += f", got {tails.pop()}"
-        out.append((path, f"{key}: {' or '.join(texts)}"))
-    return out
-
-
-def _unwrap(tp: Any) -> Any:
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
-
-
-def _walk(cls: type[Section], loc: tuple) -> tuple[list[str], str, type[BaseModel]]:
-    """The field path (to remove), the dotted key (to show) and the model whose key the location ends in, of a
-    pydantic error location; union member tags are skipped, list indices shown as [i]."""
-    tp: Any = cls
-    owner: type[BaseModel] = cls
-    fields: list[str] = []
-    shown = ""
-    in_list = False
-    for part in loc:
-        tp = _unwrap(tp)
-        origin = typing.get_origin(tp)
-        if origin in (Union, types.UnionType):
-            members = [_unwrap(a) for a in typing.get_args(tp) if a is not type(None)]
-            lists = [a for a in members if typing.get_origin(a) is list]
-            tp = lists[0] if lists and str(part).startswith("list") else members[0]
-            continue
-        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
-            if not in_list:
-                fields.append(part)
-            shown = f"{shown}.{part}" if shown else part
-            owner = tp
-            tp = tp.model_fields[part].annotation if part in tp.model_fields else Any
-        elif origin is list and isinstance(part, int):
-            shown += f"[{part}]"
-            in_list = True  # removing the whole list falls back to its default
-            tp = typing.get_args(tp)[0]
-        elif origin is dict:
-            shown = f"{shown}.{part}"
-            in_list = True
-            tp = typing.get_args(tp)[1]
-        else:
-            continue
-    return fields, shown, owner
-
-
-_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
-           "less_than": ("lt", "<")}
-_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
-          "list": "a list", "dict": "a mapping", "model": "a mapping", "model_attributes": "a mapping"}
-
-
-def _phrase(err: dict, owner: type[BaseModel]) -> str:
-    kind, got = err["type"], err.get("input")
-    ctx = err.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return f"unknown key (known keys: {', '.join(sorted(owner.model_fields))})"
-    if kind in _BOUNDS:
-        name, sym = _BOUNDS[kind]
-        return f"expected a number {sym} {ctx[name]:g}, got {got!r}"
-    if kind == "literal_error":
-        choices = str(ctx.get("expected", "")).replace(" or ", ", ")
-        return f"expected one of [{choices}], got {got!r}"
-    if kind == "missing":
-        return "required"
-    base = kind.rsplit("_", 1)[0] if kind.endswith(("_type", "_parsing", "_from_float")) else kind
-    base = {"int_from": "int"}.get(base, base)
-    if base in _TYPES:
-        return f"expected {_TYPES[base]}, got {got!r}"
-    return f"{err['msg']}, got {got!r}"
 
 
 def replace(obj: Section, **changes: Any) -> Any:

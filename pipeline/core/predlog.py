@@ -47,7 +47,7 @@ class PredictionLog:
         self._thread.start()
 
     def log_request(self, request_id: str, texts: list, results: list[dict]) -> None:
-        """Queue one request's texts and what the model said of each (Scorer.score's results). Never blocks: when
+        """Queue one request's texts and what the model said of each (PackagedModel.score's results). Never blocks: when
         `queue_rows` rows are already waiting, these are dropped and counted."""
         n = len(texts)
         with self._lock:

@@ -15,36 +15,12 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-Metric = Callable[[np.ndarray, np.ndarray], float]
+from pipeline.core.metrics import Metric, class_f1, log_softmax, macro_f1_fn
 
 
-def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.mean(y == pred))
-
-
-def macro_f1_fn(n_classes: int, classes: np.ndarray | None = None) -> Metric:
-    """Macro-F1 over a fixed label set (as sklearn's f1_score(labels=range(n), average="macro", zero_division=0)).
-    With `classes`, the mean is over those classes only (each one's F1 still counts every row: a row of another
-    class predicted as one of them is its false positive), as sklearn's `labels=classes`.
-
-    Computed from confusion counts with numpy: the bootstrap calls it thousands of times, where sklearn's
-    input validation would dominate. tests/core/test_stats.py checks it against sklearn.
-    """
-
-    def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-        y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
-        tp = np.bincount(y[y == pred], minlength=n_classes)[:n_classes].astype(float)
-        support = np.bincount(y, minlength=n_classes)[:n_classes]
-        predicted = np.bincount(pred, minlength=n_classes)[:n_classes]
-        denom = support + predicted
-        f1 = np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
-        return float((f1 if classes is None else f1[classes]).mean())
-
-    return macro_f1
-
-
-def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., float], n_resamples: int,
-               confidence: float, seed: int) -> tuple[float, float]:
+def bootstrap_ci(data: tuple[np.ndarray, ...], statistic: Callable[..., float], n_resamples: int,
+                 confidence: float, seed: int) -> tuple[float, float]:
+    """BCa CI of `statistic` over paired resamples of the rows of `data` (percentile where BCa is undefined)."""
     kwargs = dict(paired=True, vectorized=False, n_resamples=n_resamples, confidence_level=confidence)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa warns on degenerate (e.g. all-equal) resamples; handled below
@@ -61,7 +37,7 @@ def metric_ci(y: np.ndarray, pred: np.ndarray, metric: Metric, n_resamples: int 
               seed: int = 0) -> dict:
     """Point estimate and bootstrap CI of `metric` over the test rows."""
     y, pred = np.asarray(y), np.asarray(pred)
-    low, high = _bootstrap((y, pred), metric, n_resamples, confidence, seed)
+    low, high = bootstrap_ci((y, pred), metric, n_resamples, confidence, seed)
     return {"value": round(metric(y, pred), 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
 
 
@@ -80,7 +56,7 @@ def paired_comparison(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, met
     """A minus B on the same test rows: the difference, its paired-bootstrap CI, McNemar's p and a verdict."""
     y, pred_a, pred_b = np.asarray(y), np.asarray(pred_a), np.asarray(pred_b)
     delta = metric(y, pred_a) - metric(y, pred_b)
-    low, high = _bootstrap((y, pred_a, pred_b), lambda t, a, b: metric(t, a) - metric(t, b), n_resamples,
+    low, high = bootstrap_ci((y, pred_a, pred_b), lambda t, a, b: metric(t, a) - metric(t, b), n_resamples,
                            confidence, seed)
     mc = mcnemar_exact(y, pred_a, pred_b)
     significant = low > 0 or high < 0
@@ -96,27 +72,17 @@ def paired_comparison(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, met
 def bootstrap_class_f1(y: np.ndarray, preds: list[np.ndarray], n_classes: int, n_resamples: int, seed: int,
                        chunk: int = 200) -> list[np.ndarray]:
     """Per-class F1 of each prediction vector over the same paired bootstrap resamples of the rows:
-    one [n_resamples, n_classes] array per vector (F1 0 where a class is neither present nor predicted, as
-    `macro_f1_fn` counts it). Vectorised: thousands of resamples of a few thousand rows take a second."""
+    one [n_resamples, n_classes] array per vector (`class_f1` of each resample)."""
     y = np.asarray(y, dtype=np.int64)
+    preds = [np.asarray(p, dtype=np.int64) for p in preds]
     rng = np.random.default_rng(seed)
     out = [np.zeros((n_resamples, n_classes)) for _ in preds]
     for start in range(0, n_resamples, chunk):
         idx = rng.integers(0, len(y), size=(min(chunk, n_resamples - start), len(y)))
-        yb = y[idx]
-        for k, pred in enumerate(preds):
-            pb = np.asarray(pred, dtype=np.int64)[idx]
-            for c in range(n_classes):
-                t, p_ = yb == c, pb == c
-                tp, denom = (t & p_).sum(1), t.sum(1) + p_.sum(1)
-                out[k][start:start + len(idx), c] = np.divide(2 * tp, denom, out=np.zeros(len(idx)),
-                                                              where=denom > 0)
+        for r, rows in enumerate(idx):
+            for k, pred in enumerate(preds):
+                out[k][start + r] = class_f1(y[rows], pred[rows], n_classes)
     return out
-
-
-def _class_f1(y: np.ndarray, pred: np.ndarray, c: int) -> float:
-    tp, denom = np.sum((y == c) & (pred == c)), np.sum(y == c) + np.sum(pred == c)
-    return float(2 * tp / denom) if denom else 0.0
 
 
 def student_evidence(y: np.ndarray, pred_student: np.ndarray, pred_teacher: np.ndarray, label_names: list[str],
@@ -136,14 +102,14 @@ def student_evidence(y: np.ndarray, pred_student: np.ndarray, pred_teacher: np.n
     ratios = np.divide(fs.mean(1), ft.mean(1), out=np.zeros(n_resamples), where=ft.mean(1) > 0)
     lower = float(np.quantile(ratios, 1 - confidence))
     present = [c for c in range(n) if np.any(y == c)]
+    f1_s, f1_t = class_f1(y, ps, n), class_f1(y, pt, n)
     alpha = (1 - confidence) / max(len(present), 1)
     classes = {}
     for c in present:
         diff = fs[:, c] - min_ratio * ft[:, c]
         upper = float(np.quantile(diff, 1 - alpha))
-        s_c, t_c = _class_f1(y, ps, c), _class_f1(y, pt, c)
-        classes[label_names[c]] = {"rows": int(np.sum(y == c)), "student_f1": round(s_c, 4),
-                                   "teacher_f1": round(t_c, 4), "upper_vs_min_ratio": round(upper, 4),
+        classes[label_names[c]] = {"rows": int(np.sum(y == c)), "student_f1": round(float(f1_s[c]), 4),
+                                   "teacher_f1": round(float(f1_t[c]), 4), "upper_vs_min_ratio": round(upper, 4),
                                    "worse": bool(upper < 0)}
     worse = [k for k, v in classes.items() if v["worse"]]
     keeps = lower >= min_ratio and not worse
@@ -175,11 +141,6 @@ def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 15) 
     return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in table) / max(n, 1))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
-
-
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The temperature T minimising the negative log-likelihood of softmax(logits / T) (temperature scaling)."""
     from scipy.optimize import minimize_scalar
@@ -187,8 +148,31 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y)
 
     def nll(t: float) -> float:
-        z = logits / t
-        z = z - z.max(1, keepdims=True)
-        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
+        return float(-log_softmax(logits / t, dtype=None)[np.arange(len(y)), y].mean())
 
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+
+
+SMALL_CLASS = 10  # test rows: a class with fewer has its F1 decided by one or two rows
+
+
+def small_class_check(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, label_names: list[str], boot: dict
+                      ) -> dict | None:
+    """A significant macro-F1 difference that rests on classes with under SMALL_CLASS test rows: the same paired
+    comparison averaged over the other classes is no longer significant. Then: that comparison, and the F1 of each
+    side on the small classes where they differ (what REPORT.md puts in words). None when the verdict does not
+    rest on them, or there are too few larger classes to say."""
+    n = len(label_names)
+    support = np.bincount(np.asarray(y, dtype=np.int64), minlength=n)
+    big, small = np.flatnonzero(support >= SMALL_CLASS), np.flatnonzero(support < SMALL_CLASS)
+    if len(small) == 0 or len(big) < 2:
+        return None
+    rest = paired_comparison(y, pred_a, pred_b, macro_f1_fn(n, classes=big), **boot)
+    if rest["significant"]:
+        return None
+    f1 = [class_f1(y, pred, n) for pred in (pred_a, pred_b)]
+    return {"classes": len(big), "delta": rest["delta"], "ci_low": rest["ci_low"], "ci_high": rest["ci_high"],
+            "significant": 0,
+            "differing": {label_names[k]: {"rows": int(support[k]), "f1_a": round(float(f1[0][k]), 4),
+                                           "f1_b": round(float(f1[1][k]), 4)}
+                          for k in small if abs(f1[0][k] - f1[1][k]) > 1e-9}}

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.io import DataError, file_md5, stable_id
-from pipeline.core.modeling import classification_metrics, precision_flags
+from pipeline.core.io import DataError, file_md5, stable_id, write_lineage
+from pipeline.core.metrics import classification_metrics, encode_labels
+from pipeline.core.modeling import precision_flags
 from pipeline.core.params import FitParams, launcher_prefix, result_params
 
 log = logging.getLogger(__name__)
 
-LINEAGE_FILE = "lineage.json"
 
 
 def label_names_of(train: pd.DataFrame) -> list[str]:
@@ -55,9 +55,8 @@ def encode(df: pd.DataFrame, tokenizer: Any, label_names: list[str], max_length:
 
     from pipeline.core.modeling import read_texts
 
-    label2id = {n: i for i, n in enumerate(label_names)}
     data = {"text": read_texts(df["text"].tolist(), tokenizer, max_length, truncation),
-            "label": [label2id[x] for x in df["label"]], **(extra or {})}
+            "label": encode_labels(df["label"], label_names, "training rows").tolist(), **(extra or {})}
     ds = datasets.Dataset.from_dict(data)
     ds = ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True,
                 remove_columns=["text"], desc="tokenise")
@@ -231,7 +230,7 @@ def save_model(trainer: Any, model: Any, tokenizer: Any, out_dir: Path, lineage:
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+        write_lineage(tmp, lineage)
 
 
 def finish(trainer: Any, model: Any, tokenizer: Any, output: str, checkpoints: str, lineage: dict) -> None:

@@ -29,6 +29,7 @@ from pipeline.core.io import (
     write_json,
     write_table,
 )
+from pipeline.core.metrics import encode_labels
 from pipeline.core.params import AuditParams, load_params
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,7 @@ def audit(df: pd.DataFrame, p: AuditParams, seed: int) -> AuditResult:
             log.warning("audit skipped: the smallest class has %d row(s), too few for out-of-fold predictions",
                         smallest)
         return AuditResult(df, pd.DataFrame(columns=ISSUE_COLUMNS), no_drop, 0)
-    to_id = {n: i for i, n in enumerate(label_names)}
-    y = df["label"].map(to_id).to_numpy()
+    y = encode_labels(df["label"], label_names, "audit")
     probs = out_of_fold_probabilities(df["text"], y, p, seed, folds)
     ranked = find_label_issues(y, probs, filter_by=p.filter_by, return_indices_ranked_by="self_confidence")
     quality = get_label_quality_scores(y, probs)

@@ -200,10 +200,10 @@ def augment(df: pd.DataFrame, jobs: Sequence[Job], p: AugmentParams, seed: int,
 
 
 # ---------------------------------------------------------------------------------------------- synonym swap
-_TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]+|\s+")
+TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]+|\s+")
 # Swap only real words: SMS slang such as "u" or "ur" has absurd WordNet senses ("u" -> "uranium").
 # nlpaug also tries the regex on " token ", so it must not match a padded long word.
-_SKIP_TOKEN = r"^(?:[A-Za-z]{1,3}|\S*[^A-Za-z\s]\S*|\s+)$"
+SKIP_TOKEN = r"^(?:[A-Za-z]{1,3}|\S*[^A-Za-z\s]\S*|\s+)$"
 
 
 class SynonymSwapper:
@@ -223,7 +223,7 @@ class SynonymSwapper:
         self.p, self.seed = p, seed
         self.aug = naw.SynonymAug(
             aug_src="wordnet", aug_p=p.aug_p, aug_min=p.aug_min, aug_max=p.aug_max,
-            tokenizer=_TOKEN.findall, reverse_tokenizer="".join, stopwords_regex=_SKIP_TOKEN,
+            tokenizer=TOKEN.findall, reverse_tokenizer="".join, stopwords_regex=SKIP_TOKEN,
         )
         self.aug.model.pos_tag = self._pos_tag
         # WordNet look-ups dominate; the same words recur across texts, so cache them per (word, pos).

@@ -8,14 +8,14 @@ when loaded. `pipeline.core.modeling.load_baseline` loads it trusting only skops
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from sklearn.pipeline import Pipeline
 
-from pipeline.core.io import atomic_path, read_table, run_stage, setup_logging, stage_args
-from pipeline.core.modeling import BASELINE_FILE, baseline_model, classification_metrics, save_baseline
+from pipeline.core.io import atomic_path, read_table, run_stage, setup_logging, stage_args, write_lineage
+from pipeline.core.metrics import classification_metrics, encode_labels
+from pipeline.core.modeling import BASELINE_FILE, baseline_model, save_baseline
 from pipeline.core.params import BaselineParams, load_params
 from pipeline.core.profile import words_separated
 from pipeline.core.training import check_splits, label_names_of, lineage_record
@@ -46,9 +46,8 @@ def main() -> None:
     log.info("baseline.analyzer %s -> %s", params.baseline.analyzer, analyzer)
     model = build(params.baseline, params.seed, analyzer).fit(train_df["text"], train_df["label"])
     # classes_ are the sorted label names, the same order as the transformer models' ids.
-    to_id = {n: i for i, n in enumerate(label_names)}
-    val = classification_metrics(val_df["label"].map(to_id).to_numpy(),
-                                 [to_id[x] for x in model.predict(val_df["text"])], label_names)
+    val = classification_metrics(encode_labels(val_df["label"], label_names, args.val),
+                                 encode_labels(model.predict(val_df["text"]), label_names, args.output), label_names)
     log.info("baseline val macro-F1 %.4f", val["macro_f1"])
     lineage = lineage_record("baseline", params.baseline, params.seed, {"train": args.train, "val": args.val},
                              label_names=label_names, val_metrics={"macro_f1": val["macro_f1"]},
@@ -57,7 +56,7 @@ def main() -> None:
     with atomic_path(out) as tmp:
         tmp.mkdir()
         save_baseline(model, tmp / BASELINE_FILE)
-        (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+        write_lineage(tmp, lineage)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from transformers import set_seed
 
 from pipeline.core.checks import student_layer_problems
 from pipeline.core.io import DataError, read_table, run_stage, setup_logging, stage_args
+from pipeline.core.metrics import encode_labels, label_config, macro_f1_fn
 from pipeline.core.modeling import (
     ModelError,
     encoder_layers,
@@ -55,7 +56,7 @@ from pipeline.core.modeling import (
 )
 from pipeline.core.params import DistillParams, load_params
 from pipeline.core.profile import resolve_class_weights, resolve_epochs, resolve_max_length
-from pipeline.core.stats import macro_f1_fn, student_evidence
+from pipeline.core.stats import student_evidence
 from pipeline.core.trainers import ResumableTrainer, fit
 from pipeline.core.training import check_splits, encode, fingerprint, finish, lineage_record
 
@@ -248,9 +249,7 @@ def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names:
     tokenizer = load_tokenizer(p.student, "distill.student")
     if tokenizer.get_vocab() != teacher_tok.get_vocab():
         log.warning("student and teacher tokenizers differ: fine for logit distillation, which only needs texts")
-    model = load_classifier(p.student, "distill.student", num_labels=len(label_names),
-                            id2label=dict(enumerate(label_names)),
-                            label2id={n: i for i, n in enumerate(label_names)}, ignore_mismatched_sizes=True)
+    model = load_classifier(p.student, "distill.student", **label_config(label_names), ignore_mismatched_sizes=True)
     if p.hidden_weight > 0:
         check_hidden_match(model, teacher, tokenizer, teacher_tok, key)
     return model, tokenizer
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     students = p.students()
     # What the student learns from, on the validation rows (the teacher as evaluate scores it, or its blend with
     # the baseline): each smaller student is judged against it, row by row.
-    y_val = val_df["label"].map({n: i for i, n in enumerate(label_names)}).to_numpy()
+    y_val = encode_labels(val_df["label"], label_names, args.val)
     teacher_val = (y_val, np.stack(val_targets.to_numpy()).argmax(1)) if len(students) > 1 else None
     blend_record = {"setting": p.blend_baseline, "baseline_weight": weight}  # the whole record: teacher_blend.json
     data_files = [args.train, args.val, args.logits]

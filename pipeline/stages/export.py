@@ -27,9 +27,19 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.core.io import KnownError, atomic_path, read_table, run_stage, setup_logging, stage_args, write_json
+from pipeline.core.io import (
+    KnownError,
+    atomic_path,
+    read_lineage,
+    read_table,
+    run_stage,
+    setup_logging,
+    stage_args,
+    write_json,
+    write_lineage,
+)
+from pipeline.core.metrics import classification_metrics, encode_labels
 from pipeline.core.modeling import (
-    classification_metrics,
     lineage_max_length,
     lineage_truncation,
     load_classifier,
@@ -91,7 +101,7 @@ def export_one(src: Path, dest: Path, texts: list[str], y: np.ndarray, p: Export
     """Export `src` into `dest` and check it on the test rows (`texts`, `y`); `selection` rows choose the recipe
     (the test rows themselves when none are given)."""
     model, tok = load_classifier(str(src), str(src)), load_tokenizer(str(src), str(src))
-    lineage = json.loads((src / "lineage.json").read_text())
+    lineage = read_lineage(src)
     max_length, truncation = lineage_max_length(lineage), lineage_truncation(lineage)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     cfg = json.loads((dest / "config.json").read_text())
@@ -143,7 +153,7 @@ def export_one(src: Path, dest: Path, texts: list[str], y: np.ndarray, p: Export
         raise ParityError(f"{src} -> ONNX ({recipe}): parity does not hold on {len(texts)} test rows: "
                           f"{'; '.join(failed)} (export.* params set the bounds; export.quantize: auto falls back "
                           f"to a safer recipe, none ships fp32)")
-    (dest / "lineage.json").write_text(json.dumps({**lineage, "export": figures}, indent=2, sort_keys=True) + "\n")
+    write_lineage(dest, {**lineage, "export": figures})
     return figures
 
 
@@ -166,11 +176,8 @@ def main() -> None:
         tmp.mkdir()
         for name, src in sources.items():
             cfg = json.loads((src / "config.json").read_text())
-            label2id = {v: int(k) for k, v in cfg["id2label"].items()}
-            unseen = sorted(set(test["label"]) - set(label2id))
-            if unseen:
-                raise KnownError(f"{args.test}: label(s) {unseen} unknown to {src}")
-            y = test["label"].map(label2id).to_numpy()
+            names = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
+            y = encode_labels(test["label"], names, args.test, known_as=f"unknown to {src}")
             figures[name] = export_one(src, tmp / name, test["text"].tolist(), y, p, selection)
             log.info("%s: %s", name, figures[name])
     write_json(figures, args.metrics)

@@ -11,7 +11,6 @@ that choice (each weight's validation log-loss and macro-F1) is the stage's metr
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.blend import blend, choose_weight, out_of_fold_proba
-from pipeline.core.checks import DataError
 from pipeline.core.engine import engine_for
-from pipeline.core.io import read_table, run_stage, setup_logging, stage_args, write_json, write_table
+from pipeline.core.io import read_lineage, read_table, run_stage, setup_logging, stage_args, write_json, write_table
+from pipeline.core.metrics import encode_labels, macro_f1_fn, require_same_labels
 from pipeline.core.modeling import (
     baseline_model,
     lineage_max_length,
@@ -32,8 +31,7 @@ from pipeline.core.modeling import (
     predict_logits,
 )
 from pipeline.core.params import load_params
-from pipeline.core.scoring import Scorer
-from pipeline.core.stats import macro_f1_fn
+from pipeline.core.scoring import open_model
 
 log = logging.getLogger(__name__)
 FOLDS = 5  # out-of-fold baseline probabilities for the training rows
@@ -42,7 +40,7 @@ FOLDS = 5  # out-of-fold baseline probabilities for the training rows
 def teacher_logits(teacher: str, parts: list[list[str]], params) -> np.ndarray:
     """The teacher's logits for each list of texts (scored separately, so a training row's logits do not depend on
     the validation rows batched with it), stacked; as many tokens read as the teacher was trained on (lineage)."""
-    lineage = json.loads((Path(teacher) / "lineage.json").read_text())
+    lineage = read_lineage(teacher)
     engine = engine_for(params.inference)
     if engine is None:
         model, tokenizer = load_classifier(teacher, "teacher"), load_tokenizer(teacher, "teacher")
@@ -50,7 +48,7 @@ def teacher_logits(teacher: str, parts: list[list[str]], params) -> np.ndarray:
                                               lineage_max_length(lineage), truncation=lineage_truncation(lineage))
                                for texts in parts])
     try:  # the same batches on a Ray actor pool: byte-identical logits (pipeline/core/engine.py)
-        scorer = Scorer(teacher, engine=engine)
+        scorer = open_model(teacher, engine=engine)
         return np.concatenate([scorer.logits(texts, params.train.eval_batch_size) for texts in parts])
     finally:
         engine.close()
@@ -68,11 +66,9 @@ def blend_targets(args, params, train_df: pd.DataFrame, val_df: pd.DataFrame, z:
     """The targets (teacher logits, or the blend) for train + val rows in that order, and the record of the choice."""
     setting = params.distill.blend_baseline
     folder = Path(args.baseline)
-    base_lineage = json.loads((folder / "lineage.json").read_text())
-    if base_lineage.get("label_names", label_names) != label_names:
-        raise DataError(f"{folder}: labels {base_lineage['label_names']} differ from the teacher's {label_names}")
-    to_id = {n: i for i, n in enumerate(label_names)}
-    y_val = val_df["label"].map(to_id).to_numpy()
+    base_lineage = read_lineage(folder)
+    require_same_labels(folder, base_lineage.get("label_names", label_names), label_names)
+    y_val = encode_labels(val_df["label"], label_names, args.val)
     val_prob = baseline_proba(load_baseline(folder), val_df["text"].tolist(), label_names)
     # What auto decides is worked out whatever the setting (validation rows only, seconds): with the blend off, the
     # record still says whether these rows would have taken the baseline in.
@@ -104,10 +100,8 @@ def main() -> None:
     args = stage_args(__doc__.splitlines()[0], "teacher", "baseline", "train", "val", "output", "blend")
     params = load_params(args.params)
     train_df, val_df = read_table(args.train), read_table(args.val)
-    label_names = json.loads((Path(args.teacher) / "lineage.json").read_text())["label_names"]
-    unseen = sorted(set(val_df["label"]) - set(label_names))
-    if unseen:
-        raise DataError(f"{args.val}: label(s) {unseen} never seen in training {label_names}")
+    label_names = read_lineage(args.teacher)["label_names"]
+    encode_labels(val_df["label"], label_names, args.val)  # an unknown label stops the stage before the teacher runs
     z = teacher_logits(args.teacher, [train_df["text"].tolist(), val_df["text"].tolist()], params)
     targets, record = blend_targets(args, params, train_df, val_df, z, len(train_df), label_names)
     # raw_row too: every table points at the raw line of its rows (lineage).

@@ -17,6 +17,7 @@ from transformers import set_seed
 
 from pipeline.core.checks import check_student_layers
 from pipeline.core.io import read_table, run_stage, setup_logging, stage_args
+from pipeline.core.metrics import label_config
 from pipeline.core.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
 from pipeline.core.params import TrainParams, load_params
 from pipeline.core.profile import (
@@ -33,8 +34,7 @@ log = logging.getLogger(__name__)
 
 def build_model(p: TrainParams, label_names: list[str]) -> Any:
     model = load_classifier(
-        p.model, "train.model", num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
+        p.model, "train.model", **label_config(label_names),
         ignore_mismatched_sizes=True,  # a checkpoint with a head for other labels gets a new head
     )
     if p.freeze_layers > model.config.num_hidden_layers:

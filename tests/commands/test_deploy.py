@@ -145,27 +145,27 @@ def test_auto_quantisation_ships_the_smallest_recipe_that_keeps_the_labels_else_
 
 
 def test_scorer_gives_one_answer_per_row_whatever_the_model(exported, student):
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
     texts = ["WINNER!! Claim your free prize now", "", None, 42, "see you <b>at</b> lunch"]
     for folder in (exported[0], student):
-        got = Scorer(folder).score(texts)
+        got = open_model(folder).score(texts)
         assert [g["status"] for g in got] == ["ok", "empty_text", "empty_text", "non_string_text", "ok"]
         assert all(abs(sum(g["probabilities"].values()) - 1) < 1e-5 for g in got if g["status"] == "ok")
-    onnx, torch_ = Scorer(exported[0]).score(texts), Scorer(student).score(texts)
+    onnx, torch_ = open_model(exported[0]).score(texts), open_model(student).score(texts)
     assert [g["label"] for g in onnx] == [g["label"] for g in torch_]
 
 
 @pytest.mark.parametrize("out_name", ["scored.parquet", "scored.csv", "scored.jsonl"])
 def test_predict_streams_a_file_in_input_order(exported, tmp_path, out_name):
     from pipeline.commands.predict import score_file
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
     rows = [f"message number {i}: call now to win a prize" if i % 3 else f"see you at {i}" for i in range(50)]
     rows[7], rows[8] = "", "   "
     src = tmp_path / "in.csv"
     pd.DataFrame({"ref": range(50), "text": rows}).to_csv(src, index=False)
-    meta = score_file(Scorer(exported[0]), src, tmp_path / out_name, "text", chunk_rows=7)
+    meta = score_file(open_model(exported[0]), src, tmp_path / out_name, "text", chunk_rows=7)
     out = (pd.read_parquet if out_name.endswith("parquet") else pd.read_csv if out_name.endswith("csv") else
            lambda p: pd.read_json(p, lines=True))(tmp_path / out_name)
     assert out["ref"].astype(int).tolist() == list(range(50)) and out["row"].tolist() == list(range(1, 51))
@@ -179,9 +179,9 @@ def test_predict_streams_a_file_in_input_order(exported, tmp_path, out_name):
 def test_predict_logs_every_scored_row_for_monitor(exported, tmp_path):
     from pipeline.commands.predict import score_file
     from pipeline.core.predlog import PredictionLog, read_log
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
-    scorer = Scorer(exported[0])
+    scorer = open_model(exported[0])
     rows = [f"message {i}: call now to win" for i in range(23)] + [""]
     pd.DataFrame({"text": rows}).to_csv(tmp_path / "in.csv", index=False)
     plog = PredictionLog(tmp_path / "log", scorer.label_names, scorer.hash)
@@ -348,7 +348,7 @@ def test_ray_engine_scores_exactly_as_in_process_on_a_two_worker_cluster(student
     pytest.importorskip("ray.data", reason="the distributed extra (Ray Data) is not installed")
     from pipeline.commands.predict import score_file
     from pipeline.core.engine import RayEngine
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
     texts, _ = test_rows
     texts = texts + ["", "a very long message " * 40]  # an empty text and one the tokenizer cuts
@@ -356,11 +356,12 @@ def test_ray_engine_scores_exactly_as_in_process_on_a_two_worker_cluster(student
     try:
         # A transformers folder (teacher_logits' kind) and the int8 ONNX one through `predict` (one Ray job each:
         # every job starts its actors and loads the model anew, which is most of this test's time).
-        assert np.array_equal(Scorer(student).logits(texts, 16), Scorer(student, engine=engine).logits(texts, 16))
+        local, remote = open_model(student), open_model(student, engine=engine)
+        assert np.array_equal(local.logits(texts, 16), remote.logits(texts, 16))
         src = tmp_path / "in.csv"
         pd.DataFrame({"text": texts}).to_csv(src, index=False)
-        score_file(Scorer(exported[0]), src, tmp_path / "local.csv", "text", batch_size=16)
-        score_file(Scorer(exported[0], engine=engine), src, tmp_path / "ray.csv", "text", batch_size=16)
+        score_file(open_model(exported[0]), src, tmp_path / "local.csv", "text", batch_size=16)
+        score_file(open_model(exported[0], engine=engine), src, tmp_path / "ray.csv", "text", batch_size=16)
         assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "ray.csv").read_bytes()
     finally:
         engine.close()

@@ -33,13 +33,13 @@ def pools(raw_sms, sms_slice):
 
 @pytest.fixture(scope="module")
 def scorer(student):
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
-    return Scorer(student)
+    return open_model(student)
 
 
 def check(scorer, student, pools, current, memo, alpha=0.05, **kw):
-    from pipeline.commands.monitor import run_checks
+    from pipeline.core.monitoring import run_checks
 
     train, ref, _ = pools
     return run_checks(scorer, ref, current, train["text"].tolist(), student, alpha=alpha, max_rows=2000, seed=0,
@@ -97,13 +97,13 @@ def test_reads_a_prediction_log_without_text(scorer, student, pools, tmp_path):
 
 
 def test_rows_to_label_take_turns_skip_training_rows_and_duplicates(scorer, student, exported, pools):
-    from pipeline.commands.monitor import LABEL_COLUMNS, rows_to_label
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.monitoring import LABEL_COLUMNS, rows_to_label
+    from pipeline.core.scoring import open_model
 
     train, ref, pool = pools
     window = pd.concat([pool.head(60), pool.head(10), train.head(15)]).assign(request_id="r", time="t")
     picked = rows_to_label(scorer, window, train["text"].tolist(), ref["text"].tolist(), student,
-                           Scorer(exported[0]), n=30, max_candidates=1000, seed=0)
+                           open_model(exported[0]), n=30, max_candidates=1000, seed=0)
     assert list(picked.columns) == LABEL_COLUMNS and len(picked) == 30
     assert picked["text"].is_unique and not set(picked["text"]) & set(train["text"])
     assert picked["reason"].tolist()[:3] == ["least_confident", "teacher_disagrees", "novel"]

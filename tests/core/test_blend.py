@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.core.blend import EPS, blend, choose_weight, log_softmax, out_of_fold_proba
+from pipeline.core.blend import EPS, blend, choose_weight, out_of_fold_proba
+from pipeline.core.metrics import log_softmax
 from pipeline.core.modeling import baseline_model
 from pipeline.core.params import BaselineParams
 

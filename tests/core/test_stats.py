@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from pipeline.core.stats import accuracy, macro_f1_fn, mcnemar_exact, metric_ci, paired_comparison
+from pipeline.core.metrics import accuracy, macro_f1_fn
+from pipeline.core.stats import mcnemar_exact, metric_ci, paired_comparison
 
 
 def noisy(y: np.ndarray, p_right: float, rng: np.random.Generator, n_classes: int = 3) -> np.ndarray:
@@ -71,7 +72,8 @@ def test_paired_comparison_tells_a_real_gap_from_noise():
 
 
 def test_ece_of_a_calibrated_toy_model_is_near_zero_and_temperature_fixes_overconfidence():
-    from pipeline.core.stats import expected_calibration_error, fit_temperature, reliability_table, softmax
+    from pipeline.core.metrics import softmax
+    from pipeline.core.stats import expected_calibration_error, fit_temperature, reliability_table
 
     rng = np.random.default_rng(0)
     n = 20000

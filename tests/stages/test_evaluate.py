@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.stages.evaluate import slice_metrics, worst_slices
+from pipeline.core.cards import worst_slices
+from pipeline.stages.evaluate import slice_metrics
 
 
 def test_slices_cover_every_test_row_once_per_column():
@@ -28,8 +29,10 @@ def test_slices_cover_every_test_row_once_per_column():
 
 
 def test_a_student_under_the_bar_is_said_plainly_and_small_tests_say_what_they_cannot_tell():
-    from pipeline.core.stats import macro_f1_fn, paired_comparison
-    from pipeline.stages.evaluate import data_notes, student_notes
+    from pipeline.core.cards import student_notes
+    from pipeline.core.metrics import macro_f1_fn
+    from pipeline.core.report import data_notes
+    from pipeline.core.stats import paired_comparison
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
@@ -47,11 +50,20 @@ def test_a_student_under_the_bar_is_said_plainly_and_small_tests_say_what_they_c
     assert "distill.try_first[0]" in notes[0] and "lower bound 98.5% on 120 rows" in notes[1]
     assert student_notes("student", lineage, {**cmp, "macro_f1_retained": 0.99}, 0.98)[0].startswith("student tried")
 
+    # Both branches, built to land in them: a student that differs from the teacher on six rows (three won, three
+    # lost) cannot be told apart on 300 rows; the one above, wrong on a further 15%, can.
+    right, wrong = np.flatnonzero(teacher == y), np.flatnonzero(teacher != y)
+    close = teacher.copy()
+    close[right[:3]] = (y[right[:3]] + 1) % 3
+    close[wrong[:3]] = y[wrong[:3]]
+    tie = paired_comparison(y, close, teacher, macro_f1_fn(3), name_a="student", name_b="teacher")
+    assert cmp["significant"] and not tie["significant"]
     same = paired_comparison(y, teacher, teacher, macro_f1_fn(3))
-    lines = data_notes({"student_vs_teacher": cmp, "onnx_vs_student": same}, 300,
-                       {"teacher": {}, "student": lineage, "baseline": {}}, None)
-    assert any("The 300 test rows cannot tell student from teacher" in x for x in lines) != cmp["significant"]
+    lineages = {"teacher": {}, "student": lineage, "baseline": {}}
+    lines = data_notes({"student_vs_teacher": tie, "onnx_vs_student": same}, 300, lineages, None)
+    assert any("The 300 test rows cannot tell student from teacher" in x for x in lines)
     assert not any("onnx" in x for x in lines)  # identical predictions: nothing to tell apart
+    assert not any("cannot tell" in x for x in data_notes({"student_vs_teacher": cmp}, 300, lineages, None))
     assert not any("cannot tell" in x for x in data_notes({"student_vs_teacher": cmp}, 5000,
                                                           {"teacher": {}, "student": lineage, "baseline": {}}, None))
 
@@ -59,8 +71,9 @@ def test_a_student_under_the_bar_is_said_plainly_and_small_tests_say_what_they_c
 def test_a_difference_that_rests_on_a_class_of_a_few_test_rows_is_said_so():
     """Macro-F1 weighs a 6-row class like a 100-row one: a model that misses it loses 0.2 over five classes, a
     'significant' difference decided by six rows. The report then gives the comparison over the larger classes."""
-    from pipeline.core.stats import macro_f1_fn, paired_comparison
-    from pipeline.stages.evaluate import data_notes, small_class_check
+    from pipeline.core.metrics import macro_f1_fn
+    from pipeline.core.report import data_notes
+    from pipeline.core.stats import paired_comparison, small_class_check
 
     rng = np.random.default_rng(3)
     y = np.concatenate([np.repeat(np.arange(4), 100), np.full(6, 4)])

@@ -155,7 +155,8 @@ def test_teacher_logits_blends_the_baseline_in_as_set_and_the_student_records_it
     them and its lineage names the blend."""
     import numpy as np
 
-    from pipeline.core.blend import blend, log_softmax
+    from pipeline.core.blend import blend
+    from pipeline.core.metrics import log_softmax
     from pipeline.core.modeling import load_classifier, load_tokenizer, predict_logits
     from pipeline.stages import baseline, teacher_logits
 
