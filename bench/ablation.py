@@ -1,10 +1,10 @@
 """Ablation of the data stages: do augmentation and rebalancing improve the teacher *on this data*?
 
-    python bench/ablation.py                         # the bundled SMS data and the tweet set (about 40 min, 2 cores)
-    python bench/ablation.py --datasets sms          # one dataset
-    python bench/ablation.py --raw data/raw/mine.csv --text-column review --label-column stars   # your data
-    python bench/ablation.py --grid full             # every augmentation x rebalance combination (12 cells)
-    python bench/ablation.py --grid imbalance        # no rebalancing vs oversampling vs class-weighted loss
+    python -m bench.ablation                         # the bundled SMS data and the tweet set (about 40 min, 2 cores)
+    python -m bench.ablation --datasets sms          # one dataset
+    python -m bench.ablation --raw data/raw/mine.csv --text-column review --label-column stars   # your data
+    python -m bench.ablation --grid full             # every augmentation x rebalance combination (12 cells)
+    python -m bench.ablation --grid imbalance        # no rebalancing vs oversampling vs class-weighted loss
 
 Every cell runs the real stage modules (`python -m pipeline.<stage>`, exactly what `dvc repro` runs) on the same
 raw file with the same seed, changing only the cell's params, and trains the teacher for a fixed number of steps.
@@ -24,7 +24,6 @@ import csv
 import importlib.util
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,14 +33,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison  # noqa: E402
+from bench.common import OUT, ROOT
+from pipeline.core.metrics import macro_f1_fn
+from pipeline.core.stats import metric_ci, paired_comparison
 
 AUG = {
     "none": {"synonym": {"enabled": False}, "back_translation": {"enabled": False}},

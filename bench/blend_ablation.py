@@ -1,9 +1,9 @@
 """Does the student gain from learning the teacher-baseline blend? A byo run (the student learns from the teacher
 alone, `distill.blend_baseline: 0`, the default) against a copy with `auto`, side by side on the same test rows.
 
-    python bench/blend_ablation.py run bundestag        # copies bench/work/byo/bundestag to bundestag-blend-auto,
+    python -m bench.blend_ablation run bundestag        # copies bench/work/byo/bundestag to bundestag-blend-auto,
                                                         # sets distill.blend_baseline auto, dvc repro (teacher cached)
-    python bench/blend_ablation.py report bundestag tweedekamer   # -> bench/results/BLEND.md, blend.json
+    python -m bench.blend_ablation report bundestag tweedekamer   # -> bench/results/BLEND.md, blend.json
 
 `run` copies the finished workspace (DVC cache included: train, baseline and the data stages stay cached) and
 reruns teacher_logits, distill, export and evaluate. `report` compares each pair's students (and int8 students)
@@ -23,11 +23,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import OUT, ROOT
+
 WORK = ROOT / "bench" / "work" / "byo"
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def run(name: str) -> None:
@@ -54,7 +52,8 @@ def predictions(repo: Path, model: str) -> pd.DataFrame:
 
 
 def compare(name: str) -> dict:
-    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.metrics import macro_f1_fn
+    from pipeline.core.stats import metric_ci, paired_comparison
 
     a, b = WORK / f"{name}-blend-auto", WORK / name
     blend = json.loads((a / "metrics" / "teacher_blend.json").read_text())
@@ -82,7 +81,7 @@ def report(names: list[str]) -> None:
     results = {n: compare(n) for n in names}
     (OUT / "blend.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
     lines = ["# The student's targets: the teacher alone, or blended with the TF-IDF baseline", "",
-             f"Written {machine()['date']} by `python bench/blend_ablation.py report {' '.join(names)}`. Each "
+             f"Written {machine()['date']} by `python -m bench.blend_ablation report {' '.join(names)}`. Each "
              "dataset: its byo run (README steps) with `distill.blend_baseline: auto` and with `0` (the teacher "
              "alone), the same teacher, baseline and split; test macro-F1 with 95% bootstrap CIs, differences paired "
              "on the same test rows (* = the CI excludes 0). 2 CPU cores. Neither student difference is "

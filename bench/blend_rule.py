@@ -1,6 +1,6 @@
 """What `distill.blend_baseline: auto` decides on byo runs made before it existed (their teacher and baseline kept).
 
-    python bench/blend_rule.py healthtweets-imbalanced ht2013 news-articles-1200   # -> bench/results/blend_rule.json
+    python -m bench.blend_rule healthtweets-imbalanced ht2013 news-articles-1200   # -> bench/results/blend_rule.json
 
 For each bench/work/byo/<name>: the teacher's logits and the baseline's probabilities on the validation rows, and
 `pipeline.core.blend.choose_weight` (what teacher_logits runs) on them. Where it adopts no weight, the student's
@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.core.blend import choose_weight  # noqa: E402
-from pipeline.core.modeling import load_baseline  # noqa: E402
-from pipeline.core.params import load_params  # noqa: E402
-from pipeline.stages.teacher_logits import baseline_proba, teacher_logits  # noqa: E402
+from bench.common import ROOT
+from pipeline.core.blend import choose_weight
+from pipeline.core.modeling import load_baseline
+from pipeline.core.params import load_params
+from pipeline.stages.teacher_logits import baseline_proba, teacher_logits
 
 OUT = ROOT / "bench" / "results" / "blend_rule.json"
 

@@ -1,7 +1,7 @@
 """Bring your own data, as a new user would: the README's steps on a fresh clone, then the results table.
 
-    python bench/byo.py run --name bundestag --raw bench/work/datasets/bundestag.csv [--set train.epochs=4 ...]
-    python bench/byo.py table                          # bench/results/DATASETS.md from every finished run
+    python -m bench.byo run --name bundestag --raw bench/work/datasets/bundestag.csv [--set train.epochs=4 ...]
+    python -m bench.byo table                          # bench/results/DATASETS.md from every finished run
 
 `run` clones this repository (its committed HEAD) into bench/work/byo/<name>, links the virtualenv, copies the file
 to data/raw/, points dvc.yaml's `raw` var at it, sets `clean.text_column: text`, `clean.label_column: label` and
@@ -17,16 +17,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import OUT, ROOT
+
 WORK = ROOT / "bench" / "work" / "byo"
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def sh(cmd: list[str], cwd: Path, log: Path, env: dict) -> int:
@@ -126,7 +124,7 @@ def table() -> str:
     from run import fmt_ci, fmt_diff, machine
 
     lines = ["# Results on real datasets, brought in with the README's steps", "",
-             f"Written {machine()['date']}; each row is `python bench/byo.py run …` (a fresh clone, the README's "
+             f"Written {machine()['date']}; each row is `python -m bench.byo run …` (a fresh clone, the README's "
              "steps, `dvc repro` with the defaults unless `--set` says otherwise) on 2 CPU cores. Macro-F1 on the "
              "test rows with 95% bootstrap CIs; differences are paired (same rows), * = the CI excludes 0. "
              "`params set: ['distill.blend_baseline=0']` is today's default (it was `auto` at those runs' commit; "

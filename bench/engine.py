@@ -1,6 +1,6 @@
 """Batch inference: the in-process path against Ray Data at 1 and 2 workers, side by side in one run.
 
-    python bench/engine.py [--model data/models/teacher] [--rows 0]     # bench/results/ENGINE.md + engine.json
+    python -m bench.engine [--model data/models/teacher] [--rows 0]     # bench/results/ENGINE.md + engine.json
 
 The teacher's logits over the training split (what the teacher_logits stage computes), and the int8 student's
 over the same rows (what `finetune predict` computes): wall time and rows/s for each path, and whether the Ray
@@ -13,15 +13,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
+from bench.common import OUT, ROOT
 
 
 def main() -> None:
@@ -35,7 +31,7 @@ def main() -> None:
 
     from pipeline.core.engine import RayEngine
     from pipeline.core.io import read_table
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
     texts = read_table(ROOT / "data" / "processed" / "train.parquet")["text"].tolist()
     texts = texts[:args.rows] if args.rows else texts
@@ -46,13 +42,13 @@ def main() -> None:
     for model in args.models:
         runs = {}
         t0 = time.perf_counter()
-        local = Scorer(ROOT / model).logits(texts, args.batch_size)
+        local = open_model(ROOT / model).logits(texts, args.batch_size)
         runs["in-process"] = time.perf_counter() - t0
         same = {}
         for workers in (1, 2):
             engine = RayEngine(workers=workers)
             t0 = time.perf_counter()
-            got = Scorer(ROOT / model, engine=engine).logits(texts, args.batch_size)
+            got = open_model(ROOT / model, engine=engine).logits(texts, args.batch_size)
             runs[f"ray, {workers} worker{'s' if workers > 1 else ''}"] = time.perf_counter() - t0
             same[workers] = bool(np.array_equal(local, got))
         result["models"][model] = {"seconds": {k: round(v, 1) for k, v in runs.items()},
@@ -62,7 +58,7 @@ def main() -> None:
     ray.shutdown()
     (OUT / "engine.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Batch inference: in-process vs Ray Data", "", f"Machine: {result['machine']}. "
-             f"`python bench/engine.py`: logits of {result['rows']:,} training rows, batch {args.batch_size}; "
+             f"`python -m bench.engine`: logits of {result['rows']:,} training rows, batch {args.batch_size}; "
              "Ray's times include starting the actors and loading the model in each.", "",
              "| model | path | seconds | rows/s | byte-identical to in-process |", "|---|---|---|---|---|"]
     for model, m in result["models"].items():

@@ -1,6 +1,6 @@
 """k folds of one dataset, each a whole `bench/byo.py` run (`--set split.fold=f`), pooled as `finetune kfold` pools.
 
-    python bench/kfold_runs.py --name healthtweets-imbalanced bench/work/byo/healthtweets-imbalanced \
+    python -m bench.kfold_runs --name healthtweets-imbalanced bench/work/byo/healthtweets-imbalanced \
         bench/work/byo/healthtweets-imbalanced-fold1 bench/work/byo/healthtweets-imbalanced-fold2
 
 `finetune kfold` runs the folds as DVC experiments in one workspace; here each fold is a fresh clone that followed
@@ -17,11 +17,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from byo import commit_of  # noqa: E402
-from run import OUT, fmt_ci, fmt_diff, measured, record  # noqa: E402  (bench/run.py: offline env, sys.path)
-
-from pipeline.commands.kfold import PREDICTIONS, load_folds, pool  # noqa: E402
+from bench.byo import commit_of
+from bench.common import OUT, fmt_ci, fmt_diff, measured, record
+from pipeline.commands.kfold import load_folds, pool
+from pipeline.core.project import workspace
 
 
 def fold_info(folder: Path) -> dict:
@@ -32,7 +31,7 @@ def fold_info(folder: Path) -> dict:
 
 def markdown(results: dict) -> str:
     lines = ["# k-fold: one dataset's comparisons on disjoint test folds", "", measured(results["machine"]) + ".", "",
-             "Written by `python bench/kfold_runs.py`. Each fold is a whole `bench/byo.py` run of the same raw file "
+             "Written by `python -m bench.kfold_runs`. Each fold is a whole `bench/byo.py` run of the same raw file "
              "(a fresh clone, the README's steps, `dvc repro`) with `split.fold` set, so the folds test disjoint "
              "rows; their test predictions are pooled by `finetune kfold --pool`'s code. Macro-F1 with 95% "
              "bootstrap CIs over the pooled rows; differences paired (* = the CI excludes 0).", ""]
@@ -70,7 +69,7 @@ def main() -> None:
     seeds = {yaml.safe_load((f / "params.yaml").read_text())["seed"] for f in args.folders}
     if len(seeds) != 1:
         raise SystemExit(f"the folds use different seeds {seeds}: their test rows are not disjoint folds")
-    pooled = pool(*load_folds([f / PREDICTIONS for f in args.folders]))
+    pooled = pool(*load_folds([f / workspace(f).path("evaluate", "predictions") for f in args.folders]))
     row = {"runs": [fold_info(f) for f in args.folders], "pooled": pooled, "note": args.note}
     sys.stdout.write(record(OUT, "kfold", args.name, row, markdown))
 

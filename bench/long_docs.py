@@ -1,6 +1,6 @@
 """Long documents: does reading past the first 128 tokens pay, and how should a long text be cut?
 
-    python bench/long_docs.py --project /path/to/project   # a project where `dvc repro` has run on long texts
+    python -m bench.long_docs --project /path/to/project   # a project where `dvc repro` has run on long texts
 
 Trains the teacher again with the project's own params and data (its train/val split, seed, epochs), changing only
 how much of each text it reads — 128 tokens from the start (the old default), `max_length_cap` tokens from the start
@@ -20,8 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, ROOT, fmt_ci, fmt_diff, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
+from bench.common import OUT, ROOT, fmt_ci, fmt_diff, measured, record, teacher_predictions
 
 VARIANTS = {
     "head 128": {"max_length": 128, "truncation": "head"},
@@ -57,8 +56,9 @@ def main() -> None:
                                      "project: scored too, for CIs a small test split cannot give")
     ap.add_argument("--unseen-rows", type=int, default=1000)
     args = ap.parse_args()
+    from pipeline.core.metrics import macro_f1_fn
     from pipeline.core.modeling import lineage_max_length, lineage_truncation
-    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.stats import metric_ci, paired_comparison
 
     project = Path(args.project).resolve()
     name = args.name or project.name
@@ -103,7 +103,7 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     lines = ["# Long documents: how much of each text the teacher reads", "",
-             f"{measured(results['machine'])}. Produced by `python bench/long_docs.py --project <folder>`; each "
+             f"{measured(results['machine'])}. Produced by `python -m bench.long_docs --project <folder>`; each "
              "variant is the teacher trained with the project's own params and split, changing only its reading.",
              ""]
     for ds, r in results["datasets"].items():

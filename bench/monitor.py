@@ -1,12 +1,12 @@
 """`finetune monitor`'s false alarms and power, measured on the pipeline's own model and data.
 
-    python bench/monitor.py [--draws 200] [--window 200] [--alpha 0.01]
+    python -m bench.monitor [--draws 200] [--window 200] [--alpha 0.01]
 
 After `dvc repro` (models/student-onnx, embedded by models/student; reference: the test split). False alarms:
 `--draws` windows of `--window` rows drawn (seeded) from the test split itself (a replay: the window's rows are left
 out of the reference) and from the validation split (unseen rows of the same distribution); the share of windows
 with a drift verdict, overall and per check, against the `--alpha` it claims. Power: windows from real shifts —
-a spam campaign (70% spam among real SMS rows), health-news tweets (bench/datasets.py), long news articles and
+a spam campaign (70% spam among real SMS rows), health-news tweets (bench/corpora.py), long news articles and
 German parliament speeches — at several window sizes, the share that fires. Writes bench/results/monitor.json and
 MONITOR.md, with the machine.
 """
@@ -16,17 +16,12 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import OUT, ROOT
 
 
 def main() -> None:
@@ -37,15 +32,15 @@ def main() -> None:
     ap.add_argument("--power-draws", type=int, default=20)
     args = ap.parse_args()
 
-    from datasets import build  # bench/datasets.py
-
-    from pipeline.commands.monitor import find_embedder, run_checks
+    from bench.corpora import build
+    from pipeline.commands.monitor import find_embedder
     from pipeline.core.io import read_table
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.monitoring import run_checks
+    from pipeline.core.scoring import open_model
 
     model = ROOT / "models" / "student-onnx"
-    scorer = Scorer(model)
-    embedder = find_embedder(model, scorer, None)
+    scorer = open_model(model)
+    embedder = find_embedder(scorer, None)
     test = read_table(ROOT / "data" / "processed" / "test.parquet")
     val = read_table(ROOT / "data" / "processed" / "val.parquet")
     train = read_table(ROOT / "data" / "processed" / "train.parquet")["text"].tolist()
@@ -106,7 +101,7 @@ def write_md(r: dict) -> None:
     lines = ["# Monitor: false alarms and power", "",
              f"Machine: {r['machine']}; run {r.get('date', 'undated')}. "
              f"Model `{r['model']}` (embeddings: `{r['embedder']}`); reference: the test "
-             f"split. Written by `python bench/monitor.py`. alpha {r['alpha']} over all checks.", "",
+             f"split. Written by `python -m bench.monitor`. alpha {r['alpha']} over all checks.", "",
              "## False alarms: windows drawn like the test rows", "",
              "| traffic | window | draws | runs reporting drift | rate (claim: ≤ alpha) | which checks fired |",
              "|---|---|---|---|---|---|"]

@@ -1,6 +1,6 @@
 """Two students of one teacher, row by row: is B better than A, or is the gap noise?
 
-    python bench/paired.py --name "tweets, 10k sample" --data /path/to/data/processed \
+    python -m bench.paired --name "tweets, 10k sample" --data /path/to/data/processed \
         --teacher /path/to/teacher --label hidden_weight \
         --pair "1 layer=/path/to/student_without,/path/to/student_with" --pair ...
 
@@ -14,18 +14,17 @@ bench/results/paired.json under `--label` and `--name`, and the table to bench/r
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, machine  # noqa: E402  (bench/run.py also sets the offline environment and sys.path)
-from students import teacher_args  # noqa: E402
+from bench.common import OUT, machine
+from bench.students import teacher_args
 
 
 def compare(teacher: str, data: Path, pairs: dict[str, tuple[str, str]], seed: int = 42) -> list[dict]:
     from pipeline.core.io import read_table
+    from pipeline.core.metrics import macro_f1_fn
     from pipeline.core.modeling import load_classifier, load_tokenizer, predict_logits
-    from pipeline.core.stats import macro_f1_fn, paired_comparison
+    from pipeline.core.stats import paired_comparison
 
     cfg = load_classifier(teacher).config
     names = [cfg.id2label[i] for i in range(cfg.num_labels)]

@@ -1,6 +1,6 @@
 """Two whole runs of the same data, before and after a change: each model's test macro-F1, paired on the same rows.
 
-    python bench/paired_runs.py --before bench/work/byo/bundestag-pre-floor --after bench/work/byo/bundestag \
+    python -m bench.paired_runs --before bench/work/byo/bundestag-pre-floor --after bench/work/byo/bundestag \
         --change "early stopping not before min_steps" [--name bundestag]
 
 Both folders are `bench/byo.py` workspaces of one raw file at the same seed, so clean, split and the test rows are
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, fmt_diff, measured, record  # noqa: E402  (bench/run.py: offline env, sys.path)
-
-from pipeline.core.stats import macro_f1_fn, paired_comparison  # noqa: E402
+from bench.common import OUT, fmt_diff, measured, record
+from pipeline.core.metrics import macro_f1_fn
+from pipeline.core.stats import paired_comparison
 
 
 def predictions(folder: Path) -> pd.DataFrame:
@@ -58,7 +57,7 @@ def compare(before: Path, after: Path) -> dict:
 
 def markdown(results: dict) -> str:
     lines = ["# Paired runs: the same data before and after a change", "", measured(results["machine"]) + ".", "",
-             "Written by `python bench/paired_runs.py`. Each entry compares two whole `bench/byo.py` runs of one raw "
+             "Written by `python -m bench.paired_runs`. Each entry compares two whole `bench/byo.py` runs of one raw "
              "file (same seed, so the same test rows): test macro-F1 after minus before for each model, paired "
              "bootstrap 95% CI (* = excludes 0), and the teacher − baseline margin in each run.", ""]
     for name, r in results["datasets"].items():

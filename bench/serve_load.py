@@ -1,6 +1,6 @@
 """`finetune serve` under load: dynamic batching against one-request-at-a-time scoring, side by side in one run.
 
-    python bench/serve_load.py [--model models/student-onnx] [--seconds 20] [--clients 1 16 64]
+    python -m bench.serve_load [--model models/student-onnx] [--seconds 20] [--clients 1 16 64]
 
 For each server (the server before this work: each request scored alone in a 16-thread pool on uvicorn's
 pure-Python h11 parser and asyncio loop; the same on httptools + uvloop, `--max-batch 0`; the default: dynamic
@@ -13,7 +13,7 @@ and after. Last, what batching does to the answers: every test text scored alone
 and in batches of --max-batch (as the batcher groups them), label agreement and the largest probability change.
 Writes bench/results/serve_load.json and SERVE.md.
 
-    python bench/serve_load.py overhead [--workers 1 2] [--rounds 8] [--round-seconds 5]
+    python -m bench.serve_load overhead [--workers 1 2] [--rounds 8] [--round-seconds 5]
 
 The prediction log's cost alone: servers with and without `--log-dir` up at once, the client alternating between
 them round by round (bench/results/serve_log_overhead.json, a section of SERVE.md).
@@ -31,9 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT))
+from bench.common import OUT, ROOT
 
 
 async def _load(url: str, texts: list[str], clients: int, seconds: float) -> dict:
@@ -150,9 +148,9 @@ def answers(model: str, texts: list[str], max_batch: int) -> dict:
     """Each text alone vs in consecutive groups of max_batch (what the batcher does under load)."""
     import numpy as np
 
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
-    scorer = Scorer(model)
+    scorer = open_model(model)
     norm, status = scorer.normalise(texts)
     ok = [norm[i] for i, s in enumerate(status) if s == "ok"]
     alone = np.concatenate([scorer.proba([t]) for t in ok])
@@ -199,12 +197,12 @@ def log_overhead(model: str, texts: list[str], workers: int, clients: int, round
 
 def model_ceiling(model: str, texts: list[str], seconds: float = 5.0) -> dict:
     """The model alone, no HTTP: texts/s when it is called with 1, 16 or 64 texts at a time (OnnxClassifier.logits,
-    which sorts and cuts batches as serve does), and Scorer.score with one text (normalising and the result dicts
+    which sorts and cuts batches as serve does), and PackagedModel.score with one text (normalising and the result dicts
     included). The most any server on this machine could answer, whatever its HTTP cost."""
-    from pipeline.core.scoring import Scorer
+    from pipeline.core.scoring import open_model
 
-    scorer = Scorer(model)
-    onnx = scorer._onnx
+    scorer = open_model(model)
+    onnx = scorer.onnx
     onnx.logits(texts[:64])
     out: dict = {}
     for name, per_call, fn in (("logits, 1 text per call", 1, onnx.logits),
@@ -312,7 +310,7 @@ def write_md(r: dict) -> None:
     names = list(r["servers"])
     lines = ["# Serving under load: dynamic batching vs one request at a time", "",
              f"Machine: {r['machine']}; run {r.get('date', 'undated')}. "
-             f"Model: `{r['model']}`. Written by `python bench/serve_load.py`; both servers "
+             f"Model: `{r['model']}`. Written by `python -m bench.serve_load`; both servers "
              f"in one run, {r['seconds_per_run']} s per client count; the client is a second process (asyncio + "
              "aiohttp) keeping that many one-text requests in flight.", "",
              "| clients | server | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
@@ -342,7 +340,7 @@ def write_md(r: dict) -> None:
         before = r["servers"][names[0]]["load"]
         at16 = next((x["requests_per_s"] for x in before if x["clients"] == 16), None)
         lines += ["## The ceiling: the model alone", "",
-                  f"`python bench/serve_load.py ceiling` (machine: {c['machine']}; run {c.get('date', 'undated')}): "
+                  f"`python -m bench.serve_load ceiling` (machine: {c['machine']}; run {c.get('date', 'undated')}): "
                   f"texts/s of `{c['model']}` called "
                   "in-process, no HTTP, no client sharing the cores.", "", "| call | texts/s |", "|---|---|"]
         lines += [f"| {k} | {v:,} |" for k, v in c["texts_per_s"].items()]
@@ -356,7 +354,7 @@ def write_md(r: dict) -> None:
     if overhead_file.is_file():
         o = json.loads(overhead_file.read_text())
         lines += ["", "## What the prediction log costs", "",
-                  f"`python bench/serve_load.py overhead` (machine: {o['machine']}; run {o['date']}): the same server "
+                  f"`python -m bench.serve_load overhead` (machine: {o['machine']}; run {o['date']}): the same server "
                   f"with and without `--log-dir`, both up at once, {o['clients']} clients alternating between them "
                   f"in {o['rounds']} pairs of {o['round_seconds']:g}-second rounds (A B, B A, ...), so a machine "
                   "that slows during the run slows both alike.", "",

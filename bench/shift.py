@@ -1,13 +1,13 @@
 """Monitor's worked example: a model trained on 2013's health tweets meets 2014's, then learns from labelled rows.
 
-    python bench/datasets.py healthtweets-2013 healthtweets-2014
-    python bench/byo.py run --name ht2013 --raw bench/work/datasets/healthtweets-2013.csv   # the README's steps
-    python bench/shift.py prepare        # 2014 in two stratified halves: traffic (replayed) and shifted test rows
-    python bench/shift.py replay         # serve --log-dir in the workspace, the traffic replayed, the server stopped
-    python bench/shift.py monitor        # finetune monitor on the log, --to-label 200
-    python bench/shift.py arms           # copies of the workspace: the 200 chosen rows vs 200 random traffic
+    python -m bench.corpora healthtweets-2013 healthtweets-2014
+    python -m bench.byo run --name ht2013 --raw bench/work/datasets/healthtweets-2013.csv   # the README's steps
+    python -m bench.shift prepare        # 2014 in two stratified halves: traffic (replayed) and shifted test rows
+    python -m bench.shift replay         # serve --log-dir in the workspace, the traffic replayed, the server stopped
+    python -m bench.shift monitor        # finetune monitor on the log, --to-label 200
+    python -m bench.shift arms           # copies of the workspace: the 200 chosen rows vs 200 random traffic
                                          # rows, labelled from the held-back labels, `finetune ingest`, `dvc repro`
-    python bench/shift.py report         # each arm's int8 student and teacher on the shifted test rows; SHIFT.md
+    python -m bench.shift report         # each arm's int8 student and teacher on the shifted test rows; SHIFT.md
 
 Every step runs the product's own commands in the workspace bench/byo.py made (bench/work/byo/ht2013).
 `arms` builds `selected` and `--draws` random arms (3 by default, each its own draw: one draw alone cannot say
@@ -22,18 +22,17 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import OUT, ROOT
+
 WORK = ROOT / "bench" / "work"
 WS = WORK / "byo" / "ht2013"
 DATA = WORK / "datasets"
-OUT = ROOT / "bench" / "results"
 N_LABEL = 200
 
 
@@ -127,9 +126,9 @@ def arms(draws: int, only: list[str] | None = None) -> None:
 
 
 def report(draws: int) -> None:
-    sys.path.insert(0, str(ROOT))
-    from pipeline.core.scoring import Scorer
-    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.metrics import macro_f1_fn
+    from pipeline.core.scoring import open_model
+    from pipeline.core.stats import metric_ci, paired_comparison
 
     test = pd.read_csv(DATA / "ht2014-shifted-test.csv")
     base_test = pd.read_parquet(WS / "data" / "processed" / "test.parquet")
@@ -145,7 +144,7 @@ def report(draws: int) -> None:
     for arm in arms:
         ws = WS if arm == "base" else WS.with_name(f"ht2013-{arm}")
         for model, folder in (("student_onnx", "student-onnx"), ("teacher", "teacher")):
-            scorer = Scorer(ws / "models" / folder)
+            scorer = open_model(ws / "models" / folder)
             preds[model][arm] = np.array([idx[r["label"]] for r in scorer.score(test["text"].tolist())])
             if model == "student_onnx":
                 in_year[arm] = np.array([idx[r["label"]] for r in scorer.score(base_test["text"].tolist())])
@@ -187,7 +186,7 @@ def write_md(r: dict) -> None:
         return f"{x['delta']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]" + (" *" if x["significant"] else "")
 
     lines = ["# A real shift, and what 200 labelled rows buy", "",
-             f"Machine: {r['machine']}; run {r['date']}. Written by `python bench/shift.py report`; every arm built "
+             f"Machine: {r['machine']}; run {r['date']}. Written by `python -m bench.shift report`; every arm built "
              "by the product's own commands (`finetune ingest`, `dvc repro`) in a copy of the 2013 workspace. "
              f"Macro-F1 on the {r['shifted_test_rows']:,} shifted test rows (2014 tweets never served nor "
              "labelled), 95% bootstrap CIs; differences paired on the same rows, * = the CI excludes 0.", "",

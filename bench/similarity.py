@@ -1,6 +1,6 @@
 """How the default `augment.filter.min_similarity` was chosen: variant-vs-source similarity next to a null.
 
-    python bench/similarity.py                    # the bundled SMS data and the 3,000-row tweet sample
+    python -m bench.similarity                    # the bundled SMS data and the 3,000-row tweet sample
 
 For each dataset: generate the default variants with the filter off, score each against its source (cosine of
 the bundled sentence encoder), and score random pairs of *different* texts of the same class — what a variant
@@ -10,27 +10,19 @@ similarity band, to read. Writes bench/results/similarity.json.
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from ablation import tweets_raw  # noqa: E402
-
-from pipeline.core.io import read_raw_table  # noqa: E402
-from pipeline.core.params import (  # noqa: E402
+from bench.ablation import tweets_raw
+from bench.common import ROOT
+from pipeline.core.io import read_raw_table
+from pipeline.core.params import (
     load_params,
     replace,
 )
-from pipeline.stages.augment import EmbeddingSimilarity, augment, build_jobs  # noqa: E402
-from pipeline.stages.clean import clean  # noqa: E402
+from pipeline.stages.augment import EmbeddingSimilarity, augment, build_jobs
+from pipeline.stages.clean import clean
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5)
 NULL_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)

@@ -1,6 +1,6 @@
 """Student shapes side by side: each distilled student as torch and as int8 ONNX, against its torch teacher.
 
-    python bench/students.py --name sms --teacher data/models/teacher --data data/processed \
+    python -m bench.students --name sms --teacher data/models/teacher --data data/processed \
         --student default=data/models/student --student ffn384=/path/to/student ...
 
 Students come from `distill` runs with different params (`distill.layers`, `distill.intermediate_size`,
@@ -17,14 +17,11 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
+from bench.common import OUT, machine, torch_predictor
 from pipeline.core.params import replace
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, machine  # noqa: E402  (bench/run.py also sets the offline environment and sys.path)
 
 
 def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42,
@@ -32,10 +29,11 @@ def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42,
     import numpy as np
 
     from pipeline.core.io import read_table
-    from pipeline.core.modeling import classification_metrics, load_classifier, load_tokenizer, predict_logits
+    from pipeline.core.metrics import classification_metrics
+    from pipeline.core.modeling import load_classifier, load_tokenizer, predict_logits
     from pipeline.core.onnx_model import OnnxClassifier
     from pipeline.core.params import EvaluateParams, ExportParams
-    from pipeline.stages.evaluate import measure_speed, transformer_predictor
+    from pipeline.core.speed import measure_speed
     from pipeline.stages.export import export_one, selection_rows
 
     df = read_table(data / "test.parquet")
@@ -52,12 +50,11 @@ def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42,
 
     tok = load_tokenizer(teacher)
     f1_teacher = f1(predict_logits(model, tok, texts, 64, 128, device="cpu", progress=False))
-    predictors = {"teacher": transformer_predictor(model, tok, 128)}
+    predictors = {"teacher": torch_predictor(teacher)}
     rows: dict[str, dict] = {}
     tmp = Path(tempfile.mkdtemp())
     for name, folder in students.items():
-        s_model, s_tok = load_classifier(folder), load_tokenizer(folder)
-        cfg = s_model.config
+        cfg = load_classifier(folder).config
         quantize = (recipes or {}).get(name, p.quantize)  # a named recipe still has to pass the test-row bounds
         figures = export_one(Path(folder), tmp / name, texts, y, replace(p, quantize=quantize), selection)
         onnx = OnnxClassifier(tmp / name)
@@ -67,7 +64,7 @@ def measure(teacher: str, data: Path, students: dict[str, str], seed: int = 42,
                       "retained_torch": round(figures["macro_f1_torch"] / f1_teacher, 4),
                       "retained_onnx": round(figures["macro_f1_onnx"] / f1_teacher, 4),
                       "recipe": figures["recipe"], "size_mib_onnx": round(figures["size_bytes_onnx"] / 2**20, 1)}
-        predictors[f"{name}"] = transformer_predictor(s_model, s_tok, 128)
+        predictors[f"{name}"] = torch_predictor(folder)
         predictors[f"{name}_onnx"] = (lambda o: lambda b: o.logits(b, 32))(onnx)
     speed = measure_speed(predictors, texts, EvaluateParams(throughput_batches=10, latency_runs=90))
     t = speed["teacher"]

@@ -1,6 +1,6 @@
 """Small data: does training the teacher for a minimum number of optimiser steps pay, against the baseline?
 
-    python bench/teacher_steps.py --project /path/to/project [--unseen more-rows.csv]
+    python -m bench.teacher_steps --project /path/to/project [--unseen more-rows.csv]
 
 A project is a folder where `dvc repro` ran with `train.min_steps: 0` (3 epochs, the old default): its teacher is
 the reference. Each variant trains the teacher again with the project's own params, split and seed, changing only
@@ -22,8 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, ROOT, fmt_ci, fmt_diff, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
+from bench.common import OUT, ROOT, fmt_ci, fmt_diff, measured, record, teacher_predictions
 
 VARIANTS = {
     "min_steps 300": {"min_steps": 300, "max_epochs": 10},
@@ -83,8 +82,9 @@ def main() -> None:
     ap.add_argument("--unseen")
     ap.add_argument("--unseen-rows", type=int, default=1000)
     args = ap.parse_args()
+    from pipeline.core.metrics import macro_f1_fn
     from pipeline.core.params import load_params
-    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.stats import metric_ci, paired_comparison
     from pipeline.stages.baseline import build, resolve_analyzer
 
     project = Path(args.project).resolve()
@@ -139,7 +139,7 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     lines = ["# Small data: a minimum number of optimiser steps for the teacher", "",
-             f"{measured(results['machine'])}. Produced by `python bench/teacher_steps.py --project <folder>`; each "
+             f"{measured(results['machine'])}. Produced by `python -m bench.teacher_steps --project <folder>`; each "
              "variant is the teacher trained with the project's own params and split, changing only "
              "`train.min_steps`/`train.max_epochs` (early stopping on validation as always). * = the 95% CI of the "
              "paired difference excludes 0.", ""]

@@ -1,6 +1,6 @@
 """Does `finetune tune` pay? Its chosen teacher against the reference (the params as they were), on test rows.
 
-    python bench/tune_gain.py --project bench/work/byo/<name> --trials 4
+    python -m bench.tune_gain --project bench/work/byo/<name> --trials 4
 
 Runs `python -m pipeline.commands.tune --trials N` in the project (a folder where `dvc repro` has run), which decides on
 validation rows only. Then, outside the decision, this bench restores the reference trial and the best trial in
@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import OUT, measured, record, teacher_predictions  # noqa: E402  (bench/run.py: offline env, sys.path)
+from bench.common import OUT, measured, record, teacher_predictions
 
 
 def test_predictions(project: Path) -> tuple:
@@ -39,7 +38,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    from pipeline.core.stats import macro_f1_fn, metric_ci, paired_comparison
+    from pipeline.core.metrics import macro_f1_fn
+    from pipeline.core.stats import metric_ci, paired_comparison
 
     project = Path(args.project).resolve()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -64,7 +64,7 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     lines = ["# Does tuning the teacher pay?", "",
-             f"{measured(results['machine'])}, by `python bench/tune_gain.py --project <folder> --trials N`. "
+             f"{measured(results['machine'])}, by `python -m bench.tune_gain --project <folder> --trials N`. "
              "`finetune tune` decides on validation rows only; the test columns are this bench's, after the "
              "decision.", "",
              "| dataset | trials (val macro-F1) | best − reference on validation [lower bound] | adopted | "

