@@ -60,7 +60,22 @@ def test_every_stage_depends_on_exactly_the_modules_it_imports():
         listed = {d for d in stage["deps"] if str(d).startswith("pipeline/")}
         assert listed == needed, (f"dvc.yaml stage {name!r}: missing {sorted(needed - listed)}, "
                                   f"not imported {sorted(listed - needed)}")
-    assert len(stages) >= 10
+
+
+def test_the_graph_is_the_product_s_pipeline():
+    """Each stage reads what the stage before it writes: the README's diagram, edge by edge, from dvc.yaml."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    writer = {}
+    for name, stage in stages.items():
+        for out in stage.get("outs", []):
+            writer[str(next(iter(out)) if isinstance(out, dict) else out)] = name
+    edges = {(writer[str(d)], name) for name, stage in stages.items() for d in stage["deps"] if str(d) in writer}
+    chain = ["clean", "audit", "augment", "rebalance", "split", "train", "teacher_logits", "distill", "export",
+             "evaluate"]
+    expected = set(zip(chain, chain[1:])) | {("split", "baseline"), ("baseline", "evaluate"),
+                                              ("baseline", "teacher_logits")}
+    assert set(stages) == set(chain) | {"baseline"}
+    assert expected <= edges, sorted(expected - edges)
 
 
 def test_imports_flow_one_way_and_never_in_a_circle():

@@ -106,9 +106,26 @@ def repo(tmp_path_factory, env, raw_sms) -> Path:
 def test_full_pipeline_outputs(repo):
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     speed = json.loads((repo / "metrics" / "speed.json").read_text())
+    from pipeline.commands.kfold import load_folds, pool
+    from pipeline.commands.lineage import scores
+    from pipeline.core.project import workspace
+
+    # One macro-F1: what `lineage diff` and `finetune kfold` compute from the written predictions is eval.json's.
+    written = workspace(repo).path("evaluate", "predictions")
+    preds = pd.read_parquet(written)
+    folds, names = load_folds([written])
+    first = set(preds.loc[preds["model"] == "teacher", "id"].sort_values().iloc[::2])
+    halves = [folds[0][folds[0]["id"].isin(first)].assign(fold="a"),
+              folds[0][~folds[0]["id"].isin(first)].assign(fold="b")]  # the same rows as two disjoint folds
+    pooled = pool(halves, names, n_resamples=50)
     for name in ("teacher", "student", "student_onnx", "baseline"):
         m = metrics[name]
-        assert 0 <= m["macro_f1"] <= 1 and set(m["per_class"]) == {"ham", "spam"}
+        rows = preds[preds["model"] == name]
+        f1, acc = scores(rows["label"], rows["prediction"], names)
+        assert f1 == pytest.approx(m["macro_f1"], abs=1e-12) and acc == pytest.approx(m["accuracy"], abs=1e-12)
+        assert pooled["models"][name]["value"] == round(m["macro_f1"], 4), (name, pooled["models"][name])
+        assert len(rows) == metrics["comparisons"]["teacher_vs_baseline"]["rows"]
+        assert set(m["per_class"]) == {"ham", "spam"}
         ci = m["macro_f1_ci"]
         assert ci["ci_low"] <= ci["value"] == round(m["macro_f1"], 4) <= ci["ci_high"]
         assert speed[name]["cpu_samples_per_s_batch"] > 0 and m["size_bytes"] > 0
@@ -117,7 +134,11 @@ def test_full_pipeline_outputs(repo):
     cmp = metrics["comparisons"]["teacher_vs_baseline"]
     assert cmp["ci_low"] <= cmp["delta"] <= cmp["ci_high"] and 0 <= cmp["mcnemar"]["p_value"] <= 1
     report = (repo / "metrics" / "REPORT.md").read_text()
-    assert "teacher" in report and "McNemar" in report
+    for name in ("teacher", "student", "student_onnx", "baseline"):  # each row says eval.json's figure
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+        ci = metrics[name]["macro_f1_ci"]
+        assert row.split("|")[2].strip() == f"{ci['value']:.4f} [{ci['ci_low']:.4f}, {ci['ci_high']:.4f}]", row
+    assert f"{cmp['delta']:+.4f} [{cmp['ci_low']:+.4f}, {cmp['ci_high']:+.4f}]" in report and "McNemar" in report
     # The student learned from the teacher blended with the baseline: scored as such, compared, and said.
     blend = json.loads((repo / "metrics" / "teacher_blend.json").read_text())
     assert blend["baseline_weight"] == 0.3 and metrics["teacher_blend"]["baseline_weight"] == 0.3
