@@ -111,7 +111,7 @@ def test_full_pipeline_outputs(repo):
     from pipeline.core.project import workspace
 
     # One macro-F1: what `lineage diff` and `finetune kfold` compute from the written predictions is eval.json's.
-    written = workspace(repo).path("evaluate", "predictions")
+    written = repo / workspace(repo).path("evaluate", "predictions")
     preds = pd.read_parquet(written)
     folds, names = load_folds([written])
     first = set(preds.loc[preds["model"] == "teacher", "id"].sort_values().iloc[::2])
