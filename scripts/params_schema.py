@@ -1,7 +1,9 @@
-"""Write params.schema.json and docs/params.md from the params models (pipeline/core/params.py), the one source.
+"""Write params.yaml, params.schema.json and docs/params.md from the params models (pipeline/core/params.py), the
+one source: params.yaml's values are the code's defaults and its comments are the schema's descriptions, so neither
+can drift from the code.
 
-    python scripts/params_schema.py            # after changing a param
-    python scripts/params_schema.py --check    # exit 1 if either file is out of date (the tests run this)
+    python scripts/params_schema.py            # after changing a param's default or description
+    python scripts/params_schema.py --check    # exit 1 if any of the three is out of date (the tests run this)
 
 params.yaml's first line points editors at the schema (`# yaml-language-server: $schema=params.schema.json`), so
 they complete keys and flag unknown ones, wrong types and out-of-range values as you type.
@@ -10,16 +12,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.core.params import schema  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from pipeline.core.params import Params, schema  # noqa: E402
 
 SCHEMA = ROOT / "params.schema.json"
 DOC = ROOT / "docs" / "params.md"
+PARAMS = ROOT / "params.yaml"
+WIDTH = 120
+COMMENT_COLUMN = 26
+
+PARAMS_HEADER = """# yaml-language-server: $schema=params.schema.json
+# Hyper-parameters only; paths live in dvc.yaml. Every key is typed and checked at load (pipeline/core/params.py):
+# an unknown key, a wrong type or an out-of-range value fails every stage at start-up, naming the key.
+# The values are the code's defaults and the comments the schema's descriptions (scripts/params_schema.py writes
+# this file; docs/params.md is the same as a table). Change a value here or for one run: dvc exp run -S key=value
+"""
 
 INTRO = """# Params
 
@@ -31,7 +47,9 @@ every stage at start-up with the key's name (`params.yaml: train.learning_rate: 
 `finetune check` lists every such problem of the whole file at once (DVC skips stages whose own params did not
 change, so a typo under `train:` would otherwise surface only when `train` runs).
 
-The defaults below are the code's and exactly what the shipped `params.yaml` says (a test compares every key). The
+The defaults below are the code's, and the shipped `params.yaml` is written from the same models by
+`scripts/params_schema.py`: its values are these defaults and its comments these descriptions (a test fails when
+either drifts). The
 file's JSON Schema, `params.schema.json`, gives editors completion and checking as you type (its first line,
 `# yaml-language-server: $schema=params.schema.json`, points them at it). Change a value for one run with
 `dvc exp run -S train.learning_rate=5e-5`.
@@ -94,9 +112,91 @@ def markdown(s: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _scalar(v: object) -> str:
+    """One YAML scalar as a person writes it; yaml.safe_load reads it back as the same value and type."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v and abs(v) < 1e-2:
+        mantissa, exponent = f"{v:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"  # 1.0e-4: PyYAML needs the dot to read it as a number
+    if isinstance(v, (int, float)):
+        return repr(v)
+    v = str(v)
+    plain = re.fullmatch(r"[A-Za-z_][\w./ -]*[\w./]|[A-Za-z_]", v) and v.lower() not in (
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~")
+    return v if plain else json.dumps(v, ensure_ascii=False)
+
+
+def _flow(v: object) -> str:
+    if isinstance(v, BaseModel):
+        v = v.model_dump(exclude_unset=True)  # a list entry says only the keys it sets
+    if isinstance(v, dict):
+        # Numeric keys stay numbers, as a user writes a 0/1 label column's names: {0: ham, 1: spam}.
+        key = lambda k: str(k) if re.fullmatch(r"-?\d+", str(k)) else _scalar(k)  # noqa: E731
+        return "{" + ", ".join(f"{key(k)}: {_flow(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_flow(x) for x in v) + "]"
+    return _scalar(v)
+
+
+def _comment(p: dict) -> str:
+    """A key's description, led by its alternatives when the schema has a fixed set the description does not list."""
+    desc = " ".join((p.get("description") or "").split())
+    choices = [json.dumps(c)[1:-1] if isinstance(c, str) else json.dumps(c)
+               for x in p.get("anyOf", [p]) for c in x.get("enum", [x["const"]] if "const" in x else [])]
+    if len(choices) > 1 and not all(re.search(rf"\b{re.escape(c)}\b", desc) for c in choices):
+        desc = " | ".join(choices) + (f". {desc}" if desc else "")
+    return desc
+
+
+def _line(head: str, comment: str) -> list[str]:
+    """`head` with its comment wrapped to WIDTH, continued in the comment column (below it for a long head)."""
+    if not comment:
+        return [head]
+    column = max(COMMENT_COLUMN, len(head) + 2)
+    first, rest = head.ljust(column), " " * column
+    if column > WIDTH - 40:
+        indent = " " * (len(head) - len(head.lstrip()))
+        first, rest, column = None, indent, len(indent)
+    lines = textwrap.wrap(comment, WIDTH - column - 2, break_on_hyphens=False)
+    body = [rest + "# " + w for w in lines[1:]]
+    return [first + "# " + lines[0], *body] if first else [head, rest + "# " + lines[0], *body]
+
+
+def params_yaml(s: dict) -> str:
+    """params.yaml: every key at its code default, commented with its description."""
+    defs = s["$defs"]
+    out = [PARAMS_HEADER.rstrip("\n")]
+
+    def section(model: BaseModel, props: dict, indent: int) -> None:
+        own = [k for k in type(model).__annotations__ if k in props]  # a section's own keys before inherited ones
+        for key, p in sorted(props.items(), key=lambda kv: kv[0] not in own):
+            value, pad = getattr(model, key), " " * indent
+            ref = p.get("$ref")
+            if isinstance(value, BaseModel) and ref:
+                sub = defs[ref.rsplit("/", 1)[1]]
+                out.extend(_line(f"{pad}{key}:", _comment(p) or (sub.get("description") or "").split("\n\n")[0]))
+                section(value, sub["properties"], indent + 2)
+            elif isinstance(value, (list, tuple)) and value and isinstance(value[0], BaseModel):
+                out.extend(_line(f"{pad}{key}:", _comment(p)))
+                for item in value:
+                    pairs = list(item.model_dump(exclude_unset=True).items())
+                    for i, (k, x) in enumerate(pairs):
+                        out.append(f"{pad}  {'- ' if i == 0 else '  '}{k}: {_flow(x)}")
+            else:
+                out.extend(_line(f"{pad}{key}: {_flow(value)}", _comment(p)))
+            if indent == 0:
+                out.append("")
+
+    section(Params(), s["properties"], 0)
+    return "\n".join(out).rstrip() + "\n"
+
+
 def outputs() -> dict[Path, str]:
     s = schema()
-    return {SCHEMA: json.dumps(s, indent=2, ensure_ascii=False) + "\n", DOC: markdown(s)}
+    return {SCHEMA: json.dumps(s, indent=2, ensure_ascii=False) + "\n", DOC: markdown(s), PARAMS: params_yaml(s)}
 
 
 def main() -> None:

@@ -170,7 +170,8 @@ class DistillParams(FitParams):
     min_val_f1_ratio: float = Field(0.98, gt=0, le=1, description=(
         "judged on the paired-bootstrap lower bound at selection_confidence (one-sided), with no class "
         "significantly worse than the teacher's (docs/your-data.md)"))
-    selection_confidence: float = Field(0.9, ge=0.5, lt=1)
+    selection_confidence: float = Field(0.9, ge=0.5, lt=1, description=(
+        "one-sided confidence of the paired-bootstrap bounds that choose a student (and a blend weight)"))
     blend_baseline: Union[Annotated[float, Field(ge=0, le=1)], Literal["auto"]] = Field(0.0, description=(
         "the TF-IDF baseline's weight in the student's targets (log-linear blend with the teacher); 0 = the "
         "teacher alone. auto: chosen on validation rows, kept only when its log-loss gain is beyond noise "
@@ -227,7 +228,8 @@ class ExportParams(Section):
     teacher: bool = Field(False, description="also export the teacher")
     quantize: Literal["auto", "int8", "int8_ffn_fp32", "int8_matmul_ffn_fp32", "none"] = Field(
         "auto", description="auto: the smallest int8 recipe that keeps the torch labels on the selection rows and "
-                            "passes the test bounds, else fp32 | a recipe by name | none (fp32)")
+                            "passes the test bounds, else fp32; a recipe by name: that one; none: fp32 "
+                            "(bench/results/export-and-students.md)")
     selection_rows: int = Field(2000, ge=1, description="validation rows, topped up with training rows (never test "
                                                         "rows)")
     selection_agreement: float = Field(0.995, gt=0, le=1, description="share of selection rows on which a recipe "

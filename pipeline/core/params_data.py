@@ -124,7 +124,9 @@ class AuditParams(Section):
 
 
 class SynonymParams(Section):
-    """nlpaug SynonymAug over WordNet 3.0, POS from textblob's offline tagger."""
+    """nlpaug SynonymAug over WordNet 3.0, POS from textblob's offline tagger. Off by default, as back-translation:
+    the ablation found no gain from either on two datasets at 1k-3.6k training rows, and synonym swap significantly
+    worse at 1k (bench/results/ablation-notes.md). Measure yours before enabling."""
 
     enabled: bool = Field(False, description="off: the ablation found no gain (bench/results/ablation-notes.md)")
     variants: int = Field(1, ge=1, le=20, description="variants per source row")
