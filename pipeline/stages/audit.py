@@ -37,9 +37,8 @@ log = logging.getLogger(__name__)
 ISSUE_COLUMNS = ["rank", "id", "raw_row", "text", "label", "suggested_label", "label_quality"]
 PARALLEL_ROWS = 20_000  # below this, worker processes cost more than they save
 # Hash space for the n-grams before the most frequent `features` are kept: 4M buckets, so the kept n-grams
-# rarely share one. At 2^18 with every n-gram kept, 3,781 news articles' 753,000 distinct uni+bigrams shared the
-# buckets about three to one and the audit lost precision (F1 against injected errors 0.48, vs 0.55 for the first
-# audit's vocabulary; 0.54 now; bench/results/SCALE.md).
+# rarely share one. At 2^18 with every n-gram kept, a news corpus's uni+bigrams shared the buckets about three to
+# one and the audit found injected label errors less precisely (the figures: bench/results/SCALE.md).
 HASH_BUCKETS = 2**22
 
 

@@ -1,4 +1,4 @@
-"""augment: data/interim/clean.parquet -> data/interim/augmented.parquet (params: seed, augment).
+"""augment: data/interim/audited.parquet -> data/interim/augmented.parquet (params: seed, augment).
 
 Adds synonym-swap (nlpaug + WordNet, offline) and back-translation (Apertium offline, or any Hugging Face
 translation pair) variants of original rows, balance-aware: only classes below `minority_ratio` of the largest

@@ -16,7 +16,7 @@ With `distill.hidden_weight` > 0 the teacher also runs on every training batch, 
 
 a signal of hidden_size numbers per token instead of num_labels per text. Hidden-state matching is what lets very
 small students keep up (Sun et al. 2019, "Patient KD"; Jiao et al. 2020, TinyBERT); on a 3-class tweet corpus it
-took a 1-layer student from 96.5% to 98.4% of the teacher's test macro-F1 (bench/results/export-and-students.md).
+lifted a 1-layer student over the 98% bar (the figures: bench/results/export-and-students.md).
 It needs the student to share the teacher's hidden size and tokenizer, as a truncated teacher does.
 
 `distill.try_first` lists smaller students to distil before the one above (each entry replaces some of `layers`,
