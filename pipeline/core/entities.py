@@ -77,3 +77,27 @@ def entity_report(c: EntityCounts) -> dict:
         p, r, f = _prf(c.tp[:, i].sum(), c.pred[:, i].sum(), c.gold[:, i].sum())
         per_type[t] = {"precision": p, "recall": r, "f1": f, "support": int(c.gold[:, i].sum())}
     return {"precision": micro[0], "recall": micro[1], "f1": micro[2], "per_type": per_type}
+
+
+def entity_f1_ci(c: EntityCounts, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Entity F1 with a bootstrap CI over sentences (BCa, as every other CI here: stats.bootstrap_ci)."""
+    from pipeline.core.stats import bootstrap_ci
+
+    rows = np.arange(len(c.tp))
+    low, high = bootstrap_ci((rows,), lambda r: entity_f1(c.take(r)), n_resamples, confidence, seed)
+    return {"value": round(float(entity_f1(c)), 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
+            "sentences": len(rows)}
+
+
+def paired_entity_f1(a: EntityCounts, b: EntityCounts, n_resamples: int = 1000, confidence: float = 0.95,
+                     seed: int = 0) -> dict:
+    """Entity F1 of model a minus model b on the same sentences, with a paired bootstrap CI over sentences."""
+    from pipeline.core.stats import bootstrap_ci
+
+    if a.tp.shape[0] != b.tp.shape[0]:
+        raise ValueError("a paired comparison needs the same sentences")
+    rows = np.arange(len(a.tp))
+    low, high = bootstrap_ci((rows,), lambda r: entity_f1(a.take(r)) - entity_f1(b.take(r)), n_resamples,
+                             confidence, seed)
+    return {"delta": round(float(entity_f1(a) - entity_f1(b)), 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
+            "significant": bool(low > 0 or high < 0), "sentences": len(rows)}

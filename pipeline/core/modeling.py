@@ -75,6 +75,13 @@ def load_classifier(name: str, key: str = "model", **kwargs: Any) -> Any:
     return _load(AutoModelForSequenceClassification, name, key, **kwargs)
 
 
+def load_token_classifier(name: str, key: str = "model", **kwargs: Any) -> Any:
+    """A token-classification model (one prediction per sub-word), resolved and loaded as load_classifier is."""
+    from transformers import AutoModelForTokenClassification
+
+    return _load(AutoModelForTokenClassification, name, key, **kwargs)
+
+
 def load_seq2seq(name: str, key: str) -> Any:
     from transformers import AutoModelForSeq2SeqLM
 

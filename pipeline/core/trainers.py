@@ -187,9 +187,12 @@ def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None) -> l
 
 def fit(trainer_cls: type[ResumableTrainer], model: Any, tokenizer: Any, p: FitParams, seed: int, train_ds: Any,
         val_ds: Any, label_names: list[str], *, checkpoints: str, data_files: list[str], resume: bool,
-        live: str | None, trainer_kwargs: dict | None = None, **arg_overrides: Any) -> tuple[Any, Any, dict]:
+        live: str | None, trainer_kwargs: dict | None = None, collator: Any = None,
+        compute_metrics: Any = None, **arg_overrides: Any) -> tuple[Any, Any, dict]:
     """Train (resuming this very job's checkpoints if any), then evaluate the best model on validation.
-    `trainer_kwargs` go to `trainer_cls` (a ResumableTrainer: a resume must replay the same batches)."""
+    `trainer_kwargs` go to `trainer_cls` (a ResumableTrainer: a resume must replay the same batches). A task other
+    than one label per text passes its own `collator` and `compute_metrics`, and names its primary metric in
+    `metric_for_best_model` among the overrides; by default, padding collation and macro-F1."""
     if not issubclass(trainer_cls, ResumableTrainer):
         raise TypeError(f"{trainer_cls.__name__} must derive from ResumableTrainer")
     ckpt = Path(checkpoints)
@@ -201,8 +204,8 @@ def fit(trainer_cls: type[ResumableTrainer], model: Any, tokenizer: Any, p: FitP
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics_fn(label_names),
+        data_collator=collator or DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics or compute_metrics_fn(label_names),
         callbacks=callbacks(p, live, resumed_step),
         **(trainer_kwargs or {}),
     )

@@ -210,3 +210,17 @@ def test_counts_per_sentence_add_up_so_a_resample_is_a_sum(wnut_table):
     assert counts.tp.sum() == counts.pred.sum() and counts.gold.sum() == sum(WNUT_TYPES.values())
     report = entity_report(counts)  # nothing spurious, a third missed
     assert report["precision"] == 1.0 and 0.5 < report["recall"] < 0.8
+
+
+def test_confidence_intervals_resample_sentences_and_pair_the_models(wnut_table):
+    from pipeline.core.entities import entity_f1_ci, paired_entity_f1
+
+    gold = wnut_table.frame["tags"].tolist()[:300]
+    missed = [["O"] * len(s) if i % 3 == 0 else s for i, s in enumerate(gold)]
+    perfect, weaker = entity_counts(gold, gold), entity_counts(gold, missed)
+    ci = entity_f1_ci(weaker, n_resamples=300)
+    assert ci["ci_low"] < ci["value"] == round(entity_f1(weaker), 4) < ci["ci_high"] and ci["sentences"] == 300
+    gap = paired_entity_f1(perfect, weaker, n_resamples=300)
+    assert gap["significant"] and 0 < gap["ci_low"] < gap["delta"] < gap["ci_high"]
+    same = paired_entity_f1(weaker, weaker, n_resamples=300)
+    assert (same["delta"], same["ci_low"], same["ci_high"], same["significant"]) == (0, 0, 0, False)
