@@ -11,12 +11,24 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from torch.utils.data import SequentialSampler
 
 from pipeline.core.entities import entity_counts, entity_f1
 from pipeline.core.metrics import label_index
 from pipeline.core.token_encoding import Encoded, encode_words, predicted_tags, word_logits
+from pipeline.core.trainers import ResumableTrainer
 
 PRIMARY = "entity_f1"  # Trainer logs it as eval_entity_f1; metric_for_best_model names it without the prefix
+
+
+class TokenTrainer(ResumableTrainer):
+    """The Trainer for token classification: ResumableTrainer's training, with validation windows scored in their
+    own order. Under group_by_length transformers also length-groups evaluation batches, which a text classifier
+    never notices (its labels travel with its predictions) but which would hand the entity metric its windows out
+    of order: every word read from the wrong window."""
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        return SequentialSampler(eval_dataset)
 
 
 def window_dataset(enc: Encoded) -> Any:
