@@ -9,6 +9,7 @@ pre-tokeniser, which serving uses too: a model sees the same tokens at training 
 """
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ def joined(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
 
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     """(line number, line without its end) for every line; a byte the encoding cannot read names its line."""
-    with open(path, "rb") as f:
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
         for n, raw in enumerate(f, 1):
             try:
                 yield n, raw.decode(encoding).rstrip("\r\n")
@@ -208,13 +209,19 @@ def _spans_to_tokens(text: str, entities: list[tuple[int, int, str]], where: str
 
 
 def _span_records(path: Path, fmt: TokenFormat, repairs: Counter):
+    keyed, keys = 0, set()
     for n, record in _json_records(path, fmt.encoding):
         where = f"{path}:{n}"
         text = record.get(fmt.text_key)
         if not isinstance(text, str):
             raise KnownError(f"{where}: no {fmt.text_key!r} string (the record has {sorted(record)})")
+        keyed += fmt.spans_key in record
+        keys.update(record)
         toks, tags = _spans_to_tokens(text, _span_list(record, fmt, text, where), where, repairs)
         yield n, text, toks, tags
+    if not keyed:  # a misnamed key would read every sentence as entity-free, silently
+        raise KnownError(f"{path}: no record has the entities key {fmt.spans_key!r} (the records have "
+                         f"{sorted(keys)}); name it (Doccano's JSONL calls it 'label')")
 
 
 def sniff_format(path: Path, fmt: TokenFormat) -> str:

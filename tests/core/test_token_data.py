@@ -140,6 +140,8 @@ def _write(tmp_path, name: str, text: str | bytes):
      r"s.jsonl:1: entities \[0, 8, 'LOC'\] and \[4, 13, 'LOC'\] overlap"),
     ("s.jsonl", '{"text": "a   b", "entities": [[1, 3, "X"]]}\n', {}, r"s.jsonl:1: .* covers no token"),
     ("s.jsonl", '{"text": "Hi", "entities": [[0, 2]]}\n', {}, r"s.jsonl:1: entity \[0, 2\] is not"),
+    ("s.jsonl", '{"text": "I love Paris", "label": [[7, 12, "LOC"]]}\n', {},
+     r"s.jsonl: no record has the entities key 'entities' \(the records have \['label', 'text'\]\)"),
 ])
 def test_bad_token_files_stop_naming_file_and_line(tmp_path, name, content, fmt, message):
     path = _write(tmp_path, name, content)
@@ -164,6 +166,15 @@ def test_span_files_become_tokens_whose_offsets_slice_the_raw_text(tmp_path):
     doccano = read_tokens(path, TokenFormat(spans_key="label"))  # the third record's entity sits mid-token
     assert doccano.repairs == Counter({"span_widened_to_token_boundaries": 1})
     assert spans(doccano.frame.iloc[2]["tags"])[0].start == 2  # "NewYorker", widened to the whole token
+
+
+def test_a_gzipped_conll_file_reads_as_the_plain_one(wnut, wnut_table, tmp_path):
+    import gzip
+
+    packed = tmp_path / "wnut16.conll.gz"
+    packed.write_bytes(gzip.compress(wnut.read_bytes()))
+    got = read_tokens(packed)
+    assert got.frame["tags"].tolist() == wnut_table.frame["tags"].tolist() and got.scheme == "bio"
 
 
 def test_words_keeps_every_character_of_the_text_in_order():
