@@ -85,7 +85,7 @@ def main() -> None:
     from pipeline.core.metrics import macro_f1_fn
     from pipeline.core.params import load_params
     from pipeline.core.stats import metric_ci, paired_comparison
-    from pipeline.stages.baseline import build, resolve_analyzer
+    from pipeline.core.tasks import task_for
 
     project = Path(args.project).resolve()
     name = args.name or project.name
@@ -112,7 +112,7 @@ def main() -> None:
     y, y_val = test["label"].map(to_id).to_numpy(), val["label"].map(to_id).to_numpy()
     metric = macro_f1_fn(len(names))
     bp = load_params(str(project / "params.yaml"))
-    baseline = build(bp.baseline, bp.seed, resolve_analyzer(bp.baseline, train["text"].tolist()))
+    baseline, _ = task_for(bp.task).build_baseline(bp.baseline, bp.seed, train["text"].tolist())
     baseline.fit(train["text"], train["label"])
     base = test["text"].pipe(baseline.predict)
     base = pd.Series(base).map(to_id).to_numpy()

@@ -104,8 +104,10 @@ def markdown(s: dict) -> str:
             table(t, m)
 
     top = s["properties"]
-    lines.extend(["## `seed`", "", f"{top['seed']['description']}; {_type(top['seed'])}, default "
-                  f"{_default(top['seed']['default'])}.", ""])
+    for key, p in top.items():  # the top-level keys that are values, not sections
+        if "$ref" not in p:
+            lines.extend([f"## `{key}`", "", f"{p['description']}; {_type(p)}, default {_default(p['default'])}.",
+                          ""])
     for section, p in top.items():
         if "$ref" in p:
             table(section, defs[p["$ref"].rsplit("/", 1)[1]])

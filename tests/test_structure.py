@@ -121,3 +121,13 @@ def test_no_path_that_dvc_yaml_declares_is_written_in_a_command():
         text = path.read_text(encoding="utf-8")
         hits += [f"{_name(path)}: {p}" for p in declared if f'"{p}' in text or f"'{p}" in text]
     assert not hits, hits
+
+
+def test_no_stage_or_command_branches_on_the_task():
+    # What differs between tasks is the task object's (pipeline/core/tasks.py); a stage that compared the name
+    # would grow a branch per task, as the model-kind switch did.
+    names = "|".join(re.escape(n) for n in __import__("pipeline.core.tasks", fromlist=["TASKS"]).TASKS)
+    pattern = re.compile(rf"""(==|!=|\bin\b)\s*[\[(]?\s*["']({names}|token)["']|\.task\s*(==|!=|\bin\b)""")
+    hits = [f"{_name(p)}:{i}" for p in MODULES if {"stages", "commands"} & set(p.parts)
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not hits, hits

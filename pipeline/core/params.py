@@ -270,6 +270,8 @@ class Params(Section):
     """params.yaml: hyper-parameters only; paths live in dvc.yaml."""
 
     seed: int = Field(42, ge=0, description="every random choice derives from it")
+    task: Literal["sequence"] = Field("sequence", description=(
+        "what is learnt: sequence, one label per text (token classification, one tag per word, comes next)"))
     clean: CleanParams = CleanParams()
     audit: AuditParams = AuditParams()
     augment: AugmentParams = AugmentParams()

@@ -11,40 +11,27 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sklearn.pipeline import Pipeline
-
 from pipeline.core.io import atomic_path, read_table, run_stage, setup_logging, stage_args, write_lineage
 from pipeline.core.metrics import classification_metrics, encode_labels
-from pipeline.core.modeling import BASELINE_FILE, baseline_model, save_baseline
-from pipeline.core.params import BaselineParams, load_params
-from pipeline.core.profile import words_separated
-from pipeline.core.training import check_splits, label_names_of, lineage_record
+from pipeline.core.modeling import BASELINE_FILE, save_baseline
+from pipeline.core.params import load_params
+from pipeline.core.tasks import task_for
+from pipeline.core.training import lineage_record
 
 log = logging.getLogger(__name__)
-
-
-def build(p: BaselineParams, seed: int, analyzer: str | None = None) -> Pipeline:
-    """The baseline; `analyzer` is `resolve_analyzer`'s answer for the training texts (auto alone means word)."""
-    return baseline_model(p, seed, analyzer)
-
-
-def resolve_analyzer(p: BaselineParams, texts: list[str]) -> str:
-    """auto: word n-grams for text with spaces between words, character n-grams for text without."""
-    if p.analyzer != "auto":
-        return p.analyzer
-    return "word" if words_separated(texts) else "char_wb"
 
 
 def main() -> None:
     setup_logging()
     args = stage_args(__doc__.splitlines()[0], "train", "val", "output")
     params = load_params(args.params)
+    task = task_for(params.task)
     train_df, val_df = read_table(args.train), read_table(args.val)
-    label_names = label_names_of(train_df)
-    check_splits({"train": train_df, "val": val_df}, label_names)
-    analyzer = resolve_analyzer(params.baseline, train_df["text"].tolist())
+    label_names = task.label_names(train_df)
+    task.check_splits({"train": train_df, "val": val_df}, label_names)
+    model, analyzer = task.build_baseline(params.baseline, params.seed, train_df["text"].tolist())
     log.info("baseline.analyzer %s -> %s", params.baseline.analyzer, analyzer)
-    model = build(params.baseline, params.seed, analyzer).fit(train_df["text"], train_df["label"])
+    model = model.fit(train_df["text"], train_df["label"])
     # classes_ are the sorted label names, the same order as the transformer models' ids.
     val = classification_metrics(encode_labels(val_df["label"], label_names, args.val),
                                  encode_labels(model.predict(val_df["text"]), label_names, args.output), label_names)

@@ -17,8 +17,7 @@ from transformers import set_seed
 
 from pipeline.core.checks import check_student_layers
 from pipeline.core.io import read_table, run_stage, setup_logging, stage_args
-from pipeline.core.metrics import label_config
-from pipeline.core.modeling import ModelError, encoder_layers, load_classifier, load_tokenizer
+from pipeline.core.modeling import ModelError, encoder_layers, load_tokenizer
 from pipeline.core.params import TrainParams, load_params
 from pipeline.core.profile import (
     class_weights,  # noqa: F401 - re-exported: the teacher's weights are the ones this module documents
@@ -26,15 +25,16 @@ from pipeline.core.profile import (
     resolve_epochs,
     resolve_max_length,
 )
+from pipeline.core.tasks import task_for
 from pipeline.core.trainers import WeightedLossTrainer, fit
-from pipeline.core.training import check_splits, encode, finish, label_names_of, lineage_record, relaunch_if_needed
+from pipeline.core.training import finish, lineage_record, relaunch_if_needed
 
 log = logging.getLogger(__name__)
 
 
-def build_model(p: TrainParams, label_names: list[str]) -> Any:
-    model = load_classifier(
-        p.model, "train.model", **label_config(label_names),
+def build_model(p: TrainParams, label_names: list[str], task: Any) -> Any:
+    model = task.load_model(
+        p.model, "train.model", label_names,
         ignore_mismatched_sizes=True,  # a checkpoint with a head for other labels gets a new head
     )
     if p.freeze_layers > model.config.num_hidden_layers:
@@ -51,7 +51,7 @@ def build_model(p: TrainParams, label_names: list[str]) -> Any:
         from peft import LoraConfig, TaskType, get_peft_model
 
         model = get_peft_model(model, LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=p.lora.r, lora_alpha=p.lora.alpha, lora_dropout=p.lora.dropout,
+            task_type=TaskType[task.peft_task_type], r=p.lora.r, lora_alpha=p.lora.alpha, lora_dropout=p.lora.dropout,
             target_modules=p.lora.target_modules,
         ))
     return model
@@ -63,27 +63,28 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     p, seed = params.train, params.seed
     relaunch_if_needed(p.launcher, "pipeline.stages.train", sys.argv[1:] if argv is None else argv)
+    task = task_for(params.task)
     train_df, val_df = read_table(args.train), read_table(args.val)
-    label_names = label_names_of(train_df)
-    check_splits({"train": train_df, "val": val_df}, label_names)
+    label_names = task.label_names(train_df)
+    task.check_splits({"train": train_df, "val": val_df}, label_names)
 
     # Seed before the model is built: a new classification head is initialised randomly right here, before
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
     tokenizer = load_tokenizer(p.model, "train.model")
-    model = build_model(p, label_names)
+    model = build_model(p, label_names, task)
     check_student_layers(params, model.config.num_hidden_layers)  # before training, not after
     max_length, length_record = resolve_max_length(p, tokenizer, model.config, train_df["text"].tolist(),
                                                    "train", seed)
-    train_ds = encode(train_df, tokenizer, label_names, max_length, truncation=p.truncation)
-    val_ds = encode(val_df, tokenizer, label_names, max_length, sort_by_length=True, truncation=p.truncation)
+    train_ds = task.encode(train_df, tokenizer, label_names, max_length, p.truncation)
+    val_ds = task.encode(val_df, tokenizer, label_names, max_length, p.truncation, sort_by_length=True)
     weights, weight_record = resolve_class_weights(p.class_weights, train_ds["label"], label_names, "train")
     epochs, epochs_record = resolve_epochs(p, len(train_ds), "train")
 
     trainer, result, best = fit(
         WeightedLossTrainer, model, tokenizer, p, seed, train_ds, val_ds, label_names,
         checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
-        trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs,
+        trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs, **task.fit_recipe(tokenizer, label_names),
     )
     log.info("train: %s; best val: %s", result, best)
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model

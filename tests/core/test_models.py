@@ -246,20 +246,22 @@ def test_run_only_params_do_not_change_a_job_fingerprint(tmp_path):
 
 def test_freezing_and_lora_change_what_trains():
     from pipeline.core.params import LoraParams, TrainParams
+    from pipeline.core.tasks import SequenceTask
     from pipeline.stages.train import build_model
 
     def trainable(m):
         return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
-    full = build_model(TrainParams(), ["ham", "spam"])
-    frozen = build_model(TrainParams(freeze_embeddings=True, freeze_layers=3), ["ham", "spam"])
+    task = SequenceTask()
+    full = build_model(TrainParams(), ["ham", "spam"], task)
+    frozen = build_model(TrainParams(freeze_embeddings=True, freeze_layers=3), ["ham", "spam"], task)
     emb = sum(p.numel() for p in full.bert.embeddings.parameters())
     per_layer = sum(p.numel() for p in full.bert.encoder.layer[0].parameters())
     assert trainable(full) - trainable(frozen) == emb + 3 * per_layer
-    lora = build_model(replace(TrainParams(), lora=LoraParams(enabled=True, r=4)), ["ham", "spam"])
+    lora = build_model(replace(TrainParams(), lora=LoraParams(enabled=True, r=4)), ["ham", "spam"], task)
     assert 0 < trainable(lora) < trainable(full) // 20  # adapters (and the head) only
     with pytest.raises(ModelError, match="train.freeze_layers: 7"):
-        build_model(TrainParams(freeze_layers=7), ["ham", "spam"])
+        build_model(TrainParams(freeze_layers=7), ["ham", "spam"], task)
 
 
 def test_baseline_file_is_byte_reproducible(tmp_path, sms_slice):
@@ -271,21 +273,21 @@ def test_baseline_file_is_byte_reproducible(tmp_path, sms_slice):
 
     from pipeline.core.modeling import load_baseline, save_baseline
     from pipeline.core.params import BaselineParams
-    from pipeline.stages.baseline import build
+    from pipeline.core.tasks import SequenceTask
 
     sms_slice.to_csv(tmp_path / "data.csv", index=False)
-    script = ("import sys, pandas as pd; from pipeline.stages.baseline import build; "
+    script = ("import sys, pandas as pd; from pipeline.core.tasks import SequenceTask; "
               "from pipeline.core.modeling import "
               "save_baseline; from pipeline.core.params import BaselineParams; "
-              "d = pd.read_csv(sys.argv[1], dtype=str); "
-              "save_baseline(build(BaselineParams(), 0).fit(d['text'], d['spam']), sys.argv[2])")
+              "d = pd.read_csv(sys.argv[1], dtype=str); b, _ = SequenceTask().build_baseline(BaselineParams(), 0, []); "
+              "save_baseline(b.fit(d['text'], d['spam']), sys.argv[2])")
     digests = []
     for k in range(2):  # separate processes: memory addresses differ, as in two `dvc repro` runs
         subprocess.run([sys.executable, "-c", script, str(tmp_path / "data.csv"), str(tmp_path / f"{k}.skops")],
                        check=True, cwd=ROOT)
         digests.append(hashlib.md5((tmp_path / f"{k}.skops").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
-    model = build(BaselineParams(), 0).fit(sms_slice["text"], sms_slice["spam"])
+    model = SequenceTask().build_baseline(BaselineParams(), 0, [])[0].fit(sms_slice["text"], sms_slice["spam"])
     (tmp_path / "0").mkdir()
     save_baseline(model, tmp_path / "0" / "model.skops")
     loaded = load_baseline(tmp_path / "0")
@@ -365,7 +367,10 @@ def test_max_length_auto_reads_the_data_within_the_model_limit_and_the_cap():
 
 def test_baseline_analyzer_follows_the_script():
     from pipeline.core.params import BaselineParams
-    from pipeline.stages.baseline import resolve_analyzer
+    from pipeline.core.tasks import SequenceTask
+
+    def resolve_analyzer(p, texts):
+        return SequenceTask().build_baseline(p, 0, texts)[1]
 
     english = ["The service was slow but the food was excellent.", "Call me when you get home"]
     chinese = ["这家餐厅的服务很慢，但是菜非常好吃。", "物流很快，包装也很好，下次还会再来。"]
