@@ -27,15 +27,23 @@ class SequenceTask:
         check_splits(splits, label_names)
 
     def load_model(self, name: str, key: str, label_names: list[str], **kwargs: Any) -> Any:
+        """A model to train for these labels (a new head where the checkpoint has none for them)."""
         from pipeline.core.modeling import load_classifier
 
         return load_classifier(name, key, **label_config(label_names), **kwargs)
 
+    def load_trained(self, folder: str, key: str) -> Any:
+        """A model this task trained (the teacher, for teacher_logits and distill), with its own labels."""
+        from pipeline.core.modeling import load_classifier
+
+        return load_classifier(folder, key)
+
     def encode(self, frame: pd.DataFrame, tokenizer: Any, label_names: list[str], max_length: int,
-               truncation: str, sort_by_length: bool = False) -> Any:
+               truncation: str, sort_by_length: bool = False, extra: dict[str, list] | None = None) -> Any:
+        """Rows -> a dataset of token ids and label ids; `extra` columns ride along (the student's targets)."""
         from pipeline.core.training import encode
 
-        return encode(frame, tokenizer, label_names, max_length, sort_by_length=sort_by_length,
+        return encode(frame, tokenizer, label_names, max_length, extra=extra, sort_by_length=sort_by_length,
                       truncation=truncation)
 
     def fit_recipe(self, tokenizer: Any, label_names: list[str]) -> dict[str, Any]:

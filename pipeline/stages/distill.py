@@ -45,20 +45,14 @@ from transformers import set_seed
 
 from pipeline.core.checks import student_layer_problems
 from pipeline.core.io import DataError, read_table, run_stage, setup_logging, stage_args
-from pipeline.core.metrics import encode_labels, label_config, macro_f1_fn
-from pipeline.core.modeling import (
-    ModelError,
-    encoder_layers,
-    load_classifier,
-    load_tokenizer,
-    predict_logits,
-    read_texts,
-)
+from pipeline.core.metrics import encode_labels, macro_f1_fn
+from pipeline.core.modeling import ModelError, encoder_layers, load_tokenizer, predict_logits, read_texts
 from pipeline.core.params import DistillParams, load_params
 from pipeline.core.profile import resolve_class_weights, resolve_epochs, resolve_max_length
 from pipeline.core.stats import student_evidence
+from pipeline.core.tasks import task_for
 from pipeline.core.trainers import ResumableTrainer, fit
-from pipeline.core.training import check_splits, encode, fingerprint, finish, lineage_record
+from pipeline.core.training import fingerprint, finish, lineage_record
 
 log = logging.getLogger(__name__)
 PRUNE_ROWS = 512  # training rows that score the feed-forward neurons (seeded sample)
@@ -241,7 +235,7 @@ class DistillationTrainer(ResumableTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names: list[str],
+def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names: list[str], task: Any,
                   key: str = "distill") -> tuple[Any, Any]:
     teacher_tok = load_tokenizer(teacher_dir, "teacher")
     if not p.student:
@@ -249,7 +243,7 @@ def build_student(p: DistillParams, teacher: Any, teacher_dir: str, label_names:
     tokenizer = load_tokenizer(p.student, "distill.student")
     if tokenizer.get_vocab() != teacher_tok.get_vocab():
         log.warning("student and teacher tokenizers differ: fine for logit distillation, which only needs texts")
-    model = load_classifier(p.student, "distill.student", **label_config(label_names), ignore_mismatched_sizes=True)
+    model = task.load_model(p.student, "distill.student", label_names, ignore_mismatched_sizes=True)
     if p.hidden_weight > 0:
         check_hidden_match(model, teacher, tokenizer, teacher_tok, key)
     return model, tokenizer
@@ -261,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
                       argv=argv)
     params = load_params(args.params)
     p, seed = params.distill, params.seed
-    train_df, val_df, logits, val_targets, weight, teacher, label_names = load_inputs(args, params)
+    task = task_for(params.task)
+    train_df, val_df, logits, val_targets, weight, teacher, label_names = load_inputs(args, params, task)
     students = p.students()
     # What the student learns from, on the validation rows (the teacher as evaluate scores it, or its blend with
     # the baseline): each smaller student is judged against it, row by row.
@@ -281,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             search.append(earlier)
             continue
         trainer, result, best, pruned, tokenizer, resolved = distill_one(
-            q, key, seed, teacher, args, train_df, val_df, logits, label_names, str(ckpt), data_files)
+            q, key, seed, teacher, args, train_df, val_df, logits, label_names, str(ckpt), data_files, task)
         record = {"key": key, "layers": None if q.student else q.layers, "hidden_weight": q.hidden_weight,
                   "intermediate_size": q.intermediate_size, "val_macro_f1": round(best["eval_macro_f1"], 6)}
         keeps = True
@@ -314,16 +309,16 @@ def main(argv: list[str] | None = None) -> None:
     finish(trainer, trainer.model, tokenizer, args.output, args.checkpoints, lineage)
 
 
-def load_inputs(args: Any, params: Any) -> tuple:
+def load_inputs(args: Any, params: Any, task: Any) -> tuple:
     """The splits, the targets for each training and validation row (in their order), the teacher and its labels;
     every student's layers checked before any of them trains (check and the teacher's stage said so already;
     this catches a teacher swapped in by hand)."""
     train_df, val_df = read_table(args.train), read_table(args.val)
     logits_df = read_table(args.logits, ["id", "logits"])
-    teacher = load_classifier(args.teacher, "teacher")
+    teacher = task.load_trained(args.teacher, "teacher")
     teacher_cfg = teacher.config
     label_names = [teacher_cfg.id2label[i] for i in range(teacher_cfg.num_labels)]
-    check_splits({"train": train_df, "val": val_df}, label_names)
+    task.check_splits({"train": train_df, "val": val_df}, label_names)
     logits = train_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
     val_targets = val_df[["id"]].merge(logits_df, on="id", how="left")["logits"]
     for name, got in (("training", logits), ("validation", val_targets)):
@@ -360,23 +355,22 @@ def rejected_before(ckpt: Path, fp: str) -> dict | None:
 
 
 def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, train_df: Any, val_df: Any,
-                logits: Any, label_names: list[str], checkpoints: str, data_files: list[str]) -> tuple:
+                logits: Any, label_names: list[str], checkpoints: str, data_files: list[str], task: Any) -> tuple:
     """Build, (prune,) and distil one student; its trainer, training summary, best validation metrics, pruning
     record, tokenizer and what was resolved from the data (max_length, class weights)."""
     # Seed before the model is built: a new classification head is initialised randomly right here, before
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
-    model, tokenizer = build_student(q, teacher, args.teacher, label_names, key)
+    model, tokenizer = build_student(q, teacher, args.teacher, label_names, task, key)
     max_length, length_record = resolve_max_length(q, tokenizer, model.config, train_df["text"].tolist(), key, seed)
     pruned = None
     if q.intermediate_size:
         sample = train_df["text"].sample(n=min(len(train_df), PRUNE_ROWS), random_state=seed).tolist()
         pruned = prune_feed_forward(model, tokenizer, read_texts(sample, tokenizer, max_length, q.truncation),
                                     q.intermediate_size, max_length)
-    train_ds = encode(train_df, tokenizer, label_names, max_length,
-                      extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]},
-                      truncation=q.truncation)
-    val_ds = encode(val_df, tokenizer, label_names, max_length, sort_by_length=True, truncation=q.truncation)
+    train_ds = task.encode(train_df, tokenizer, label_names, max_length, q.truncation,
+                           extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})
+    val_ds = task.encode(val_df, tokenizer, label_names, max_length, q.truncation, sort_by_length=True)
     weights, weight_record = resolve_class_weights(q.class_weights, train_ds["label"], label_names, key)
     epochs, epochs_record = resolve_epochs(q, len(train_ds), key)
     resolved = {"max_length": max_length, "truncation": q.truncation, "length": length_record,
@@ -386,7 +380,7 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
         data_files=data_files, resume=True, live=args.live,
         trainer_kwargs={"distill": q, "teacher": teacher if q.hidden_weight > 0 else None, "class_weights": weights},
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
-        remove_unused_columns=False, num_train_epochs=epochs,
+        remove_unused_columns=False, num_train_epochs=epochs, **task.fit_recipe(tokenizer, label_names),
     )
     return trainer, result, best, pruned, tokenizer, resolved
 

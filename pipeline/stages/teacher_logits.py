@@ -26,12 +26,12 @@ from pipeline.core.modeling import (
     lineage_max_length,
     lineage_truncation,
     load_baseline,
-    load_classifier,
     load_tokenizer,
     predict_logits,
 )
 from pipeline.core.params import load_params
 from pipeline.core.scoring import open_model
+from pipeline.core.tasks import task_for
 
 log = logging.getLogger(__name__)
 FOLDS = 5  # out-of-fold baseline probabilities for the training rows
@@ -43,7 +43,7 @@ def teacher_logits(teacher: str, parts: list[list[str]], params) -> np.ndarray:
     lineage = read_lineage(teacher)
     engine = engine_for(params.inference)
     if engine is None:
-        model, tokenizer = load_classifier(teacher, "teacher"), load_tokenizer(teacher, "teacher")
+        model, tokenizer = task_for(params.task).load_trained(teacher, "teacher"), load_tokenizer(teacher, "teacher")
         return np.concatenate([predict_logits(model, tokenizer, texts, params.train.eval_batch_size,
                                               lineage_max_length(lineage), truncation=lineage_truncation(lineage))
                                for texts in parts])
