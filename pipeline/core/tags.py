@@ -122,6 +122,12 @@ def from_spans(n_tokens: int, entities: list[Span]) -> list[str]:
     return tags
 
 
+def bio_labels(bio_sentences: list[list[str]]) -> list[str]:
+    """A token model's label set for these sentences: O, then B- and I- of every entity type they hold, by type."""
+    types = sorted({s.type for tags in bio_sentences for s in spans(tags)})
+    return ["O", *(f"{prefix}-{t}" for t in types for prefix in "BI")]
+
+
 def entity_types(bio_sentences: list[list[str]]) -> Counter:
     """Entities per type over sentences in BIO."""
     return Counter(s.type for tags in bio_sentences for s in spans(tags))

