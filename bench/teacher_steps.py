@@ -112,7 +112,7 @@ def main() -> None:
     y, y_val = test["label"].map(to_id).to_numpy(), val["label"].map(to_id).to_numpy()
     metric = macro_f1_fn(len(names))
     bp = load_params(str(project / "params.yaml"))
-    baseline, _ = task_for(bp.task).build_baseline(bp.baseline, bp.seed, train["text"].tolist())
+    baseline, _ = task_for(bp).build_baseline(bp.baseline, bp.seed, train["text"].tolist())
     baseline.fit(train["text"], train["label"])
     base = test["text"].pipe(baseline.predict)
     base = pd.Series(base).map(to_id).to_numpy()

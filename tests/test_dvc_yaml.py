@@ -103,7 +103,8 @@ def test_result_changing_params_are_tracked_per_key():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     untracked = RUN_ONLY_KEYS
     for stage, cls in (("train", TrainParams), ("distill", DistillParams)):
-        tracked = {p.split(".", 1)[1] for p in stages[stage]["params"] if isinstance(p, str) and "." in p}
+        tracked = {p.split(".", 1)[1] for p in stages[stage]["params"]
+                   if isinstance(p, str) and p.startswith(f"{stage}.")}
         assert tracked == set(cls.model_fields) - untracked, stage
         assert "seed" in stages[stage]["params"]
 

@@ -262,8 +262,12 @@ def _split_of(r: Revision) -> pd.DataFrame:
     return df[df["origin"] == "original"].set_index("id")[["split", "label"]]
 
 
-def scores(y: pd.Series, pred: pd.Series, label_names: list[str]) -> tuple[float, float]:
-    """(macro-F1 over every class of the models, accuracy): eval.json's definition, on these rows."""
+def scores(y: pd.Series, pred: pd.Series, label_names: list[str], right: Any = None) -> tuple[float | None, float]:
+    """(macro-F1 over every class of the models, accuracy): eval.json's definition, on these rows. A table without
+    per-class probabilities holds entities per sentence (the token task): no macro-F1, and the share of sentences
+    whose entities are all right."""
+    if not label_names:
+        return None, float(np.mean(right)) if right is not None and len(right) else 0.0
     yy, pp = encode_labels(y, label_names, "test labels"), encode_labels(pred, label_names, "predictions")
     return macro_f1(yy, pp, len(label_names)), accuracy(yy, pp)
 
@@ -297,13 +301,14 @@ def diff(a: Revision, b: Revision, max_rows: int = 10) -> dict:
         ids = xa.index.intersection(xb.index)
         ra, rb = xa.loc[ids, "prediction"] == xa.loc[ids, "label"], xb.loc[ids, "prediction"] == xb.loc[ids, "label"]
         fixed, broken = ids[(~ra & rb).to_numpy()], ids[(ra & ~rb).to_numpy()]
-        f1a, acca = scores(xa.loc[ids, "label"], xa.loc[ids, "prediction"], prediction_labels(pa))
-        f1b, accb = scores(xb.loc[ids, "label"], xb.loc[ids, "prediction"], prediction_labels(pb))
+        f1a, acca = scores(xa.loc[ids, "label"], xa.loc[ids, "prediction"], prediction_labels(pa), ra)
+        f1b, accb = scores(xb.loc[ids, "label"], xb.loc[ids, "prediction"], prediction_labels(pb), rb)
         out["models"][model] = {
             "common_test_rows": int(len(ids)), "test_rows": [int(len(xa)), int(len(xb))],
             "fixed": int(len(fixed)), "broken": int(len(broken)),
             "changed_prediction": int((xa.loc[ids, "prediction"] != xb.loc[ids, "prediction"]).sum()),
-            "macro_f1_common": [round(f1a, 4), round(f1b, 4)], "accuracy_common": [round(acca, 4), round(accb, 4)],
+            "macro_f1_common": [None if f1a is None else round(f1a, 4), None if f1b is None else round(f1b, 4)],
+            "accuracy_common": [round(acca, 4), round(accb, 4)],
             "macro_f1_all": [ma.get(model, {}).get("macro_f1"), mb.get(model, {}).get("macro_f1")],
             "accuracy_all": [ma.get(model, {}).get("accuracy"), mb.get(model, {}).get("accuracy")],
             "examples": [{"id": i, "change": c, "label": xb.loc[i, "label"], "was": xa.loc[i, "prediction"],
@@ -330,7 +335,7 @@ def format_diff(d: dict) -> str:
         lines += ["", f"{'model':<12} {'common':>7} {'fixed':>6} {'broken':>7} {'macro-F1 common rows':>24} "
                       f"{'macro-F1 all (metrics diff)':>30} {'accuracy common':>18}"]
     for m, x in d["models"].items():
-        f1c = f"{x['macro_f1_common'][0]:.4f} -> {x['macro_f1_common'][1]:.4f}"
+        f1c = " -> ".join("n/a" if v is None else f"{v:.4f}" for v in x["macro_f1_common"])
         f1a = " -> ".join("n/a" if v is None else f"{v:.4f}" for v in x["macro_f1_all"])
         acc = f"{x['accuracy_common'][0]:.4f} -> {x['accuracy_common'][1]:.4f}"
         lines.append(f"{m:<12} {x['common_test_rows']:>7} {x['fixed']:>6} {x['broken']:>7} {f1c:>24} {f1a:>30} "

@@ -89,13 +89,8 @@ def score_file(scorer: PackagedModel, src: Path, dest: Path, text_column: str, f
                     out = out.astype({c: "string" for c in out.columns if out[c].dtype == object})
                 out["row"] = range(rows + 1, rows + len(out) + 1)
                 out["status"] = [s["status"] for s in scored]
-                out["prediction"] = [s["label"] for s in scored]
-                out["confidence"] = [s["confidence"] for s in scored]
-                for name in scorer.label_names:
-                    out[f"p_{name}"] = [None if s["probabilities"] is None else s["probabilities"][name]
-                                        for s in scored]
-                out = out.astype({"prediction": "string", "confidence": "float64",
-                                  **{f"p_{n}": "float64" for n in scorer.label_names}})
+                for column, values in scorer.output_columns(scored).items():  # the model's answer, as columns
+                    out[column] = values
                 writer.write(out)
                 for s in out["status"]:
                     counts[s] = counts.get(s, 0) + 1
@@ -145,6 +140,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             engine = RayEngine(args.address, args.workers)
         scorer = open_model(args.model, threads=args.threads, engine=engine)
         plog = None
+        if args.log_dir and not scorer.logs_predictions:
+            raise DataError(f"--log-dir: {args.model} is a {scorer.kind} token model; the prediction log holds a "
+                            "label per text, and entity spans are not logged yet (issue 33)")
         if args.log_dir:
             from pipeline.core.predlog import PredictionLog
 

@@ -246,6 +246,9 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
     from pipeline.core.scoring import open_model
 
     scorer = open_model(model, threads=threads)
+    if prediction_log and not scorer.logs_predictions:
+        raise ProjectError(f"--log-dir: {model} is a token model; the prediction log holds a label per text, and "
+                           "entity spans are not logged yet (issue 33)")
     plog = PredictionLog(label_names=scorer.label_names, model_md5=scorer.hash, **prediction_log) \
         if prediction_log else None
     max_body = default_body_limit(max_texts, max_chars) if max_body is None else max_body
@@ -277,8 +280,11 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
 
 
 def add_routes(app: Any, scorer: Any, batcher: Batcher | None, plog: Any, limits: dict, card: dict) -> None:
-    """POST /predict (batched when `batcher`, else in FastAPI's thread pool), GET /health, GET /model."""
+    """POST /predict (batched when `batcher`, else in FastAPI's thread pool), GET /health, GET /model. The answer's
+    schema is the model's own where it has one (a token model answers entity spans), else a label per text."""
     import uuid
+
+    response = getattr(scorer, "response_model", PredictResponse)
 
     max_texts, max_chars = limits["max_texts"], limits["max_chars"]
 
@@ -289,14 +295,14 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, plog: Any, limits
         return {"model_md5": scorer.hash, "request_id": request_id, "predictions": results}
 
     if batcher is not None:
-        @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
+        @app.post("/predict", response_model=response, responses=ERRORS)
         async def predict(req: PredictRequest) -> Any:
             problem = request_problem(req.texts, max_texts, max_chars)
             if problem is not None:
                 return problem
             return answer(req.texts, await batcher.submit(req.texts))
     else:
-        @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
+        @app.post("/predict", response_model=response, responses=ERRORS)
         def predict(req: PredictRequest) -> Any:
             # A plain `def`: FastAPI runs it in its thread pool, so requests are scored concurrently.
             problem = request_problem(req.texts, max_texts, max_chars)
@@ -323,8 +329,8 @@ def _card_metrics(folder: Path) -> dict:
     except (FileNotFoundError, ProjectError):
         return {}
     if name and Path(path).is_file():
-        m = json.loads(path.read_text()).get(name, {})
-        return {k: m[k] for k in ("macro_f1", "accuracy", "macro_f1_ci", "accuracy_ci") if k in m}
+        m = json.loads(Path(path).read_text()).get(name, {})
+        return {k: m[k] for k in ("macro_f1", "accuracy", "macro_f1_ci", "accuracy_ci", "f1", "entity_f1_ci") if k in m}
     return {}
 
 

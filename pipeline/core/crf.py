@@ -19,6 +19,9 @@ MODEL_FILE = "model.crfsuite"
 _SHAPE = [(re.compile(r"[A-Z]"), "X"), (re.compile(r"[a-z]"), "x"), (re.compile(r"[0-9]"), "d")]
 
 
+CRF_FILE = "model.crfsuite"  # CRFsuite's own format: weights and labels, no code
+
+
 def shape(word: str, short: bool = False) -> str:
     """'McDonald2' -> 'XxXxxxxxd', or with `short` each run once: 'XxXxd'."""
     s = word

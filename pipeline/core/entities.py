@@ -14,6 +14,8 @@ import numpy as np
 
 from pipeline.core.tags import to_bio
 
+PRIMARY = "entity_f1"  # the token task's headline; Trainer logs it as eval_entity_f1
+
 
 def _entities(bio: list[list[str]]) -> list[set[tuple[int, int, str]]]:
     from seqeval.scheme import IOB2, Entities

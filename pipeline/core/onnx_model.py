@@ -17,7 +17,8 @@ ONNX_FILE = "model.onnx"  # the int8 model a user ships
 FP32_FILE = "model_fp32.onnx"  # kept for the parity record; not needed for inference
 
 
-def export_fp32(model: Any, tokenizer: Any, path: Path, max_length: int) -> None:
+def export_fp32(model: Any, tokenizer: Any, path: Path, max_length: int, per_position: bool = False) -> None:
+    """`per_position`: the logits have a sequence axis too (a token classifier's [batch, sequence, labels])."""
     import torch
 
     model = model.cpu().eval()
@@ -33,7 +34,7 @@ def export_fp32(model: Any, tokenizer: Any, path: Path, max_length: int) -> None
                     max_length=max_length, return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
+    axes["logits"] = {0: "batch", 1: "sequence"} if per_position else {0: "batch"}
     try:
         with torch.inference_mode():
             torch.onnx.export(model, tuple(enc[n] for n in names), str(path), input_names=names,

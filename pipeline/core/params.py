@@ -27,6 +27,7 @@ from pipeline.core.params_data import (
     Section,
     SplitParams,
     SynonymParams,
+    TokenParams,
     VariantFilterParams,
 )
 
@@ -222,6 +223,14 @@ class BaselineParams(Section):
     max_iter: int = Field(2000, ge=1)
 
 
+class CrfParams(Section):
+    """The token task's baseline: a linear-chain CRF on word-shape features (python-crfsuite, L-BFGS)."""
+
+    c1: float = Field(0.1, ge=0, description="L1 penalty")
+    c2: float = Field(0.1, ge=0, description="L2 penalty")
+    max_iterations: int = Field(100, ge=1)
+
+
 class ExportParams(Section):
     """ONNX for deployment; the stage fails, with the figures, when the exported model disagrees with torch."""
 
@@ -270,9 +279,11 @@ class Params(Section):
     """params.yaml: hyper-parameters only; paths live in dvc.yaml."""
 
     seed: int = Field(42, ge=0, description="every random choice derives from it")
-    task: Literal["sequence"] = Field("sequence", description=(
-        "what is learnt: sequence, one label per text (token classification, one tag per word, comes next)"))
+    task: Literal["sequence", "token"] = Field("sequence", description=(
+        "what is learnt: sequence, one label per text | token, one tag per word (named entities: the raw file is "
+        "CoNLL or JSONL, laid out as `tokens` says)"))
     clean: CleanParams = CleanParams()
+    tokens: TokenParams = TokenParams()
     audit: AuditParams = AuditParams()
     augment: AugmentParams = AugmentParams()
     rebalance: RebalanceParams = RebalanceParams()
@@ -280,6 +291,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     distill: DistillParams = DistillParams()
     baseline: BaselineParams = BaselineParams()
+    crf: CrfParams = CrfParams()
     export: ExportParams = ExportParams()
     evaluate: EvaluateParams = EvaluateParams()
     inference: InferenceParams = InferenceParams()

@@ -193,6 +193,28 @@ class RebalanceParams(Section):
     target_ratio: float = Field(0.5, gt=0, le=1, description="smallest class / largest class after rebalancing")
 
 
+class TokenParams(Section):
+    """How a token-classification file is laid out (task: token); pipeline/core/token_io.py reads it."""
+
+    format: Literal["auto", "conll", "jsonl", "spans"] = Field("auto", description=(
+        "auto: from the extension (.conll/.bio/.iob/.txt/.tsv: one token per line) and, for JSONL, the first record "
+        "(token and tag lists, or `text` with character spans as Doccano and Label Studio export)"))
+    scheme: Literal["auto", "bio", "iob1", "bioes", "bmes"] = Field("auto", description=(
+        "the tag scheme the file is written in; every scheme is read into BIO"))
+    columns: list[str] = Field([], description="CoNLL column names, so token_column / tag_column can name them")
+    token_column: Union[int, str] = Field(0, description="CoNLL: the token's column (a position or a name)")
+    tag_column: Union[int, str] = Field(-1, description="CoNLL: the tag's column; -1 = the last")
+    tokens_key: str = "tokens"
+    tags_key: str = "tags"
+    text_key: str = "text"
+    spans_key: str = Field("entities", description='span JSONL: the key of the [start, end, type] list (Doccano '
+                                                   'calls it "label")')
+    tag_names: list[str] = Field([], description="integer tags (as Hugging Face datasets store them) -> these names")
+    stride: int = Field(32, ge=0, description=(
+        "sub-words two windows share when a sentence is longer than the model's window (it is read in overlapping "
+        "windows, never cut); each word is read from the window where it has the most context"))
+
+
 class SplitParams(Section):
     method: Literal["hash", "exact"] = Field(
         "hash", description="hash: a row's split depends only on its id and the seed, so rows never move between "

@@ -8,7 +8,6 @@ clean params recorded in the model's lineage.json), so there is no training/serv
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -16,30 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.core.io import LINEAGE_FILE, KnownError, read_lineage
+from pipeline.core.io import LINEAGE_FILE, read_lineage
 from pipeline.core.metrics import softmax
+from pipeline.core.model_files import ScoringError, model_hash, weights_size  # noqa: F401 - part of this interface
 from pipeline.core.params import CleanParams, build
 from pipeline.core.text import normalise_text
-
-
-class ScoringError(KnownError):
-    """A model folder that cannot be scored with (not a packaged model, unreadable files)."""
-
-
-def model_hash(folder: Path) -> str:
-    """md5 over the folder's files (names and bytes): identifies exactly which model scored a file."""
-    h = hashlib.md5()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(f.relative_to(folder).as_posix().encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def weights_size(folder: Path) -> int:
-    """The bytes of a folder's weight files (safetensors, skops)."""
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix in (".safetensors", ".skops"))
 
 
 def git_rev(cwd: Path) -> str | None:
@@ -52,6 +32,7 @@ class PackagedModel:
     forms the same batches. Subclasses load their files and produce logits or probabilities; all else is shared."""
 
     kind = "model"  # a name for people (info, logs, OpenAPI text): nothing branches on it
+    logs_predictions = True  # its results go to the prediction log (serve --log-dir, predict --log-dir)
     library = ""  # the model card's library_name
     tokenizer: Any = None  # the subword tokenizer it reads texts with (None: it has none)
     reads_tokens = True  # it reads a token budget of each text (max_length), so a long text can be cut
@@ -159,6 +140,17 @@ class PackagedModel:
     def predictor(self, batch_size: int = 32) -> Callable[[list[str]], Any]:
         """One forward pass over a batch, as it is timed: no sorting, no progress bar, nothing kept."""
         raise NotImplementedError
+
+    def output_columns(self, scored: list[dict]) -> dict[str, Any]:
+        """predict's columns for these results: the label, its confidence and each class's probability."""
+        import pandas as pd
+
+        cols = {"prediction": pd.Series([s["label"] for s in scored], dtype="string"),
+                "confidence": pd.Series([s["confidence"] for s in scored], dtype="float64")}
+        for name in self.label_names:
+            cols[f"p_{name}"] = pd.Series([None if s["probabilities"] is None else s["probabilities"][name]
+                                           for s in scored], dtype="float64")
+        return cols
 
     def score(self, texts: list[Any], batch_size: int = 32) -> list[dict]:
         """Per text: status, label and per-class probabilities (None where status is not ok)."""
@@ -385,4 +377,8 @@ def open_model(folder: str | Path, threads: int = 0, device: str = "cpu", engine
     if not folder.is_dir() or not (folder / LINEAGE_FILE).is_file():
         raise ScoringError(f"{folder}: not a packaged model (no {LINEAGE_FILE}); use models/student-onnx, "
                            "models/student, models/teacher or models/baseline after `dvc repro`")
+    from pipeline.core.token_scoring import holds_tagger, open_tagger
+
+    if holds_tagger(folder):  # a tag per word: the same calls (score, info, predictor), spans for answers
+        return open_tagger(folder, threads, device)
     return kind_of(folder)(folder, read_lineage(folder), threads, device, engine)

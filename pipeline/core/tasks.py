@@ -6,12 +6,16 @@ shapes). docs/design.md, "The task seam", lists every member and the stage that 
 """
 from __future__ import annotations
 
+from typing import Any, Union
+
 from pipeline.core.sequence_task import SequenceTask
+from pipeline.core.token_task import TokenTask
 
-TASKS = {"sequence": SequenceTask}
-__all__ = ["TASKS", "SequenceTask", "task_for"]
+Task = Union[SequenceTask, TokenTask]
+TASKS = {"sequence": SequenceTask, "token": TokenTask}
+__all__ = ["TASKS", "SequenceTask", "Task", "TokenTask", "task_for"]
 
 
-def task_for(name: str) -> SequenceTask:
-    """The task object params.yaml's `task` names (validated at load, so the name is one of TASKS)."""
-    return TASKS[name]()
+def task_for(params: Any) -> Task:
+    """The task params.yaml's `task` names (validated at load, so the name is one of TASKS), set up by its params."""
+    return TASKS[params.task](params)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +25,10 @@ from pipeline.core.tags import SCHEMES, Span, TagError, detect_scheme, from_span
 
 CONLL_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2", ".bioes", ".bmes", ".txt", ".tsv")
 DOCSTART = "-DOCSTART-"
+# Kept whole, as annotated web text tokenises them (WNUT, Twitter NER): an HTML entity, a URL, an e-mail address,
+# an @handle, a #hashtag. Split at every punctuation mark, a URL would become seven "words" the model never saw.
+WHOLE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);|(?:https?://|www\.)[^\s<>\"']+"
+                   r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+|(?<![\w@])@\w+|(?<![\w#])#\w+")
 # Ideographic scripts write no spaces between words: each character is its own token, as CJK NER corpora tag them.
 CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]"
 
@@ -64,10 +69,21 @@ def _pre_tokenizer():
                                     pre_tokenizers.Split(Regex(CJK), "isolated")])
 
 
+def _split(text: str, start: int, end: int) -> list[tuple[str, int, int]]:
+    return [(w, start + s, start + e) for w, (s, e) in _pre_tokenizer().pre_tokenize_str(text[start:end])]
+
+
 def words(text: str) -> list[tuple[str, int, int]]:
     """Raw text -> (token, start, end) with character offsets into `text`: split on white space, every punctuation
-    mark and every CJK character its own token (Hugging Face tokenizers' pre-tokenisers, as BERT's is built)."""
-    return [(w, s, e) for w, (s, e) in _pre_tokenizer().pre_tokenize_str(text)]
+    mark and every CJK character its own token (Hugging Face tokenizers' pre-tokenisers, as BERT's is built), except
+    the WHOLE spans: HTML entities (clean decodes `&amp;` to the one character it stands for), URLs, e-mail
+    addresses, @handles and #hashtags stay one token each."""
+    out, at = [], 0
+    for m in WHOLE.finditer(text):
+        out += _split(text, at, m.start())
+        out.append((m.group(), m.start(), m.end()))
+        at = m.end()
+    return out + _split(text, at, len(text))
 
 
 def joined(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:

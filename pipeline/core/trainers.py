@@ -75,7 +75,9 @@ class WeightedLossTrainer(ResumableTrainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         w = torch.as_tensor(self.class_weights, dtype=outputs.logits.dtype, device=outputs.logits.device)
-        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=w)
+        # [rows, classes] for a text, [rows, positions, classes] for tokens (-100: a position with no label)
+        logits = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+        loss = torch.nn.functional.cross_entropy(logits, labels.reshape(-1), weight=w, ignore_index=-100)
         return (loss, outputs) if return_outputs else loss
 
 

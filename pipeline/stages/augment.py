@@ -48,6 +48,7 @@ from pipeline.core.params import (
     load_params,
 )
 from pipeline.core.protect import mask, restore
+from pipeline.core.tasks import task_for
 from pipeline.core.text import dedup_key
 
 log = logging.getLogger(__name__)
@@ -415,6 +416,7 @@ def main() -> None:
     params = load_params(args.params)
     p = params.augment
     df = read_table(args.input)
+    task_for(params).check_augment(p)
     jobs = build_jobs(df, p, params.seed)
     similarity = EmbeddingSimilarity(p.filter) if needs_filter(p) else None
     result = augment(df, jobs, p, params.seed, similarity)

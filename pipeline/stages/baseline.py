@@ -1,10 +1,12 @@
-"""baseline: data/processed/{train,val}.parquet -> data/models/baseline/model.skops (params: baseline).
+"""baseline: data/processed/{train,val}.parquet -> data/models/baseline (params: task, baseline, crf).
 
-TF-IDF + logistic regression (scikit-learn) on the same train split as the teacher: the bar a fine-tuned model
-must clear to be worth its cost. Validation macro-F1 is logged into the model's lineage.
+The classical model on the same train split as the teacher: the bar a fine-tuned model must clear to be worth its
+cost. The task says which: TF-IDF + logistic regression (scikit-learn) for a label per text, a linear-chain CRF on
+word features (python-crfsuite) for a tag per word. Its validation metric is logged into the model's lineage.
 
-Saved with skops, not pickle/joblib: a model file from a shared DVC cache or remote must not be able to run code
-when loaded. `pipeline.core.modeling.load_baseline` loads it trusting only skops' default safe types.
+Neither is saved as a pickle: a model file from a shared DVC cache or remote must not be able to run code when
+loaded. The logistic regression is a skops file (`pipeline.core.modeling.load_baseline` trusts only skops' default
+safe types), the CRF CRFsuite's own binary format.
 """
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ import logging
 from pathlib import Path
 
 from pipeline.core.io import atomic_path, read_table, run_stage, setup_logging, stage_args, write_lineage
-from pipeline.core.metrics import classification_metrics, encode_labels
-from pipeline.core.modeling import BASELINE_FILE, save_baseline
 from pipeline.core.params import load_params
 from pipeline.core.tasks import task_for
 from pipeline.core.training import lineage_record
@@ -25,24 +25,18 @@ def main() -> None:
     setup_logging()
     args = stage_args(__doc__.splitlines()[0], "train", "val", "output")
     params = load_params(args.params)
-    task = task_for(params.task)
+    task = task_for(params)
     train_df, val_df = read_table(args.train), read_table(args.val)
     label_names = task.label_names(train_df)
     task.check_splits({"train": train_df, "val": val_df}, label_names)
-    model, analyzer = task.build_baseline(params.baseline, params.seed, train_df["text"].tolist())
-    log.info("baseline.analyzer %s -> %s", params.baseline.analyzer, analyzer)
-    model = model.fit(train_df["text"], train_df["label"])
-    # classes_ are the sorted label names, the same order as the transformer models' ids.
-    val = classification_metrics(encode_labels(val_df["label"], label_names, args.val),
-                                 encode_labels(model.predict(val_df["text"]), label_names, args.output), label_names)
-    log.info("baseline val macro-F1 %.4f", val["macro_f1"])
-    lineage = lineage_record("baseline", params.baseline, params.seed, {"train": args.train, "val": args.val},
-                             label_names=label_names, val_metrics={"macro_f1": val["macro_f1"]},
-                             train_rows=len(train_df), resolved={"analyzer": analyzer})
     out = Path(args.output)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        save_baseline(model, tmp / BASELINE_FILE)
+        section, val, resolved = task.fit_baseline(params, train_df, val_df, label_names, tmp)
+        log.info("baseline val %s", val)
+        lineage = lineage_record("baseline", section, params.seed, {"train": args.train, "val": args.val},
+                                 label_names=label_names, val_metrics=val, train_rows=len(train_df),
+                                 resolved=resolved)
         write_lineage(tmp, lineage)
 
 

@@ -48,7 +48,7 @@ from pipeline.core.io import DataError, read_table, run_stage, setup_logging, st
 from pipeline.core.metrics import encode_labels, macro_f1_fn
 from pipeline.core.modeling import ModelError, encoder_layers, load_tokenizer, predict_logits, read_texts
 from pipeline.core.params import DistillParams, load_params
-from pipeline.core.profile import resolve_class_weights, resolve_epochs, resolve_max_length
+from pipeline.core.profile import resolve_epochs, resolve_max_length
 from pipeline.core.stats import student_evidence
 from pipeline.core.tasks import task_for
 from pipeline.core.trainers import ResumableTrainer, fit
@@ -65,6 +65,9 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, alp
     to the big classes by a loss that counts every row alike."""
 
     t = temperature
+    if student_logits.dim() == 3:  # tokens: [rows, positions, labels]; the positions that carry a label count
+        keep = labels != -100
+        student_logits, teacher_logits, labels = student_logits[keep], teacher_logits[keep], labels[keep]
     if class_weights is None:
         soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
                         reduction="batchmean") * (t * t)
@@ -217,8 +220,8 @@ class DistillationTrainer(ResumableTrainer):
         labels = inputs.pop("labels")
         hidden = p.hidden_weight > 0 and teacher_logits is not None
         outputs = model(**inputs, output_hidden_states=hidden)
-        if teacher_logits is None:
-            loss = F.cross_entropy(outputs.logits, labels)
+        if teacher_logits is None:  # [rows, labels], or [rows, positions, labels] with -100 where none
+            loss = F.cross_entropy(outputs.logits.reshape(-1, outputs.logits.shape[-1]), labels.reshape(-1))
         else:
             w = None if self.class_weights is None else torch.as_tensor(self.class_weights,
                                                                         device=outputs.logits.device)
@@ -255,13 +258,13 @@ def main(argv: list[str] | None = None) -> None:
                       argv=argv)
     params = load_params(args.params)
     p, seed = params.distill, params.seed
-    task = task_for(params.task)
+    task = task_for(params)
     train_df, val_df, logits, val_targets, weight, teacher, label_names = load_inputs(args, params, task)
-    students = p.students()
+    students = task.students(p)
     # What the student learns from, on the validation rows (the teacher as evaluate scores it, or its blend with
     # the baseline): each smaller student is judged against it, row by row.
-    y_val = encode_labels(val_df["label"], label_names, args.val)
-    teacher_val = (y_val, np.stack(val_targets.to_numpy()).argmax(1)) if len(students) > 1 else None
+    teacher_val = (encode_labels(val_df["label"], label_names, args.val),
+                   np.stack(val_targets.to_numpy()).argmax(1)) if len(students) > 1 else None
     blend_record = {"setting": p.blend_baseline, "baseline_weight": weight}  # the whole record: teacher_blend.json
     data_files = [args.train, args.val, args.logits]
     search: list[dict] = []
@@ -278,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         trainer, result, best, pruned, tokenizer, resolved = distill_one(
             q, key, seed, teacher, args, train_df, val_df, logits, label_names, str(ckpt), data_files, task)
         record = {"key": key, "layers": None if q.student else q.layers, "hidden_weight": q.hidden_weight,
-                  "intermediate_size": q.intermediate_size, "val_macro_f1": round(best["eval_macro_f1"], 6)}
+                  "intermediate_size": q.intermediate_size,
+                  f"val_{task.primary_metric}": round(best[f"eval_{task.primary_metric}"], 6)}
         keeps = True
         if teacher_val is not None:
             y_val, teacher_pred = teacher_val
@@ -369,18 +373,19 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
         pruned = prune_feed_forward(model, tokenizer, read_texts(sample, tokenizer, max_length, q.truncation),
                                     q.intermediate_size, max_length)
     train_ds = task.encode(train_df, tokenizer, label_names, max_length, q.truncation,
-                           extra={"teacher_logits": [np.asarray(x, dtype=np.float32).tolist() for x in logits]})
+                           extra={"teacher_logits": list(logits)})
     val_ds = task.encode(val_df, tokenizer, label_names, max_length, q.truncation, sort_by_length=True)
-    weights, weight_record = resolve_class_weights(q.class_weights, train_ds["label"], label_names, key)
+    weights, weight_record = task.class_weights(q.class_weights, train_ds, label_names, key)
     epochs, epochs_record = resolve_epochs(q, len(train_ds), key)
     resolved = {"max_length": max_length, "truncation": q.truncation, "length": length_record,
                 "class_weights": weight_record, "epochs": epochs_record}
     trainer, result, best = fit(
-        DistillationTrainer, model, tokenizer, q, seed, train_ds, val_ds, checkpoints=checkpoints,
+        task.trainer_class(DistillationTrainer), model, tokenizer, q, seed, train_ds, val_ds, checkpoints=checkpoints,
         data_files=data_files, resume=True, live=args.live,
         trainer_kwargs={"distill": q, "teacher": teacher if q.hidden_weight > 0 else None, "class_weights": weights},
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
-        remove_unused_columns=False, num_train_epochs=epochs, **task.fit_recipe(tokenizer, label_names),
+        remove_unused_columns=False, num_train_epochs=epochs,
+        **task.fit_recipe(tokenizer, label_names, val_df, max_length),
     )
     return trainer, result, best, pruned, tokenizer, resolved
 

@@ -26,6 +26,7 @@ from pipeline.core.io import (
     write_table,
 )
 from pipeline.core.params import RebalanceParams, load_params
+from pipeline.core.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,15 @@ class RebalanceResult:
     dropped: pd.DataFrame  # undersampled rows: id, source_id, origin, reason, text, label
 
 
-def rebalance(df: pd.DataFrame, p: RebalanceParams, rng: np.random.Generator) -> RebalanceResult:
-    counts = df["label"].value_counts().sort_index()
+def rebalance(df: pd.DataFrame, p: RebalanceParams, rng: np.random.Generator, exempt: frozenset = frozenset()
+              ) -> RebalanceResult:
+    """`exempt` labels pass untouched and do not count toward the target (the token task's sentences that hold no
+    entity: balancing entity types against them would copy every rare-type sentence dozens of times)."""
+    counts = df["label"][~df["label"].isin(exempt)].value_counts().sort_index()
     empty_drop = df.iloc[:0].assign(reason=pd.Series(dtype=object))
-    if p.strategy == "none":
+    if p.strategy == "none" or counts.empty:
         return RebalanceResult(df.reset_index(drop=True), empty_drop)
-    parts, dropped = [], []
+    parts, dropped = [df[df["label"].isin(exempt)]], []
     if p.strategy == "oversample":
         target = math.ceil(p.target_ratio * counts.max())
         for label, n in counts.items():
@@ -86,7 +90,7 @@ def main() -> None:
     args = stage_args(__doc__.splitlines()[0], "input", "output", "dropped", "metrics")
     params = load_params(args.params)
     df = read_table(args.input)
-    result = rebalance(df, params.rebalance, np.random.default_rng(params.seed))
+    result = rebalance(df, params.rebalance, np.random.default_rng(params.seed), task_for(params).rebalance_exempt)
     metrics = stage_metrics(df, result)
     write_table(result.rows, args.output)
     write_table(result.dropped, args.dropped)

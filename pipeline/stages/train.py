@@ -21,7 +21,6 @@ from pipeline.core.modeling import ModelError, encoder_layers, load_tokenizer
 from pipeline.core.params import TrainParams, load_params
 from pipeline.core.profile import (
     class_weights,  # noqa: F401 - re-exported: the teacher's weights are the ones this module documents
-    resolve_class_weights,
     resolve_epochs,
     resolve_max_length,
 )
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     p, seed = params.train, params.seed
     relaunch_if_needed(p.launcher, "pipeline.stages.train", sys.argv[1:] if argv is None else argv)
-    task = task_for(params.task)
+    task = task_for(params)
     train_df, val_df = read_table(args.train), read_table(args.val)
     label_names = task.label_names(train_df)
     task.check_splits({"train": train_df, "val": val_df}, label_names)
@@ -78,13 +77,14 @@ def main(argv: list[str] | None = None) -> None:
                                                    "train", seed)
     train_ds = task.encode(train_df, tokenizer, label_names, max_length, p.truncation)
     val_ds = task.encode(val_df, tokenizer, label_names, max_length, p.truncation, sort_by_length=True)
-    weights, weight_record = resolve_class_weights(p.class_weights, train_ds["label"], label_names, "train")
+    weights, weight_record = task.class_weights(p.class_weights, train_ds, label_names, "train")
     epochs, epochs_record = resolve_epochs(p, len(train_ds), "train")
 
     trainer, result, best = fit(
-        WeightedLossTrainer, model, tokenizer, p, seed, train_ds, val_ds,
+        task.trainer_class(WeightedLossTrainer), model, tokenizer, p, seed, train_ds, val_ds,
         checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
-        trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs, **task.fit_recipe(tokenizer, label_names),
+        trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs,
+        **task.fit_recipe(tokenizer, label_names, val_df, max_length),
     )
     log.info("train: %s; best val: %s", result, best)
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model

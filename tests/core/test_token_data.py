@@ -144,7 +144,7 @@ def test_bad_token_files_stop_naming_file_and_line(tmp_path, name, content, fmt,
 def test_span_files_become_tokens_whose_offsets_slice_the_raw_text(tmp_path):
     text = "RT @nasa: I ❤ New York &amp; the ISS!! https://t.co/xY 🚀 北京欢迎你"
     ents = [[text.index(w), text.index(w) + len(w), t]
-            for w, t in (("New York", "geo-loc"), ("ISS", "facility"), ("北京", "geo-loc"), ("nasa", "person"))]
+            for w, t in (("New York", "geo-loc"), ("ISS", "facility"), ("北京", "geo-loc"), ("@nasa", "person"))]
     records = [{"text": text, "entities": ents}, {"text": "nothing here", "entities": []},
                {"text": "midword: NewYorker", "label": [{"start": 12, "end": 18, "label": "geo-loc"}]}]
     path = _write(tmp_path, "s.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
@@ -153,7 +153,8 @@ def test_span_files_become_tokens_whose_offsets_slice_the_raw_text(tmp_path):
     assert [first["text"][s:e] for s, e in first["offsets"]] == first["tokens"]
     found = [(first["offsets"][s.start][0], first["offsets"][s.end - 1][1], s.type) for s in spans(first["tags"])]
     assert found == sorted((s, e, t) for s, e, t in ents)  # every entity back at its characters
-    assert [first["text"][s:e] for s, e, _ in found] == ["nasa", "New York", "ISS", "北京"]
+    assert [first["text"][s:e] for s, e, _ in found] == ["@nasa", "New York", "ISS", "北京"]
+    assert "https://t.co/xY" in first["tokens"] and "&amp;" in first["tokens"]  # web tokens stay whole
     assert got.frame.iloc[1]["tags"] == ["O", "O"] and got.frame["raw_row"].tolist() == [1, 2, 3]
     doccano = read_tokens(path, TokenFormat(spans_key="label"))  # the third record's entity sits mid-token
     assert doccano.repairs == Counter({"span_widened_to_token_boundaries": 1})

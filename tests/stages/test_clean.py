@@ -241,7 +241,7 @@ def test_cheap_checks_fail_before_heavy_work(tmp_path, params):
 
 def test_normalising_on_every_core_gives_the_serial_result():
     from pipeline.core.params import CleanParams
-    from pipeline.stages.clean import PARALLEL_ROWS, _normalise_chunk, normalise_all
+    from pipeline.core.sequence_clean import PARALLEL_ROWS, _normalise_chunk, normalise_all
 
     base = ["Caf\u00e9 &amp; <b>bar</b>", "don\u00e2\u20ac\u2122t", "  plain  text ", None, 5, "\x1b[1mbold", ""]
     texts = [base[i % len(base)] if i % 3 else f"row {i} \u2013 {base[i % len(base)]}"

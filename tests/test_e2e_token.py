@@ -1,0 +1,182 @@
+"""End to end for the token task (issue 33): `dvc repro` with `task: token` on the real WNUT-16 tweets, as a user
+would run it (the raw var pointed at a CoNLL file, `task: token` in params.yaml), on a tiny training budget."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "task": "token",
+    "train": {"max_steps": 16, "batch_size": 16, "eval_steps": 8, "early_stopping_patience": 0, "max_length": 48},
+    "distill": {"max_steps": 16, "batch_size": 16, "eval_steps": 8, "early_stopping_patience": 0, "max_length": 48},
+    "audit": {"folds": 3},
+    "evaluate": {"throughput_batches": 1, "latency_runs": 3, "bootstrap_resamples": 200},
+    # A 16-step student barely tags entities: the gate is exercised, not the quality of so short a run.
+    "export": {"min_agreement": 0.9, "min_macro_f1_ratio": 0.5},
+}
+STAGES = {"clean", "audit", "augment", "rebalance", "split", "train", "teacher_logits", "distill", "export", "baseline",
+          "evaluate"}
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
+
+
+def ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="module")
+def env() -> dict:
+    e = dict(os.environ)
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    e.update(HF_HUB_OFFLINE="1", PIPELINE_LOG_LEVEL="WARNING", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+             GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
+    return e
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, env, wnut16_file) -> Path:
+    repo = tmp_path_factory.mktemp("token-repo")
+    shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    # The README's step 1: point the raw var at your file.
+    dvc_yaml = (ROOT / "dvc.yaml").read_text()
+    assert "raw: data/raw/sms-spam.csv" in dvc_yaml
+    (repo / "dvc.yaml").write_text(dvc_yaml.replace("raw: data/raw/sms-spam.csv", "raw: data/raw/tweets.conll"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "data" / "raw").mkdir(parents=True)
+    shutil.copy(wnut16_file, repo / "data" / "raw" / "tweets.conll")
+    shutil.copytree(ROOT / "data" / "feedback", repo / "data" / "feedback")
+    run(["git", "init", "-q"], repo, env)
+    run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
+    run([sys.executable, "-m", "dvc", "config", "core.site_cache_dir", str(repo / ".dvc-site")], repo, env)
+    out = run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    assert ran(out.stdout) == STAGES, out.stdout
+    return repo
+
+
+def test_every_sentence_and_token_is_accounted_for_and_no_sentence_is_in_two_splits(repo):
+    clean = json.loads((repo / "metrics" / "data" / "clean.json").read_text())
+    assert clean["rows_in"] == 2394 and clean["tokens_in"] == 46469  # the published WNUT-16 counts
+    assert clean["rows_in"] == clean["rows_out"] + clean["dropped_total"]
+    dropped = pd.read_parquet(repo / "data" / "interim" / "clean_dropped.parquet")
+    kept = pd.read_parquet(repo / "data" / "interim" / "clean.parquet")
+    words_dropped = int(dropped["text"].str.split().str.len().sum())
+    assert clean["tokens_in"] == clean["tokens_out"] + words_dropped + sum(clean["tokens_dropped"].values())
+    assert clean["dropped"]["label_conflict"] > 0  # repeated tweets tagged two ways: every copy, counted
+    splits = {n: pd.read_parquet(repo / "data" / "processed" / f"{n}.parquet") for n in ("train", "val", "test")}
+    assert sum(map(len, splits.values())) == len(kept)
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not set(splits[a]["id"]) & set(splits[b]["id"])
+        assert not set(splits[a]["text"]) & set(splits[b]["text"])
+    assert all(len(t) == len(g) for t, g in zip(splits["test"]["tokens"], splits["test"]["tags"]))
+
+
+def test_evaluate_reports_entity_f1_with_cis_and_paired_comparisons(repo):
+    metrics = json.loads((repo / "metrics" / "eval.json").read_text())
+    preds = pd.read_parquet(repo / "data" / "eval" / "test_predictions.parquet")
+    test = pd.read_parquet(repo / "data" / "processed" / "test.parquet")
+    for name in ("teacher", "student", "student_onnx", "baseline"):
+        m = metrics[name]
+        ci = m["entity_f1_ci"]
+        assert ci["ci_low"] <= ci["value"] == round(m["f1"], 4) <= ci["ci_high"] and ci["sentences"] == len(test)
+        assert set(m["per_type"]) == {"company", "facility", "geo-loc", "movie", "musicartist", "other", "person",
+                                      "product", "sportsteam", "tvshow"}
+        gold = sum(v["support"] for v in m["per_type"].values())
+        assert m["errors"]["missed"] <= gold
+        assert len(preds[preds["model"] == name]) == len(test)
+        assert (repo / "metrics" / "eval" / f"confusion_{name}.csv").is_file()
+    assert metrics["baseline"]["f1"] > 0.2  # the CRF learns the tweets' entities from 1,800 sentences
+    cmp = metrics["comparisons"]["teacher_vs_baseline"]
+    assert cmp["ci_low"] <= cmp["delta"] <= cmp["ci_high"] and cmp["sentences"] == len(test)
+    export = json.loads((repo / "metrics" / "export.json").read_text())["student"]
+    assert export["max_abs_logit_diff_fp32"] < 1e-3 and "entity_f1_ratio" in export
+    report = (repo / "metrics" / "REPORT.md").read_text()
+    assert "token classification" in report and "entity F1" in report
+
+
+def test_packaged_token_models_load_in_transformers_pipeline_with_aggregation(repo):
+    from transformers import pipeline
+
+    card = (repo / "models" / "teacher" / "README.md").read_text()
+    assert "pipeline_tag: token-classification" in card
+    for name in ("teacher", "student"):
+        ner = pipeline("token-classification", model=str(repo / "models" / name), aggregation_strategy="first")
+        out = ner("Going to see Justin Bieber in New York tonight")
+        assert isinstance(out, list) and all({"entity_group", "start", "end"} <= set(e) for e in out)
+    from pipeline.core.token_scoring import open_tagger
+
+    text = "RT @jo: Lady Gaga &amp; Beyoncé in NYC 🙂 http://t.co/x"
+    for name in ("student-onnx", "baseline"):
+        (res,) = open_tagger(repo / "models" / name).spans([text])
+        assert res["status"] == "ok"
+        assert all(text[e["start"]:e["end"]] == e["text"] for e in res["entities"])
+
+
+def test_second_repro_does_nothing(repo, env):
+    out = run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    assert ran(out.stdout) == set(), out.stdout
+
+
+def test_serve_answers_entity_spans_whose_offsets_slice_the_raw_text(repo):
+    """A real server on the int8 student: raw text in (emoji, URLs, HTML entities, a handle), spans out whose
+    offsets cut exactly their text from what was sent; the OpenAPI schema describes the spans."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model",
+                             str(repo / "models" / "student-onnx"), "--port", str(port)], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() else "slow"
+                time.sleep(0.3)
+        texts = ["RT @jo: Lady Gaga &amp; Beyoncé 🙂 in New York tonight http://t.co/x ", "",
+                 "Justin Bieber 🎤 at Madison Square Garden &lt;3 #MSG", "Barack Obama visits London"]
+        r = httpx.post(url + "/predict", json={"texts": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["status"] for p in preds] == ["ok", "empty_text", "ok", "ok"]
+        spans = [e for t, p in zip(texts, preds) if p["entities"] for e in p["entities"]]
+        for t, p in zip(texts, preds):
+            for e in p["entities"] or []:
+                assert t[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
+        assert all(e["type"] in {"company", "facility", "geo-loc", "movie", "musicartist", "other", "person",
+                                 "product", "sportsteam", "tvshow"} for e in spans)
+        schema = httpx.get(url + "/openapi.json").json()["components"]["schemas"]
+        assert {"EntitySpan", "EntityPrediction"} <= set(schema)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
