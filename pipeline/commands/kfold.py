@@ -90,6 +90,8 @@ def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, 
         raise DataError(f"kfold: the folds score different models: {where}")
     frames, repeated = disjoint(frames, models[0][0])
     df = pd.concat(frames, ignore_index=True)
+    if not names:  # no per-class probabilities: entities per sentence (the token task), pooled by entity F1
+        return pool_entities(df, frames, models[0], repeated, n_resamples, confidence, seed)
     unknown = unseen_labels(set(df["prediction"].astype(str)) | set(df["label"].astype(str)), names)
     if unknown:
         raise DataError(f"kfold: labels or predictions outside the models' labels {names}: {unknown}")
@@ -128,6 +130,43 @@ def pool(frames: list[pd.DataFrame], names: list[str], n_resamples: int = 1000, 
                                    n_resamples, confidence, seed)
             out[f"{student}_keeps"] = {"value": round(metric(y, s) / max(metric(y, t), 1e-12), 4),
                                        "ci_low": round(low, 4), "ci_high": round(high, 4)}
+    return out
+
+
+def pool_entities(df: pd.DataFrame, frames: list[pd.DataFrame], models: list[str], repeated: dict, n_resamples: int,
+                  confidence: float, seed: int) -> dict:
+    """pool() for a token model's predictions (`label` and `prediction` hold each sentence's entities): entity F1
+    with CIs over the pooled sentences, paired differences, per fold, and what each student keeps."""
+    from pipeline.core.entities import counts_from_text, entity_f1, entity_f1_ci, paired_entity_f1
+
+    df = df.assign(order=df["fold"].map({f["fold"].iat[0]: k for k, f in enumerate(frames)}))
+    wide = {m: g.sort_values(["order", "id"], kind="stable") for m, g in df.groupby("model")}
+    ref = wide[models[0]][["fold", "id"]].to_numpy()
+    if any(not np.array_equal(g[["fold", "id"]].to_numpy(), ref) for g in wide.values()):
+        raise DataError("kfold: within a fold, every model must score the same test rows")
+    counts = {m: counts_from_text(g["label"].tolist(), g["prediction"].tolist()) for m, g in wide.items()}
+    types = sorted({t for c in counts.values() for t in c.types})
+    boot = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
+    fold_of = wide[models[0]]["fold"].to_numpy()
+    comparisons = {}
+    for a, b in PAIRS:
+        if a in counts and b in counts:
+            c = paired_entity_f1(counts[a], counts[b], **boot)
+            how = ("above" if c["delta"] > 0 else "below") if c["significant"] else "cannot be told from"
+            comparisons[f"{a}_vs_{b}"] = {**c, "verdict": f"{a} {how} {b}: entity F1 {c['delta']:+.4f} "
+                                                       f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"}
+    out = {"metric": "entity F1", "folds": len(frames), "rows": int(len(ref)), "classes": len(types),
+           "repeated_rows": repeated, "smallest_class_rows": int(min(c.gold.sum(0).min() for c in counts.values())),
+           "models": {m: entity_f1_ci(c, **boot) for m, c in counts.items()},
+           "per_fold": [{"fold": fo, "rows": int((fold_of == fo).sum()),
+                         "macro_f1": {m: round(float(entity_f1(c.take(np.flatnonzero(fold_of == fo)))), 4)
+                                      for m, c in counts.items()}} for fo in dict.fromkeys(fold_of)],
+           "comparisons": comparisons}
+    for student in STUDENTS:
+        if student in counts and "teacher" in counts:
+            t = entity_f1(counts["teacher"])
+            out[f"{student}_keeps"] = {"value": round(float(entity_f1(counts[student]) / max(t, 1e-12)), 4),
+                                       "ci_low": None, "ci_high": None}
     return out
 
 
@@ -170,14 +209,15 @@ def summary(result: dict) -> str:
              f"smallest with {result['smallest_class_rows']} rows)"
              + (f"; {again} rows of tiny classes tested by two folds, scored once (the first fold's)" if again
                 else "")]
-    lines += [f"{m}: macro-F1 {v['value']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
+    metric = result.get("metric", "macro-F1")
+    lines += [f"{m}: {metric} {v['value']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
               for m, v in result["models"].items()]
     lines += [c["verdict"] for c in result["comparisons"].values()]
     for key in ("student_keeps", "student_onnx_keeps"):
         if key in result:
             k = result[key]
-            lines.append(f"{key.replace('_keeps', '')} keeps {k['value']:.1%} of the teacher's macro-F1 "
-                         f"[{k['ci_low']:.1%}, {k['ci_high']:.1%}]")
+            lines.append(f"{key.replace('_keeps', '')} keeps {k['value']:.1%} of the teacher's {metric}"
+                         + (f" [{k['ci_low']:.1%}, {k['ci_high']:.1%}]" if k["ci_low"] is not None else ""))
     lines += [f"fold {f['fold']}: {f['rows']} rows, " + ", ".join(f"{m} {v:.4f}" for m, v in f["macro_f1"].items())
               for f in result["per_fold"]]
     return "\n".join(lines) + "\n"

@@ -103,3 +103,26 @@ def paired_entity_f1(a: EntityCounts, b: EntityCounts, n_resamples: int = 1000, 
                              confidence, seed)
     return {"delta": round(float(entity_f1(a) - entity_f1(b)), 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
             "significant": bool(low > 0 or high < 0), "sentences": len(rows)}
+
+
+def parse_entity_text(text: str) -> set[tuple[int, int, str]]:
+    """A prediction table's `start:end:type ...` (token_evaluate.entity_text) back to a set of entities."""
+    out = set()
+    for item in str(text or "").split():
+        start, end, kind = item.split(":", 2)
+        out.add((int(start), int(end), kind))
+    return out
+
+
+def counts_from_text(gold: list[str], pred: list[str]) -> EntityCounts:
+    """Strict entity counts per sentence from two columns of entity strings (gold, predicted)."""
+    g, p = [parse_entity_text(x) for x in gold], [parse_entity_text(x) for x in pred]
+    types = sorted({e[2] for s in g + p for e in s})
+    index = {t: i for i, t in enumerate(types)}
+    shape = (len(g), len(types))
+    tp, n_pred, n_gold = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    for row, (gs, ps) in enumerate(zip(g, p)):
+        for arr, entities in ((n_gold, gs), (n_pred, ps), (tp, gs & ps)):
+            for e in entities:
+                arr[row, index[e[2]]] += 1
+    return EntityCounts(types, tp, n_pred, n_gold)

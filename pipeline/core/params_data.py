@@ -199,8 +199,9 @@ class TokenParams(Section):
     format: Literal["auto", "conll", "jsonl", "spans"] = Field("auto", description=(
         "auto: from the extension (.conll/.bio/.iob/.txt/.tsv: one token per line) and, for JSONL, the first record "
         "(token and tag lists, or `text` with character spans as Doccano and Label Studio export)"))
-    scheme: Literal["auto", "bio", "iob1", "bioes", "bmes"] = Field("auto", description=(
-        "the tag scheme the file is written in; every scheme is read into BIO"))
+    scheme: Literal["auto", "bio", "iob1", "bioes", "bmes", "plain"] = Field("auto", description=(
+        "the tag scheme the file is written in; every scheme is read into BIO. plain: one class per word (parts of "
+        "speech; a .conllu file's UPOS under auto), each tag its own one-word span"))
     columns: list[str] = Field([], description="CoNLL column names, so token_column / tag_column can name them")
     token_column: Union[int, str] = Field(0, description="CoNLL: the token's column (a position or a name)")
     tag_column: Union[int, str] = Field(-1, description="CoNLL: the tag's column; -1 = the last")

@@ -1,5 +1,5 @@
-"""Entity tag schemes for token classification: read BIO (IOB2), IOB1, BIOES (IOBES, BILOU) and BMES, and
-normalise every sentence to BIO, the one scheme the rest of the pipeline sees.
+"""Entity tag schemes for token classification: read BIO (IOB2), IOB1, BIOES (IOBES, BILOU), BMES and plain
+one-word tags (part of speech), and normalise every sentence to BIO, the one scheme the rest of the pipeline sees.
 
 BIO is what Hugging Face's token-classification models and seqeval's strict mode use, and every other scheme maps
 into it without loss of spans: S/U (single) and B begin an entity, I/M/E/L continue it. A continuation tag that
@@ -14,7 +14,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-SCHEMES = ("bio", "iob1", "bioes", "bmes")
+SCHEMES = ("bio", "iob1", "bioes", "bmes", "plain")
+# plain: every tag is a class of its own word (part of speech, a UD treebank's UPOS): each tag T becomes B-T, a
+# one-word span, so strict span F1 over them is micro-F1 over the words' tags and every stage reads it unchanged.
 BEGIN = {"bio": "B", "iob1": "B", "bioes": "BSU", "bmes": "BS"}
 INSIDE = {"bio": "I", "iob1": "I", "bioes": "IEL", "bmes": "ME"}
 CLOSING = "ESLU"  # these end their entity: what follows cannot continue it
@@ -74,6 +76,8 @@ def to_bio(tags: list[str], scheme: str, repairs: Counter | None = None) -> list
     by reason; a prefix the scheme does not have raises TagError naming the token."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown tag scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
+    if scheme == "plain":
+        return ["O" if t == "O" else f"B-{t}" for t in tags]
     out: list[str] = []
     prev_prefix, prev_type = "O", None
     for i, tag in enumerate(tags):

@@ -42,7 +42,7 @@ def usage(name: str, folder: Path, example: str) -> str:
 
 
 def card(name: str, folder: Path, metrics: dict, lineage: dict, label_names: list[str], verdicts: list[str],
-         example: str) -> str:
+         example: str, notes: list[str] = ()) -> str:
     base = lineage.get("base_model") or lineage.get("teacher") or ""
     front = ["---", "library_name: " + {"baseline": "python-crfsuite", ONNX_NAME: "onnx"}.get(name, "transformers"),
              "pipeline_tag: token-classification", "tags: [finetune-pipeline, dvc, ner]"]
@@ -55,6 +55,7 @@ def card(name: str, folder: Path, metrics: dict, lineage: dict, label_names: lis
     return "\n".join([
         *front, "---", f"# {name}", "", HOW[name].format(base=base) + " Task: token classification (named "
         f"entities, BIO tags: {', '.join(label_names)}).", "",
+        *(["## Read this first", "", *[f"- {n}" for n in notes], ""] if notes else []),
         "## Test metrics", "", "| metric | value |", "|---|---|",
         f"| entity F1, strict micro [95% CI] | {ci(metrics['entity_f1_ci'])} |",
         f"| entity precision / recall | {metrics['precision']:.4f} / {metrics['recall']:.4f} |",
@@ -70,8 +71,20 @@ def card(name: str, folder: Path, metrics: dict, lineage: dict, label_names: lis
         "Every param, seed and resolved setting: `lineage.json` beside this card.", ""])
 
 
+def student_note(comparison: dict, teacher_f1: float, student_f1: float, min_ratio: float) -> list[str]:
+    """What a student card must say plainly when the student keeps less than the bar of the teacher's entity F1."""
+    kept = comparison["f1_retained"]
+    if kept >= min_ratio:
+        return []
+    return [f"This student keeps {kept:.1%} of the teacher's test entity F1 ({student_f1:.4f} vs {teacher_f1:.4f}; "
+            f"difference {comparison['delta']:+.4f} [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}] on "
+            f"the same {comparison['sentences']} sentences), under the {min_ratio:.0%} bar "
+            "(distill.min_val_f1_ratio). More teacher layers (distill.layers) or hidden-state matching "
+            "(distill.hidden_weight) keep more, at less speed: docs/ner.md has the figures."]
+
+
 def package_token_model(name: str, src: Path, dest: Path, metrics: dict, lineage: dict, label_names: list[str],
-                        verdicts: list[str], example: str, stride: int) -> None:
+                        verdicts: list[str], example: str, stride: int, notes: list[str] = ()) -> None:
     with atomic_path(dest) as tmp:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(FP32_FILE))
         cfg_path = tmp / "config.json"
@@ -79,12 +92,12 @@ def package_token_model(name: str, src: Path, dest: Path, metrics: dict, lineage
             cfg = json.loads(cfg_path.read_text())
             cfg["window_stride"] = stride
             cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(card(name, dest, metrics, lineage, label_names, verdicts, example),
+        (tmp / "README.md").write_text(card(name, dest, metrics, lineage, label_names, verdicts, example, notes),
                                        encoding="utf-8")
         write_lineage(tmp, {**lineage, "model": name, "temperature": None})
 
 
-def token_report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int) -> str:
+def token_report(results: dict, speed: dict, verdicts: dict[str, str], n_test: int, min_ratio: float = 0.98) -> str:
     rows = []
     for name in ("teacher", "student", ONNX_NAME, "baseline"):
         r, sp = results[name], speed[name]
@@ -100,7 +113,8 @@ def token_report(results: dict, speed: dict, verdicts: dict[str, str], n_test: i
         f"# Test results: token classification ({n_test} test sentences)", "",
         "| model | entity F1 [95% CI] | precision | recall | CPU sentences/s (batch 32) | CPU latency ms (batch 1) "
         "| size |", "|---|---|---|---|---|---|---|", *rows, "",
-        f"The student keeps {kept:.1%} of the teacher's entity F1.", "",
+        f"The student keeps {kept:.1%} of the teacher's entity F1"
+        + (f", under the {min_ratio:.0%} bar: see its card." if kept < min_ratio else "."), "",
         "Paired comparisons on the same test sentences (bootstrap CI of the entity-F1 difference):", "",
         *[f"- {v}" for v in verdicts.values()], "",
         "Entity F1 per type (strict; a type with few test entities has a wide CI of its own):", "",

@@ -27,7 +27,7 @@ from pipeline.core.params import as_dict
 from pipeline.core.speed import measure_speed
 from pipeline.core.stats import expected_calibration_error, reliability_table
 from pipeline.core.tags import spans, split_tag
-from pipeline.core.token_cards import package_token_model, token_report
+from pipeline.core.token_cards import package_token_model, student_note, token_report
 from pipeline.core.token_scoring import CrfWordTagger, OnnxTagger, TorchTagger, WordTagger
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ def evaluate_tokens(args: Any, params: Any) -> None:
     write_json(results, args.metrics)
     write_json(speed, args.speed)
     write_json({"sentence_words": length_slices(words, gold, scored)}, args.slices)
-    write_text(token_report(results, speed, verdicts, len(test)), args.report)
+    min_ratio = params.distill.min_val_f1_ratio
+    write_text(token_report(results, speed, verdicts, len(test), min_ratio), args.report)
     evaluated = {"raw": {"path": args.raw, "md5": file_md5(args.raw)},
                  "test": {"path": args.test, "md5": file_md5(args.test)}}
     for name, tagger in found.items():
@@ -190,7 +191,9 @@ def evaluate_tokens(args: Any, params: Any) -> None:
                "clean": as_dict(params.clean)}
         package_token_model(name, tagger.folder, Path(args.models_dir) / PACKAGED.get(name, name), results[name], lin,
                             label_names, [v for k, v in verdicts.items() if name in k.split("_vs_")],
-                            test["text"].iloc[0], params.tokens.stride)
+                            test["text"].iloc[0], params.tokens.stride,
+                            student_note(compared[f"{name}_vs_teacher"], results["teacher"]["f1"], results[name]["f1"],
+                                         min_ratio) if name in STUDENTS else [])
     for v in verdicts.values():
         log.info("%s", v)
     log.info("student keeps %.1f%% of the teacher's entity F1 at %.2fx throughput",

@@ -25,6 +25,10 @@ from pipeline.core.tags import SCHEMES, Span, TagError, detect_scheme, from_span
 
 CONLL_SUFFIXES = (".conll", ".conllu", ".bio", ".iob", ".iob2", ".bioes", ".bmes", ".txt", ".tsv")
 DOCSTART = "-DOCSTART-"
+# CoNLL-U (Universal Dependencies): its ten columns; a .conllu file reads FORM as the token and UPOS as the tag
+# (plain scheme) unless the params say otherwise, skips `#` comment lines, multiword-token ranges and empty nodes.
+CONLLU = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+CONLLU_SKIP = re.compile(r"\d+[-.]\d+")
 # Kept whole, as annotated web text tokenises them (WNUT, Twitter NER): an HTML entity, a URL, an e-mail address,
 # an @handle, a #hashtag. Split at every punctuation mark, a URL would become seven "words" the model never saw.
 WHOLE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);|(?:https?://|www\.)[^\s<>\"']+"
@@ -38,7 +42,7 @@ class TokenFormat:
     """How a token file is laid out. Columns are positions or, with `columns`, names."""
 
     format: str = "auto"  # auto | conll | jsonl | spans
-    scheme: str = "auto"  # auto | bio | iob1 | bioes | bmes
+    scheme: str = "auto"  # auto | bio | iob1 | bioes | bmes | plain
     columns: tuple[str, ...] = ()  # CoNLL column names, to name token_column / tag_column
     token_column: Union[int, str] = 0
     tag_column: Union[int, str] = -1  # -1: the last column
@@ -115,12 +119,29 @@ def _column(spec: Union[int, str], columns: tuple[str, ...], path: Path) -> int:
     return columns.index(spec)
 
 
+def is_conllu(path: Path) -> bool:
+    return path.name.lower().removesuffix(".gz").endswith(".conllu")
+
+
+def conllu_format(fmt: TokenFormat) -> TokenFormat:
+    """A CoNLL-U file's layout: FORM and UPOS where the params keep the defaults, plain tags under auto."""
+    from dataclasses import replace
+
+    return replace(fmt, columns=fmt.columns or CONLLU,
+                   token_column="form" if fmt.token_column == 0 else fmt.token_column,
+                   tag_column="upos" if fmt.tag_column == -1 else fmt.tag_column,
+                   scheme="plain" if fmt.scheme == "auto" else fmt.scheme)
+
+
 def _conll(path: Path, fmt: TokenFormat) -> Iterator[tuple[int, list[str], list[str], list[int]]]:
     """(first line, tokens, tags, each token's line) per sentence of a CoNLL-style file."""
     tok_col, tag_col = (_column(c, fmt.columns, path) for c in (fmt.token_column, fmt.tag_column))
+    conllu = is_conllu(path)
     width, tokens, tags, lines = None, [], [], []
     for n, line in _lines(path, fmt.encoding):
         cols = line.split("\t") if "\t" in line else line.split()
+        if conllu and cols and (line.startswith("#") or CONLLU_SKIP.fullmatch(cols[0])):
+            continue
         if not line.strip() or cols[0] == DOCSTART:  # a blank line, a lone separator, or a document break
             if tokens:
                 yield lines[0], tokens, tags, lines
@@ -261,6 +282,7 @@ def read_tokens(path: Union[str, Path], fmt: TokenFormat = TokenFormat()) -> Tok
     if fmt.scheme not in ("auto", *SCHEMES):
         raise KnownError(f"tag scheme {fmt.scheme!r}: expected auto or one of {', '.join(SCHEMES)}")
     layout, repairs, dropped = sniff_format(path, fmt), Counter(), Counter()
+    fmt = conllu_format(fmt) if layout == "conll" and is_conllu(path) else fmt
     rows = []
     if layout == "spans":  # already BIO: the spans say where each entity begins
         for n, text, toks, tags in _span_records(path, fmt, repairs):
@@ -273,9 +295,11 @@ def read_tokens(path: Union[str, Path], fmt: TokenFormat = TokenFormat()) -> Tok
     for _, _, tags, lines in sentences:  # the form of every tag, with its line, before the scheme is guessed
         for tag, line in zip(tags, lines):
             try:
-                split_tag(tag)
+                if fmt.scheme != "plain":
+                    split_tag(tag)
             except ValueError as e:
-                raise KnownError(f"{path}:{line}: {e}") from None
+                raise KnownError(f"{path}:{line}: {e}; for one-word tags such as parts of speech set "
+                                 "tokens.scheme: plain") from None
     scheme = detect_scheme([tags for _, _, tags, _ in sentences]) if fmt.scheme == "auto" else fmt.scheme
     for first, tokens, tags, lines in sentences:
         if not tokens:

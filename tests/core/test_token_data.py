@@ -228,3 +228,40 @@ def test_confidence_intervals_resample_sentences_and_pair_the_models(wnut_table)
     assert gap["significant"] and 0 < gap["ci_low"] < gap["delta"] < gap["ci_high"]
     same = paired_entity_f1(weaker, weaker, n_resamples=300)
     assert (same["delta"], same["ci_low"], same["ci_high"], same["significant"]) == (0, 0, 0, False)
+
+
+CONLLU_TEXT = """# sent_id = 1
+# text = Ali'nin evi var.
+1-2	Ali'nin	_	_	_	_	_	_	_	_
+1	Ali	Ali	PROPN	_	_	3	nmod	_	_
+2	'nin	_	ADP	_	_	1	case	_	_
+3	evi	ev	NOUN	_	_	4	nsubj	_	_
+3.1	var	_	VERB	_	_	_	_	_	_
+4	var	var	VERB	_	_	0	root	_	SpaceAfter=No
+5	.	.	PUNCT	_	_	4	punct	_	_
+
+# sent_id = 2
+1	Evet	evet	INTJ	_	_	0	root	_	_
+"""
+
+
+def test_a_conllu_treebank_reads_form_and_upos_as_one_word_spans(tmp_path):
+    """A Universal Dependencies file: comments, multiword-token ranges and empty nodes skipped, FORM and UPOS read,
+    each part of speech a one-word span (the plain scheme), so entity F1 over them is tag micro-F1."""
+    from pipeline.core.entities import entity_counts, entity_f1
+
+    path = _write(tmp_path, "t.conllu", CONLLU_TEXT)
+    got = read_tokens(path)
+    assert got.scheme == "plain" and got.frame["raw_row"].tolist() == [4, 12]
+    assert got.frame["tokens"].tolist() == [["Ali", "'nin", "evi", "var", "."], ["Evet"]]
+    assert got.frame["tags"].iloc[0] == ["B-PROPN", "B-ADP", "B-NOUN", "B-VERB", "B-PUNCT"]
+    gold = got.frame["tags"].tolist()
+    pred = [["B-PROPN", "B-ADP", "B-NOUN", "B-NOUN", "B-PUNCT"], ["B-INTJ"]]
+    assert entity_f1(entity_counts(gold, pred)) == pytest.approx(5 / 6)  # 5 of 6 words tagged right
+
+
+def test_one_word_tags_outside_a_treebank_ask_for_the_plain_scheme(tmp_path):
+    path = _write(tmp_path, "pos.conll", "The\tDET\ncat\tNOUN\n")
+    with pytest.raises(KnownError, match=r"pos\.conll:1: .*tokens\.scheme: plain"):
+        read_tokens(path)
+    assert read_tokens(path, TokenFormat(scheme="plain")).frame["tags"].tolist() == [["B-DET", "B-NOUN"]]

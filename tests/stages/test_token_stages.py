@@ -166,3 +166,29 @@ def test_check_reports_a_token_file_in_its_own_terms(wnut16_file, tmp_path):
     bad.write_text("Jo\tB-per\nin\tO\nRome\n", encoding="utf-8")
     rep = check(str(params), str(bad))
     assert any(f"{bad}:3" in e for e in rep.errors), rep.errors
+
+
+def test_kfold_pools_token_folds_by_entity_f1(tmp_path):
+    """Two folds of token predictions (entities per sentence, as evaluate writes them) pool into the entity F1 of
+    all their sentences together, paired model against model."""
+    from pipeline.commands.kfold import load_folds, pool
+    from pipeline.core.entities import counts_from_text, entity_f1
+
+    rng = np.random.default_rng(0)
+    gold = [" ".join(f"{i}:{i + 1}:{t}" for i, t in enumerate(rng.choice(["per", "loc", "org"], size=3)))
+            for _ in range(60)]
+    noisy = lambda s, p: " ".join(e for e in s.split() if rng.random() > p)  # noqa: E731 - drops entities
+    preds = {m: [noisy(g, p) for g in gold] for m, p in
+             (("teacher", 0.1), ("student", 0.2), ("student_onnx", 0.2), ("baseline", 0.5))}
+    paths = []
+    for k, rows in enumerate((range(0, 30), range(30, 60))):
+        table = pd.concat([pd.DataFrame({"model": m, "id": [f"s{i}" for i in rows], "raw_row": list(rows),
+                                         "label": [gold[i] for i in rows], "prediction": [p[i] for i in rows],
+                                         "confidence": 1.0}) for m, p in preds.items()])
+        paths.append(tmp_path / f"fold{k}.parquet")
+        table.to_parquet(paths[-1])
+    result = pool(*load_folds(paths), n_resamples=200)
+    assert result["metric"] == "entity F1" and result["rows"] == 60
+    for m, p in preds.items():
+        assert result["models"][m]["value"] == round(entity_f1(counts_from_text(gold, p)), 4)
+    assert result["comparisons"]["teacher_vs_baseline"]["significant"]
