@@ -46,10 +46,14 @@ def entity_counts(gold: list[list[str]], pred: list[list[str]], types: list[str]
     that of the spans a user gets. Gold tags are read as they are (the readers write valid BIO)."""
     if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
         raise ValueError("gold and predicted tags must cover the same sentences and tokens")
-    g, p = _entities(gold), _entities([to_bio(tags, "bio") for tags in pred])
+    return _count(_entities(gold), _entities([to_bio(tags, "bio") for tags in pred]), types)
+
+
+def _count(g: list[set], p: list[set], types: list[str] | None = None) -> EntityCounts:
+    """Per sentence and type: gold, predicted and matching entities of (start, end, type) sets."""
     types = sorted({e[2] for s in g + p for e in s}) if types is None else list(types)
     index = {t: i for i, t in enumerate(types)}
-    shape = (len(gold), len(types))
+    shape = (len(g), len(types))
     tp, n_pred, n_gold = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
     for row, (gs, ps) in enumerate(zip(g, p)):
         for arr, entities in ((n_gold, gs), (n_pred, ps), (tp, gs & ps)):
@@ -116,13 +120,4 @@ def parse_entity_text(text: str) -> set[tuple[int, int, str]]:
 
 def counts_from_text(gold: list[str], pred: list[str]) -> EntityCounts:
     """Strict entity counts per sentence from two columns of entity strings (gold, predicted)."""
-    g, p = [parse_entity_text(x) for x in gold], [parse_entity_text(x) for x in pred]
-    types = sorted({e[2] for s in g + p for e in s})
-    index = {t: i for i, t in enumerate(types)}
-    shape = (len(g), len(types))
-    tp, n_pred, n_gold = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
-    for row, (gs, ps) in enumerate(zip(g, p)):
-        for arr, entities in ((n_gold, gs), (n_pred, ps), (tp, gs & ps)):
-            for e in entities:
-                arr[row, index[e[2]]] += 1
-    return EntityCounts(types, tp, n_pred, n_gold)
+    return _count([parse_entity_text(x) for x in gold], [parse_entity_text(x) for x in pred])

@@ -26,3 +26,24 @@ def model_hash(folder: Path) -> str:
 def weights_size(folder: Path) -> int:
     """The bytes of a folder's weight files (safetensors, skops)."""
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix in (".safetensors", ".skops"))
+
+
+def model_info(model) -> dict:
+    """GET /model's and predict's record of a loaded model: where, what kind, its md5, labels and lineage."""
+    lin = model.lineage
+    return {"path": str(model.folder), "kind": model.kind, "md5": model.hash, "labels": model.label_names,
+            "stage": lin.get("stage"), "base_model": lin.get("base_model") or lin.get("teacher"),
+            "seed": lin.get("seed"), "params": lin.get("params", {}), "data": lin.get("data", {}),
+            "export": lin.get("export"), "temperature": lin.get("temperature")}
+
+
+def holds_onnx(folder: Path) -> bool:
+    from pipeline.core.onnx_model import ONNX_FILE
+
+    return (folder / ONNX_FILE).is_file()
+
+
+def onnx_size(folder: Path) -> int:
+    from pipeline.core.onnx_model import ONNX_FILE
+
+    return (folder / ONNX_FILE).stat().st_size

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.core.io import LINEAGE_FILE, read_lineage
 from pipeline.core.metrics import softmax
-from pipeline.core.model_files import ScoringError, model_hash, weights_size  # noqa: F401 - part of this interface
+from pipeline.core.model_files import ScoringError, holds_onnx, model_hash, model_info, onnx_size, weights_size  # noqa: F401 - part of this interface
 from pipeline.core.params import CleanParams, build
 from pipeline.core.text import normalise_text
 
@@ -75,11 +75,7 @@ class PackagedModel:
         return list(texts)
 
     def info(self) -> dict:
-        lin = self.lineage
-        return {"path": str(self.folder), "kind": self.kind, "md5": self.hash, "labels": self.label_names,
-                "stage": lin.get("stage"), "base_model": lin.get("base_model") or lin.get("teacher"),
-                "seed": lin.get("seed"), "params": lin.get("params", {}), "data": lin.get("data", {}),
-                "export": lin.get("export"), "temperature": lin.get("temperature")}
+        return model_info(self)
 
     def normalise(self, texts: list[Any]) -> tuple[list[str], list[str]]:
         """(normalised texts, status per text): `ok`, or why the text cannot be scored."""
@@ -171,17 +167,8 @@ class OnnxModel(PackagedModel):
     kind = "onnx"
     library = "onnx"
 
-    @staticmethod
-    def holds(folder: Path) -> bool:
-        from pipeline.core.onnx_model import ONNX_FILE
-
-        return (folder / ONNX_FILE).is_file()
-
-    @staticmethod
-    def size_bytes(folder: Path) -> int:
-        from pipeline.core.onnx_model import ONNX_FILE
-
-        return (folder / ONNX_FILE).stat().st_size
+    holds = staticmethod(holds_onnx)
+    size_bytes = staticmethod(onnx_size)
 
     @staticmethod
     def set_temperature(folder: Path, temperature: float) -> None:

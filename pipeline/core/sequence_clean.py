@@ -131,19 +131,26 @@ def drop_reasons(frame: pd.DataFrame, p: CleanParams, label_missing: pd.Series, 
     reason[reason.isna() & n_chars.eq(0)] = "empty_text"
     reason[reason.isna() & n_chars.between(1, p.min_chars - 1)] = "too_short"
     reason[reason.isna() & n_chars.gt(p.max_chars)] = "too_long"
-    if p.dedup != "none":
-        key = frame["text"] if p.dedup == "exact" else frame["text"].map(dedup_key)
+    return dedup_reasons(frame["text"], frame["label"], reason, p)
+
+
+def dedup_reasons(text: pd.Series, label: pd.Series, reason: pd.Series, p: CleanParams) -> pd.Series:
+    """`reason` with the rows still kept marked as conflicts or repeats: a text seen with two different `label`s
+    (a label, or a sentence's whole tagging) drops every copy, as there is no way to tell which is right; then
+    exact repeats, then (dedup: normalised) repeats up to case, accents and spacing, each keeping its first."""
+    if p.dedup == "none":
+        return reason
+    key = text if p.dedup == "exact" else text.map(dedup_key)
+    alive = reason.isna()
+    n_labels = label[alive].groupby(key[alive]).transform("nunique")
+    conflict = pd.Series(False, index=text.index)
+    conflict[n_labels.index] = n_labels.gt(1)
+    reason[conflict] = "label_conflict"
+    alive = reason.isna()
+    reason[text.where(alive).duplicated(keep="first") & alive] = "duplicate_exact"
+    if p.dedup == "normalised":
         alive = reason.isna()
-        # A text seen with two different labels: no way to tell which is right, so drop all its copies.
-        n_labels = frame[alive].groupby(key[alive])["label"].transform("nunique")
-        conflict = pd.Series(False, index=frame.index)
-        conflict[n_labels.index] = n_labels.gt(1)
-        reason[conflict] = "label_conflict"
-        alive = reason.isna()
-        reason[frame["text"].where(alive).duplicated(keep="first") & alive] = "duplicate_exact"
-        if p.dedup == "normalised":
-            alive = reason.isna()
-            reason[key.where(alive).duplicated(keep="first") & alive] = "duplicate_normalised"
+        reason[key.where(alive).duplicated(keep="first") & alive] = "duplicate_normalised"
     return reason
 
 

@@ -21,9 +21,9 @@ from pipeline.core.checks import class_size_problems
 from pipeline.core.feedback import read_feedback
 from pipeline.core.io import DataError, class_counts, drop_counts
 from pipeline.core.params import CleanParams, Params, TokenParams
-from pipeline.core.sequence_clean import CleanResult, content_ids
+from pipeline.core.sequence_clean import CleanResult, content_ids, dedup_reasons
 from pipeline.core.tags import spans, split_tag, to_bio
-from pipeline.core.text import SPACE, dedup_key, normalise_text
+from pipeline.core.text import SPACE, normalise_text
 from pipeline.core.token_io import TokenFormat, read_tokens
 
 log = logging.getLogger(__name__)
@@ -84,20 +84,7 @@ def drop_reasons(frame: pd.DataFrame, p: CleanParams) -> pd.Series:
     reason[n_chars.eq(0).to_numpy()] = "empty_text"
     reason[reason.isna() & n_chars.between(1, p.min_chars - 1)] = "too_short"
     reason[reason.isna() & n_chars.gt(p.max_chars)] = "too_long"
-    if p.dedup != "none":
-        key = frame["text"] if p.dedup == "exact" else frame["text"].map(dedup_key)
-        tagging = frame["tags"].map(" ".join)
-        alive = reason.isna()
-        n_taggings = tagging[alive].groupby(key[alive]).transform("nunique")
-        conflict = pd.Series(False, index=frame.index)
-        conflict[n_taggings.index] = n_taggings.gt(1)
-        reason[conflict] = "label_conflict"
-        alive = reason.isna()
-        reason[frame["text"].where(alive).duplicated(keep="first") & alive] = "duplicate_exact"
-        if p.dedup == "normalised":
-            alive = reason.isna()
-            reason[key.where(alive).duplicated(keep="first") & alive] = "duplicate_normalised"
-    return reason
+    return dedup_reasons(frame["text"], frame["tags"].map(" ".join), reason, p)
 
 
 def clean_tokens(raw: pd.DataFrame, p: CleanParams, source_name: str) -> tuple[CleanResult, dict]:

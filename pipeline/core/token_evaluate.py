@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.entities import EntityCounts, entity_counts, entity_f1_ci, entity_report, paired_entity_f1
-from pipeline.core.io import file_md5, read_lineage, read_table, write_csv, write_json, write_table, write_text
-from pipeline.core.metrics import label_index, require_same_labels, softmax
+from pipeline.core.io import file_md5, read_table, write_csv, write_json, write_table, write_text
+from pipeline.core.metrics import label_index, softmax
 from pipeline.core.names import ONNX_NAME, PACKAGED, PAIRS, STUDENTS
 from pipeline.core.params import as_dict
 from pipeline.core.speed import measure_speed
@@ -148,12 +148,9 @@ def write_rows(test: pd.DataFrame, gold: list[list[str]], scored: dict[str, Toke
 
 
 def taggers(args: Any, stride: int) -> tuple[dict[str, WordTagger], dict[str, dict], list[str]]:
-    dirs = {"teacher": Path(args.teacher), "student": Path(args.student), "baseline": Path(args.baseline),
-            ONNX_NAME: Path(args.onnx) / "student"}
-    lineage = {k: read_lineage(d) for k, d in dirs.items()}
-    label_names = lineage["teacher"]["label_names"]
-    for k, lin in lineage.items():
-        require_same_labels(dirs[k], lin.get("label_names", label_names), label_names)
+    from pipeline.core.sequence_evaluate import model_folders
+
+    dirs, lineage, label_names = model_folders(args)
     out = {"teacher": TorchTagger(dirs["teacher"], stride=stride),
            "student": TorchTagger(dirs["student"], stride=stride),
            "baseline": CrfWordTagger(dirs["baseline"], stride=stride), ONNX_NAME: OnnxTagger(dirs[ONNX_NAME])}

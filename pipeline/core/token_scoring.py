@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from pipeline.core.io import LINEAGE_FILE, read_lineage
 from pipeline.core.metrics import label_index
-from pipeline.core.model_files import ScoringError, model_hash, weights_size
+from pipeline.core.model_files import ScoringError, holds_onnx, model_hash, model_info, onnx_size, weights_size
 from pipeline.core.params import CleanParams, build
 from pipeline.core.token_encoding import entity_spans, predicted_tags
 
@@ -126,11 +126,7 @@ class WordTagger:
         return lambda texts: self.spans(texts, batch_size)
 
     def info(self) -> dict:
-        lin = self.lineage
-        return {"path": str(self.folder), "kind": self.kind, "md5": self.hash, "labels": self.label_names,
-                "stage": lin.get("stage"), "base_model": lin.get("base_model") or lin.get("teacher"),
-                "seed": lin.get("seed"), "params": lin.get("params", {}), "data": lin.get("data", {}),
-                "export": lin.get("export")}
+        return model_info(self)
 
 
 class TorchTagger(WordTagger):
@@ -180,17 +176,8 @@ class OnnxTagger(WordTagger):
         self.file = file
         super().__init__(folder, lineage, threads, device, stride)
 
-    @staticmethod
-    def holds(folder: Path) -> bool:
-        from pipeline.core.onnx_model import ONNX_FILE
-
-        return (folder / ONNX_FILE).is_file()
-
-    @staticmethod
-    def size_bytes(folder: Path) -> int:
-        from pipeline.core.onnx_model import ONNX_FILE
-
-        return (folder / ONNX_FILE).stat().st_size
+    holds = staticmethod(holds_onnx)
+    size_bytes = staticmethod(onnx_size)
 
     def load(self, threads: int) -> None:
         from pipeline.core.onnx_model import ONNX_FILE, OnnxClassifier
