@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.core.checks import class_size_problems
 from pipeline.core.feedback import read_feedback
 from pipeline.core.io import DataError, class_counts, drop_counts
 from pipeline.core.params import CleanParams, Params, TokenParams
@@ -69,11 +68,45 @@ def _sentence(tokens: list[str], tags: list[str], p: CleanParams, where: str, re
     return toks, tags, len(norm) - len(kept)
 
 
-def strata(tags: pd.Series) -> list[str]:
-    """Per sentence, its rarest entity type (by sentences holding it, ties by name), or O."""
+def strata(tags: pd.Series, min_rows: int = 1) -> list[str]:
+    """Per sentence, its rarest entity type (by sentences holding it, ties by name), or O. A stratum of fewer than
+    `min_rows` sentences cannot be split, though its type may be common (VERB is the rarest type of a sentence
+    holding only nouns and verbs): its sentences move to their next rarer-to-commoner type, and what is still too
+    small joins the largest stratum. The split only needs strata it can cut; the types are checked on their own."""
     types = [sorted({s.type for s in spans(t)}) for t in tags]
     held = Counter(t for ts in types for t in ts)
-    return [min(ts, key=lambda t: (held[t], t)) if ts else NO_ENTITY for ts in types]
+    order = [sorted(ts, key=lambda t: (held[t], t)) or [NO_ENTITY] for ts in types]
+    pick = [0] * len(order)
+    while True:
+        size = Counter(o[k] for o, k in zip(order, pick))
+        movable = [i for i, (o, k) in enumerate(zip(order, pick)) if size[o[k]] < min_rows and k < len(o) - 1]
+        if not movable:
+            break
+        for i in movable:
+            pick[i] += 1
+    label = [o[k] for o, k in zip(order, pick)]
+    size = Counter(label)
+    largest = max(size, key=lambda t: (size[t], t)) if size else NO_ENTITY
+    return [t if size[t] >= min_rows else largest for t in label]
+
+
+def type_size_problems(tags: pd.Series, params: Params, where: str) -> list[str]:
+    """Each entity type held by too few sentences to have one in each of train/val/test."""
+    from pipeline.core.checks import splittable
+
+    held = Counter(t for ts in tags for t in {s.type for s in spans(ts)})
+    s = params.split
+    return [f"{where}: entity type {t!r} has only {n} row(s) (sentences holding it): too few to put one in each of "
+            f"train/val/test with split {s.method} {s.train:g}/{s.val:g}/{s.test:g}; add sentences, merge the type "
+            "into another (clean.label_names) or change the split" for t, n in sorted(held.items())
+            if not splittable(n, s)]
+
+
+def min_split_rows(params: Params) -> int:
+    """The fewest sentences a stratum needs to be cut into train/val/test."""
+    from pipeline.core.checks import splittable
+
+    return next(n for n in range(1, 1000) if splittable(n, params.split))
 
 
 def drop_reasons(frame: pd.DataFrame, p: CleanParams) -> pd.Series:
@@ -112,7 +145,8 @@ def clean_tokens(raw: pd.DataFrame, p: CleanParams, source_name: str) -> tuple[C
 
 
 def clean_token_file(path: str, params: Params, feedback: str | None = None) -> CleanResult:
-    """Read a token file (every bad line stops with file:line), clean it, and check every stratum can be split."""
+    """Read a token file (every bad line stops with file:line), clean it, check every entity type can be split, and
+    give each sentence a stratum the split can cut."""
     if feedback and len(read_feedback(Path(feedback))):
         raise DataError(f"{feedback}: feedback rows are labelled texts; the token task does not read them yet "
                         "(empty the file, or point dvc.yaml's `feedback` var at an empty one)")
@@ -128,10 +162,10 @@ def clean_token_file(path: str, params: Params, feedback: str | None = None) -> 
     result.extra = {**tokens, "tag_repairs": dict(sorted(reader_repairs.items())), "scheme": table.scheme}
     if (result.kept["label"] == NO_ENTITY).all():
         raise DataError(f"{path}: no entity is tagged in any kept sentence: nothing for a token model to learn")
-    problems = class_size_problems(result.kept["label"], params, path, None)
+    problems = type_size_problems(result.kept["tags"], params, path)
     if problems:
-        raise DataError("\n  ".join(p.replace(" class ", " entity type ", 1) + " (the sentences whose rarest type "
-                                    "it is)" for p in problems))
+        raise DataError("\n  ".join(problems))
+    result.kept["label"] = strata(result.kept["tags"], min_split_rows(params))
     return result
 
 

@@ -192,3 +192,15 @@ def test_kfold_pools_token_folds_by_entity_f1(tmp_path):
     for m, p in preds.items():
         assert result["models"][m]["value"] == round(entity_f1(counts_from_text(gold, p)), 4)
     assert result["comparisons"]["teacher_vs_baseline"]["significant"]
+
+
+def test_a_common_type_that_is_the_rarest_of_one_sentence_still_splits(tmp_path, token_params):
+    """Found on the Turkish treebank's wiki half: VERB is in most sentences, but the rarest type of only one (a
+    sentence of nouns and verbs). That is no reason to stop: its stratum moves to the next type, every stratum can
+    be cut, and only a type held by too few sentences is an error."""
+    from pipeline.core.token_clean import clean_token_file
+
+    common = [[("a", "B-NOUN"), (f"b{i}", "B-VERB"), ("c", "B-ADJ")] for i in range(30)]
+    result = clean_token_file(str(_conll(tmp_path, [*common, [("n", "B-NOUN"), ("v", "B-VERB")]])), token_params)
+    sizes = result.kept["label"].value_counts()
+    assert sizes.min() >= 3 and sizes.sum() == 31
