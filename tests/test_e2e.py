@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -63,15 +62,6 @@ def edited_params(repo: Path, env: dict, **changes: object):
 def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    e = dict(os.environ)
-    # dvc.yaml commands call `python`: make it this interpreter, with everything installed.
-    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
-    e.update(HF_HUB_OFFLINE="1", PIPELINE_LOG_LEVEL="WARNING", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-             GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
-    return e
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ would run it (the raw var pointed at a CoNLL file, `task: token` in params.yaml)
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -40,14 +39,6 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 def ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
-
-@pytest.fixture(scope="module")
-def env() -> dict:
-    e = dict(os.environ)
-    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
-    e.update(HF_HUB_OFFLINE="1", PIPELINE_LOG_LEVEL="WARNING", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-             GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
-    return e
 
 
 @pytest.fixture(scope="module")

@@ -132,12 +132,18 @@ def audit(df: pd.DataFrame, p: AuditParams, seed: int) -> AuditResult:
         "suggested_label": [label_names[i] for i in probs[ranked].argmax(1)],
         "label_quality": quality[ranked].round(4),
     }, columns=ISSUE_COLUMNS)
+    return audit_result(df, ranked, issues, p, folds)
+
+
+def audit_result(df: pd.DataFrame, flagged_rows: Any, issues: pd.DataFrame, p: AuditParams, folds: int
+                 ) -> AuditResult:
+    """The rows passed on and dropped: all of them passed on under `report`; under `drop`, every flagged row is
+    dropped with reason `label_issue`."""
+    flagged = np.zeros(len(df), dtype=bool)
     if p.action == "drop":
-        flagged = np.zeros(len(df), dtype=bool)
-        flagged[ranked] = True
-        return AuditResult(df[~flagged].reset_index(drop=True), issues,
-                           df[flagged].assign(reason="label_issue").reset_index(drop=True), folds)
-    return AuditResult(df, issues, no_drop, folds)
+        flagged[np.asarray(flagged_rows, dtype=np.int64)] = True
+    return AuditResult(df[~flagged].reset_index(drop=True), issues,
+                       df[flagged].assign(reason="label_issue").reset_index(drop=True), folds)
 
 
 def stage_metrics(df_in: pd.DataFrame, result: AuditResult, p: AuditParams) -> dict:

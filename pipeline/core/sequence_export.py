@@ -146,10 +146,15 @@ def export_one(src: Path, dest: Path, texts: list[str], y: np.ndarray, p: Export
     return figures
 
 
-def selection_rows(val: pd.DataFrame, train: pd.DataFrame, n: int, seed: int) -> list[str]:
-    """Every validation row, topped up with a seeded sample of training rows, `n` in all."""
+def selection_frame(val: pd.DataFrame, train: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Every validation row, topped up with a seeded sample of training rows, `n` in all: the rows that choose an
+    int8 recipe (never test rows)."""
     extra = train.sample(n=min(len(train), max(0, n - len(val))), random_state=seed)
-    return val["text"].tolist()[:n] + extra["text"].tolist()
+    return pd.concat([val.head(n), extra], ignore_index=True)
+
+
+def selection_rows(val: pd.DataFrame, train: pd.DataFrame, n: int, seed: int) -> list[str]:
+    return selection_frame(val, train, n, seed)["text"].tolist()
 
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from pipeline.core.io import stable_id
 from pipeline.core.metrics import label_index
 from pipeline.core.params import AuditParams
-from pipeline.core.sequence_audit import ISSUE_COLUMNS, AuditResult
+from pipeline.core.sequence_audit import ISSUE_COLUMNS, AuditResult, audit_result
 from pipeline.core.tags import bio_labels
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,4 @@ def audit_tokens(df: pd.DataFrame, p: AuditParams, seed: int) -> AuditResult:
         "token_index": [j for _, j in flagged],
         "word": [df["tokens"][i][j] for i, j in flagged],
     }, columns=TOKEN_ISSUE_COLUMNS)
-    if p.action == "drop":
-        hit = np.zeros(len(df), dtype=bool)
-        hit[rows] = True
-        return AuditResult(df[~hit].reset_index(drop=True), issues,
-                           df[hit].assign(reason="label_issue").reset_index(drop=True), folds)
-    return AuditResult(df, issues, no_drop, folds)
+    return audit_result(df, rows, issues, p, folds)

@@ -22,7 +22,7 @@ from pipeline.core.io import read_lineage, write_lineage
 from pipeline.core.modeling import lineage_max_length, load_token_classifier, load_tokenizer
 from pipeline.core.onnx_model import FP32_FILE, ONNX_FILE, RECIPES, export_fp32, quantize_int8
 from pipeline.core.params import ExportParams
-from pipeline.core.sequence_export import ParityError
+from pipeline.core.sequence_export import ParityError, selection_frame
 from pipeline.core.token_encoding import encode_words, predicted_tags
 from pipeline.core.token_scoring import OnnxTagger
 from pipeline.core.token_training import predict_word_logits
@@ -114,8 +114,7 @@ def export_token_model(src: Path, dest: Path, test: pd.DataFrame, selection: pd.
 def export_token_models(sources: dict[str, Path], out: Path, params, train: pd.DataFrame, val: pd.DataFrame,
                         test: pd.DataFrame) -> dict:
     p = params.export
-    extra = train.sample(n=min(len(train), max(0, p.selection_rows - len(val))), random_state=params.seed)
-    selection = pd.concat([val.head(p.selection_rows), extra], ignore_index=True)
+    selection = selection_frame(val, train, p.selection_rows, params.seed)
     figures = {}
     for name, src in sources.items():
         figures[name] = export_token_model(src, out / name, test, selection, p, params.tokens.stride)

@@ -18,16 +18,6 @@ from pipeline.core.metrics import label_config
 from pipeline.core.token_clean import NO_ENTITY
 
 
-class _EvalInOrder:
-    """Validation windows scored in their own order: under group_by_length transformers length-groups evaluation
-    batches too, which would hand the entity metric its windows out of order (token_training.TokenTrainer)."""
-
-    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-        from torch.utils.data import SequentialSampler
-
-        return SequentialSampler(eval_dataset)
-
-
 class TokenTask:
     name = "token"
     primary_metric = PRIMARY  # strict entity micro-F1 (seqeval's definition)
@@ -124,7 +114,9 @@ class TokenTask:
         return ds
 
     def trainer_class(self, base: type) -> type:
-        return type(f"Token{base.__name__}", (_EvalInOrder, base), {})
+        from pipeline.core.token_training import EvalInOrder
+
+        return type(f"Token{base.__name__}", (EvalInOrder, base), {})
 
     def class_weights(self, setting: Any, ds: Any, label_names: list[str], key: str) -> tuple[Any, dict]:
         """Unweighted unless `true`: on tags O outnumbers every entity tag by far, so `auto`'s imbalance rule would

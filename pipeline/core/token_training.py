@@ -18,18 +18,22 @@ from pipeline.core.metrics import label_index
 from pipeline.core.token_encoding import Encoded, encode_words, predicted_tags, word_logits
 from pipeline.core.trainers import ResumableTrainer
 
-__all__ = ["PRIMARY", "TokenTrainer", "collator", "encode_frame", "metrics_fn", "predict_word_logits",
+__all__ = ["PRIMARY", "EvalInOrder", "TokenTrainer", "collator", "encode_frame", "metrics_fn", "predict_word_logits",
            "window_dataset"]
 
 
-class TokenTrainer(ResumableTrainer):
-    """The Trainer for token classification: ResumableTrainer's training, with validation windows scored in their
-    own order. Under group_by_length transformers also length-groups evaluation batches, which a text classifier
-    never notices (its labels travel with its predictions) but which would hand the entity metric its windows out
-    of order: every word read from the wrong window."""
+class EvalInOrder:
+    """A Trainer mixin: validation windows scored in their own order. Under group_by_length transformers also
+    length-groups evaluation batches, which a text classifier never notices (its labels travel with its
+    predictions) but which would hand the entity metric its windows out of order: every word read from the wrong
+    window."""
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         return SequentialSampler(eval_dataset)
+
+
+class TokenTrainer(EvalInOrder, ResumableTrainer):
+    """The Trainer for token classification: ResumableTrainer's training, validation in order."""
 
 
 def window_dataset(enc: Encoded) -> Any:
