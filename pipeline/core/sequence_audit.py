@@ -139,9 +139,10 @@ def audit_result(df: pd.DataFrame, flagged_rows: Any, issues: pd.DataFrame, p: A
                  ) -> AuditResult:
     """The rows passed on and dropped: all of them passed on under `report`; under `drop`, every flagged row is
     dropped with reason `label_issue`."""
+    if p.action != "drop":
+        return AuditResult(df, issues, df.iloc[:0].assign(reason=pd.Series(dtype=object)), folds)
     flagged = np.zeros(len(df), dtype=bool)
-    if p.action == "drop":
-        flagged[np.asarray(flagged_rows, dtype=np.int64)] = True
+    flagged[np.asarray(flagged_rows, dtype=np.int64)] = True
     return AuditResult(df[~flagged].reset_index(drop=True), issues,
                        df[flagged].assign(reason="label_issue").reset_index(drop=True), folds)
 
