@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.io import KnownError
+from pipeline.core.progress import logged
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +194,13 @@ def predict_logits(model: Any, tokenizer: Any, texts: list[str], batch_size: int
                    device: str | None = None, progress: bool = True, truncation: str = "head") -> np.ndarray:
     """Logits for `texts` in their order; batches of similar length keep padding (and time) low."""
     import torch
-    from tqdm.auto import tqdm
 
     texts = read_texts(texts, tokenizer, max_length, truncation)
     device = device or pick_device("auto")
     model = model.to(device).eval()
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for idx in tqdm(length_batches(texts, batch_size), desc="predict", unit="batch", disable=not progress,
-                    mininterval=5):
+    batches = length_batches(texts, batch_size)
+    for idx in logged(batches, "predict", unit="rows", weights=map(len, batches)) if progress else batches:
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt").to(device)
         with torch.inference_mode():

@@ -15,6 +15,7 @@ from torch.utils.data import SequentialSampler
 
 from pipeline.core.entities import PRIMARY, entity_counts, entity_f1
 from pipeline.core.metrics import label_index
+from pipeline.core.progress import Eta
 from pipeline.core.token_encoding import Encoded, encode_words, predicted_tags, word_logits
 from pipeline.core.trainers import ResumableTrainer
 
@@ -128,10 +129,12 @@ def run_windows(forward: Any, enc: Encoded, batch_size: int) -> tuple[list, int]
     logits (and the count of unread words); each window keeps its own positions only."""
     ids = enc.features["input_ids"]
     out: list[np.ndarray] = [np.empty(0)] * len(ids)
+    eta = Eta("scoring", len(ids), unit="windows")
     for batch, feats in padded_batches(enc, batch_size):
         logits = forward(feats)
         for row, w in enumerate(batch):
             out[w] = logits[row, :len(ids[w])]
+        eta.update(len(batch))
     return word_logits(out, enc)
 
 

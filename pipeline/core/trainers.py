@@ -20,6 +20,7 @@ from transformers.integrations import DVCLiveCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from pipeline.core.params import FitParams
+from pipeline.core.progress import Eta
 from pipeline.core.training import (
     checkpoint_step,
     fingerprint,
@@ -103,6 +104,22 @@ class CheckpointCallback(TrainerCallback):
         return control
 
 
+class EtaCallback(TrainerCallback):
+    """A log line with the steps done, the time spent and the time left every 5% of the planned steps (see
+    core/progress.py: tqdm's bar does not survive dvc repro's log capture)."""
+
+    def __init__(self, what: str = "training") -> None:
+        self.what, self.eta = what, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.eta = Eta(self.what, state.max_steps, unit="steps", start=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.eta is not None:
+            self.eta.set(state.global_step)
+
+
 class StepLiveCallback(DVCLiveCallback):
     """transformers' DVCLive callback, with two fixes: the curves' x-axis is the optimiser step (the stock
     callback counts log calls: a 150-step run ended at step 17), and wall-clock timings stay out of the
@@ -173,8 +190,8 @@ class FloorEarlyStopping(EarlyStoppingCallback):
         return out
 
 
-def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None) -> list:
-    cbs: list = [CheckpointCallback(p.checkpoint_steps)]
+def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None, what: str = "training") -> list:
+    cbs: list = [CheckpointCallback(p.checkpoint_steps), EtaCallback(what)]
     if p.early_stopping_patience:
         cbs.append(FloorEarlyStopping(early_stopping_patience=p.early_stopping_patience,
                                       min_steps=p.min_steps if p.max_steps <= 0 else 0))
@@ -205,7 +222,7 @@ def fit(trainer_cls: type[ResumableTrainer], model: Any, tokenizer: Any, p: FitP
         processing_class=tokenizer,
         data_collator=collator,
         compute_metrics=compute_metrics,
-        callbacks=callbacks(p, live, resumed_step),
+        callbacks=callbacks(p, live, resumed_step, what=f"training {ckpt.name}"),
         **(trainer_kwargs or {}),
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -26,7 +26,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from pipeline.core.io import (
     DataError,
@@ -47,6 +46,7 @@ from pipeline.core.params import (
     VariantFilterParams,
     load_params,
 )
+from pipeline.core.progress import logged
 from pipeline.core.protect import mask, restore
 from pipeline.core.tasks import task_for
 from pipeline.core.text import dedup_key
@@ -246,7 +246,7 @@ class SynonymSwapper:
     def __call__(self, variant: int) -> Generator:
         def generate(texts: list[str], ids: list[str]) -> list[str]:
             out = []
-            for text, rid in tqdm(list(zip(texts, ids)), desc=f"synonym v{variant}", unit="row", mininterval=5):
+            for text, rid in logged(list(zip(texts, ids)), f"synonym swap v{variant}", unit="rows"):
                 s = row_seed(self.seed, rid, "synonym", variant)
                 random.seed(s)  # nlpaug draws from the global `random` and `numpy.random` generators
                 np.random.seed(s)
@@ -283,8 +283,9 @@ class ApertiumTranslator:
 
     def translate(self, pair: str, texts: list[str]) -> list[str]:
         out: list[str] = []
-        for i in tqdm(range(0, len(texts), self.batch_size), desc=f"apertium {pair}", unit="batch",
-                      disable=len(texts) <= self.batch_size):
+        starts = range(0, len(texts), self.batch_size)
+        for i in logged(starts, f"apertium {pair}", unit="rows",
+                        weights=[min(self.batch_size, len(texts) - i) for i in starts]):
             out += self._call(pair, texts[i:i + self.batch_size])
         return out
 
@@ -323,7 +324,9 @@ class HFTranslator:
         if sample_seed is not None:
             torch.manual_seed(sample_seed)
         bs = self.p.batch_size
-        for start in tqdm(range(0, len(texts), bs), desc=f"translate {which}", unit="batch", mininterval=5):
+        starts = range(0, len(texts), bs)
+        for start in logged(starts, f"translate {which}", unit="rows",
+                            weights=[min(bs, len(texts) - i) for i in starts]):
             idx = order[start:start + bs]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                       max_length=self.p.max_length).to(self.device)
