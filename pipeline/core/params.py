@@ -23,6 +23,7 @@ from pipeline.core.params_data import (
     AugmentParams,
     BackTranslationParams,
     CleanParams,
+    MentionParams,
     RebalanceParams,
     Section,
     SplitParams,
@@ -34,9 +35,9 @@ from pipeline.core.params_data import (
 # Importers take every section, the loader and its errors from here (the definitions live in the modules above).
 __all__ = ["RESERVED_COLUMNS", "AuditParams", "AugmentParams", "BackTranslationParams", "BaselineParams",
            "CleanParams", "DistillParams", "EvaluateParams", "ExportParams", "FitParams", "InferenceParams",
-           "KeyedError", "LoraParams", "Params", "ParamsError", "RebalanceParams", "RUN_ONLY_KEYS", "Section",
-           "SplitParams", "StudentShape", "SynonymParams", "TrainParams", "VariantFilterParams", "as_dict", "build",
-           "launcher_prefix", "load_params", "load_params_all_errors", "replace", "result_params", "schema"]
+           "KeyedError", "LoraParams", "MentionParams", "Params", "ParamsError", "RebalanceParams", "RUN_ONLY_KEYS",
+           "Section", "SplitParams", "StudentShape", "SynonymParams", "TrainParams", "VariantFilterParams", "as_dict",
+           "build", "launcher_prefix", "load_params", "load_params_all_errors", "replace", "result_params", "schema"]
 
 
 class FitParams(Section):

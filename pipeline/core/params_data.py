@@ -137,6 +137,18 @@ class SynonymParams(Section):
     pos_tagger: Literal["textblob", "none"] = "textblob"
 
 
+class MentionParams(Section):
+    """Token task only: mention replacement (Dai and Adel, 2020): each entity mention of a sentence, with probability
+    `p` (at least one per variant), becomes another mention of the same type found in the rows being augmented; its
+    tags follow it word by word. Off by default: measure yours before enabling (bench/results/NER_REPRO.md)."""
+
+    enabled: bool = Field(False, description="off by default: measure yours before enabling")
+    variants: int = Field(1, ge=1, le=20, description="variants per source sentence")
+    classes: ClassSelector = Field("minority", description="all | minority | a list of entity types (a sentence's "
+                                                           "class is its rarest type)")
+    p: float = Field(0.5, gt=0, le=1, description="chance that each mention is replaced (at least one is)")
+
+
 class BackTranslationParams(Section):
     enabled: bool = Field(False, description="off: the ablation found no gain (bench/results/ablation-notes.md)")
     backend: Literal["apertium", "hf"] = Field(
@@ -184,6 +196,7 @@ class AugmentParams(Section):
                                                    "never changed")
     filter: VariantFilterParams = VariantFilterParams()
     synonym: SynonymParams = SynonymParams()
+    mentions: MentionParams = MentionParams()
     back_translation: BackTranslationParams = BackTranslationParams()
 
 

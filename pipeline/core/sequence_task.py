@@ -52,7 +52,18 @@ class SequenceTask:
         return stage_metrics(df, result, p)
 
     def check_augment(self, p: Any) -> None:
-        """Every augmentation applies to a text with one label."""
+        """Synonym swap and back-translation apply to a text with one label; mention replacement needs entities."""
+        if p.mentions.enabled:
+            from pipeline.core.param_errors import ParamsError
+
+            raise ParamsError("augment.mentions.enabled: true, but mention replacement swaps entity mentions and the "
+                              "sequence task has none (task: token has); set it to false")
+
+    def augment(self, df: pd.DataFrame, p: Any, seed: int) -> Any:
+        """Synonym-swap and back-translation variants of whole texts (sequence_augment.py)."""
+        from pipeline.core.sequence_augment import augment_texts
+
+        return augment_texts(df, p, seed)
 
     def label_names(self, train: pd.DataFrame) -> list[str]:
         from pipeline.core.training import label_names_of

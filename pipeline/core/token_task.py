@@ -59,14 +59,19 @@ class TokenTask:
                 "flagged_share": round(sentences / max(1, len(df)), 4)}
 
     def check_augment(self, p: Any) -> None:
-        """Augmentation rewrites text, and a rewritten sentence needs its tags carried word by word: entity-safe
-        variants (mention replacement, synonyms on O words only) are not built yet, so asking for any stops here."""
-        from pipeline.core.param_errors import ParamsError
+        """Mention replacement and synonym swap on O words carry the tags word by word; back-translation cannot."""
+        if p.back_translation.enabled:
+            from pipeline.core.param_errors import ParamsError
 
-        for key, on in (("synonym", p.synonym.enabled), ("back_translation", p.back_translation.enabled)):
-            if on:
-                raise ParamsError(f"augment.{key}.enabled: true, but the token task has no entity-safe {key} yet "
-                                  "(issue 33); set it to false")
+            raise ParamsError("augment.back_translation.enabled: true, but a translation reorders and merges words "
+                              "and nothing carries the tags over to them (the token task augments with "
+                              "augment.mentions and augment.synonym); set it to false")
+
+    def augment(self, df: pd.DataFrame, p: Any, seed: int) -> Any:
+        """Entity-safe variants: mention replacement, synonyms on O words (token_augment.py)."""
+        from pipeline.core.token_augment import augment_tokens
+
+        return augment_tokens(df, p, seed)
 
     def label_names(self, train: pd.DataFrame) -> list[str]:
         from pipeline.core.tags import bio_labels
