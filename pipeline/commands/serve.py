@@ -1,7 +1,12 @@
 """serve: an HTTP server for one packaged model (FastAPI + uvicorn; OpenAPI docs at /docs).
 
-    finetune serve [--model models/student-onnx] [--host 127.0.0.1] [--port 8000] [--max-texts 256]
+    finetune serve [--model models/student-onnx] [--host 127.0.0.1] [--port 8000] [--workers auto] [--max-texts 256]
                    [--max-chars 10000] [--max-body-mb N] [--max-batch 64] [--batch-wait-ms 0] [--pool 16]
+
+By default (`--workers auto`) one server process per core, as many as half the available memory holds at the
+measured size of one (the model loaded and a full batch scored in the parent first): on 2 cores, two one-thread
+workers, p99 ~13 ms at 16 connections where one process gave 112 ms (bench/results/SERVE.md). /health says what
+was chosen and why; its counts, and /model's, are the whole server's, summed over the workers.
 
 POST /predict {"texts": ["…", …]} -> per text: label, confidence, probabilities (or a status saying why a text
 could not be scored, e.g. empty after normalisation); GET /health; GET /model (the model card's metadata: base
@@ -28,16 +33,28 @@ import asyncio
 import json
 import logging
 import os
-import sys
-import time
+import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from pipeline.core.io import read_lineage
 from pipeline.core.names import ONNX_NAME
 from pipeline.core.project import ProjectError, packaged_model, workspace
+from pipeline.core.serving import (
+    ERRORS,
+    Batcher,
+    BodyLimit,
+    Counters,
+    choose_workers,
+    default_body_limit,
+    exit_with_supervisor,
+    install_error_handlers,
+    memory_available,
+    request_problem,
+    worker_memory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,183 +78,13 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class ErrorResponse(BaseModel):
-    error: str
-
-
-ERRORS = {400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
-
-
-def error(status: int, message: str) -> Any:
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=status, content={"error": message})
-
-
-def install_error_handlers(app: Any) -> None:
-    """Every error a one-line JSON `error` with a 4xx/5xx status, never a traceback or FastAPI's nested detail."""
-    from fastapi import Request
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Any:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        if first.get("type") == "json_invalid":
-            return error(400, "malformed JSON body")
-        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> Any:
-        log.exception("unexpected error")
-        return error(500, f"internal error ({type(exc).__name__}); see the server log")
-
-
-def request_problem(texts: list[str], max_texts: int, max_chars: int) -> Any:
-    """The error response for a request over the limits, or None."""
-    if not texts:
-        return error(422, "texts: must hold at least one text")
-    if len(texts) > max_texts:
-        return error(413, f"texts: {len(texts)} texts, more than the limit of {max_texts} per request")
-    long = [i for i, t in enumerate(texts) if len(t) > max_chars]
-    if long:
-        return error(413, f"texts[{long[0]}]: {len(texts[long[0]])} characters, more than the limit of {max_chars}")
-    return None
-
-
-class Batcher:
-    """Gathers the texts of requests that arrive together into one `score_batch` call on a worker thread.
-
-    One batch runs at a time, with all the cores; requests arriving meanwhile queue, and the next batch takes
-    them in arrival order up to `max_batch` texts, after waiting at most `wait_s` from the first for more to come.
-    `score_batch` maps a list of texts to one result per text; if it raises, every request of that batch gets the
-    error (the server's 500), and the next batch runs as usual."""
-
-    def __init__(self, score_batch: Callable[[list], list], max_batch: int, wait_s: float) -> None:
-        self.score_batch, self.max_batch, self.wait_s = score_batch, max_batch, wait_s
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.held: tuple | None = None  # a request that did not fit the last batch: first in the next
-        self.task: asyncio.Task | None = None
-        self.limiter: Any = None
-        self.batches = self.texts = 0  # counters for GET /model: how much batching happened
-
-    def start(self) -> None:
-        """Start the worker in the running event loop (the server's lifespan)."""
-        from anyio import CapacityLimiter
-
-        self.limiter = CapacityLimiter(1)  # one batch at a time, on a thread of its own
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-    async def submit(self, texts: list) -> list:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
-        return await future
-
-    async def _gather(self) -> list[tuple[list, asyncio.Future]]:
-        first, self.held = self.held or await self.queue.get(), None
-        batch = [first]
-        n = len(first[0])
-        deadline = time.perf_counter() + self.wait_s
-        while n < self.max_batch:
-            try:
-                item = self.queue.get_nowait() if self.queue.qsize() else await asyncio.wait_for(
-                    self.queue.get(), max(0.0, deadline - time.perf_counter()))
-            except (asyncio.TimeoutError, TimeoutError):
-                break
-            if n + len(item[0]) > self.max_batch:
-                self.held = item  # arrival order kept: it opens the next batch
-                break
-            batch.append(item)
-            n += len(item[0])
-        return batch
-
-    async def _run(self) -> None:
-        from anyio import to_thread
-
-        while True:
-            batch = await self._gather()
-            texts = [t for item, _ in batch for t in item]
-            try:
-                results = await to_thread.run_sync(self.score_batch, texts, limiter=self.limiter)
-            except Exception as e:  # noqa: BLE001 - handed to each waiting request, which reports it
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            self.batches, self.texts = self.batches + 1, self.texts + len(texts)
-            start = 0
-            for item, future in batch:
-                if not future.done():  # a client that went away cancelled its future
-                    future.set_result(results[start:start + len(item)])
-                start += len(item)
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets a 413 before any of it is parsed. A declared
-    Content-Length over the limit is refused without reading the body; a chunked body is counted as it arrives
-    and refused at the first byte over."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._refuse(send, int(length))
-        if length is not None:
-            return await self.app(scope, receive, send)
-        body, more = [], True
-        size = 0
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await self._refuse(send, size)
-            body.append(chunk)
-            more = message.get("more_body", False)
-        whole = b"".join(body)
-
-        async def replay() -> dict:
-            nonlocal whole
-            chunk, whole = whole, b""
-            return {"type": "http.request", "body": chunk, "more_body": False}
-
-        return await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Callable, size: int) -> None:
-        body = json.dumps({"error": f"request body: {size} bytes or more, over the server's limit of "
-                                    f"{self.limit} (--max-body-mb)"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-def default_body_limit(max_texts: int, max_chars: int) -> int:
-    """Room for the largest request the text limits allow, at 4 bytes per character (UTF-8's most) plus JSON's
-    quotes and commas, and 64 KiB besides."""
-    return max_texts * (max_chars * 4 + 8) + 65536
-
 
 def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads: int = 0, pool: int = 16,
                max_batch: int = 64, batch_wait_ms: float = 0.0, max_body: int | None = None,
-               prediction_log: dict | None = None) -> Any:
+               prediction_log: dict | None = None, workers: dict | None = None) -> Any:
     """The app. `prediction_log`: PredictionLog's options (folder, log_text, rotate_rows, rotate_seconds) to log
-    every scored text, or None."""
+    every scored text, or None. `workers`: how the server was started (count, threads, why, and the shared counters'
+    folder when there are several processes), reported by /health."""
     import contextlib
 
     from fastapi import FastAPI
@@ -251,10 +98,18 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
                            "entity spans are not logged yet (issue 33)")
     plog = PredictionLog(label_names=scorer.label_names, model_md5=scorer.hash, **prediction_log) \
         if prediction_log else None
+    workers = dict(workers or {"count": 1, "threads": threads, "chosen": "given"})
+    counters = Counters(workers.pop("counters", None), workers["count"])
     max_body = default_body_limit(max_texts, max_chars) if max_body is None else max_body
-    batcher = Batcher(scorer.score, max_batch, batch_wait_ms / 1000) if max_batch > 0 else None
+    batcher = Batcher(scorer.score, max_batch, batch_wait_ms / 1000, on_batch=counters.add) if max_batch > 0 \
+        else None
     limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body, "max_batch": max_batch,
               "batch_wait_ms": batch_wait_ms}
+
+    async def copy_log_status() -> None:
+        while True:  # the log's writer thread moves its counts on its own: copy them where the others can sum them
+            counters.set_log(plog.status())
+            await asyncio.sleep(0.1)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):
@@ -263,11 +118,15 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
         to_thread.current_default_thread_limiter().total_tokens = pool  # requests scored at once, unbatched
         if batcher is not None:
             batcher.start()
+        copier = asyncio.get_running_loop().create_task(copy_log_status()) if plog is not None else None
         yield
         if batcher is not None:
             await batcher.stop()
+        if copier is not None:
+            copier.cancel()
         if plog is not None:  # uvicorn runs this on SIGTERM/SIGINT: every queued row is written
             plog.close()
+            counters.set_log(plog.status())
 
     app = FastAPI(title="finetune-pipeline model server", version="1", lifespan=lifespan,
                   description=f"Serves `{model}` ({scorer.kind}); labels: {', '.join(scorer.label_names)}. "
@@ -275,23 +134,26 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
                               f"{max_body} bytes per body.")
     app.add_middleware(BodyLimit, limit=max_body)
     install_error_handlers(app)
-    add_routes(app, scorer, batcher, plog, limits, _card_metrics(Path(model)))
+    add_routes(app, scorer, batcher, {"log": plog, "counters": counters, "workers": workers}, limits,
+               _card_metrics(Path(model)))
     return app
 
 
-def add_routes(app: Any, scorer: Any, batcher: Batcher | None, plog: Any, limits: dict, card: dict) -> None:
+def add_routes(app: Any, scorer: Any, batcher: Batcher | None, state: dict, limits: dict, card: dict) -> None:
     """POST /predict (batched when `batcher`, else in FastAPI's thread pool), GET /health, GET /model. The answer's
-    schema is the model's own where it has one (a token model answers entity spans), else a label per text."""
+    schema is the model's own where it has one (a token model answers entity spans), else a label per text.
+    `state`: the prediction log (or None), the counters shared by every worker, and how the workers were chosen."""
     import uuid
 
     response = getattr(scorer, "response_model", PredictResponse)
-
+    plog, counters = state["log"], state["counters"]
     max_texts, max_chars = limits["max_texts"], limits["max_chars"]
 
     def answer(texts: list, results: list[dict]) -> dict:
         request_id = uuid.uuid4().hex
         if plog is not None:
             plog.log_request(request_id, texts, results)  # queued, never blocks
+        counters.add(requests=1, texts=len(texts))
         return {"model_md5": scorer.hash, "request_id": request_id, "predictions": results}
 
     if batcher is not None:
@@ -312,12 +174,18 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, plog: Any, limits
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": str(scorer.folder), "kind": scorer.kind,
-                "prediction_log": plog.status() if plog is not None else None}
+        """Counts are the whole server's, summed over its worker processes."""
+        total = counters.total()
+        log_status = None if plog is None else {"folder": str(plog.folder), **{
+            k: total[f"log_{k}"] for k in ("logged", "dropped", "files", "queued")}}
+        return {"status": "ok", "model": str(scorer.folder), "kind": scorer.kind, "workers": state["workers"],
+                "served": {k: total[k] for k in ("requests", "texts", "batches", "workers_counted")},
+                "prediction_log": log_status}
 
     @app.get("/model")
     def model_info() -> dict:
-        served = {"batches": batcher.batches, "texts": batcher.texts} if batcher is not None else None
+        total = counters.total()
+        served = {"batches": total["batches"], "texts": total["batch_texts"]} if batcher is not None else None
         return {**scorer.info(), "test_metrics": card, "limits": limits, "batching": served}
 
 
@@ -344,28 +212,29 @@ def app_from_env() -> Any:
     return create_app(**config)
 
 
-def exit_with_supervisor(supervisor_pid: int) -> None:
-    """Ask the kernel for a SIGTERM when the supervisor dies (Linux's PR_SET_PDEATHSIG). uvicorn stops its
-    workers when it is stopped, but a supervisor killed with SIGKILL (the OOM killer, `kill -9`) would leave
-    them serving the port, each with its own log, and nothing to stop them. The SIGTERM is the usual graceful
-    shutdown: each worker finishes its requests and writes its prediction log. Elsewhere a no-op."""
-    import signal
 
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+def plan_workers(model: str, workers: str, threads: int, max_batch: int) -> dict:
+    """How many processes and threads: `auto` measures one worker's memory (loading the model, so a bad folder is
+    one error here, not one per worker) and takes one process per core as far as memory allows; a number is taken
+    as given (the model still loaded once here when there are several)."""
+    cores = os.cpu_count() or 1
+    if workers == "auto":
+        per_worker = worker_memory(model, max_batch)
+        count, auto_threads, why = choose_workers(cores, per_worker, memory_available())
+        log.info("--workers auto: %s", why)
+        return {"count": count, "threads": threads or auto_threads, "chosen": f"auto: {why}",
+                "worker_memory_mib": round(per_worker / 2**20)}
+    count = int(workers)
+    if count > 1:
+        worker_memory(model, 1)
+    # One process per share of the cores, not every process on every core (0 with one process: the library's own).
+    return {"count": count, "threads": threads or (max(1, cores // count) if count > 1 else 0), "chosen": "given"}
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != supervisor_pid:  # it died before the request above: no signal will come
-        os.kill(os.getpid(), signal.SIGTERM)
 
-
-def check_model(model: str) -> None:
-    """Load the model once in the parent: a bad folder is one error, not one per worker."""
-    from pipeline.core.scoring import open_model
-
-    open_model(model, threads=1)
+def workers_arg(value: str) -> str:
+    if value == "auto" or (value.isdigit() and int(value) >= 1):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: auto or a whole number of at least 1")
 
 
 def parser(prog: str | None) -> argparse.ArgumentParser:
@@ -390,9 +259,11 @@ def parser(prog: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--log-rotate-rows", type=int, default=10_000, help="rows per log file at most")
     ap.add_argument("--log-rotate-seconds", type=float, default=10.0,
                     help="a log file is written at the latest this long after its first row (what a kill can lose)")
-    ap.add_argument("--workers", type=int, default=1,
+    ap.add_argument("--workers", type=workers_arg, default="auto",
                     help="server processes, each with the model, its own batcher and (unless --threads) cores / "
-                         "workers inference threads; the OS spreads connections over them")
+                         "workers inference threads; the OS spreads connections over them. auto (the default): one "
+                         "per core, as many as half the available memory holds at the measured size of one "
+                         "(GET /health says what was chosen and why)")
     ap.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                     help="uvicorn's HTTP parser (auto: httptools, the C one, when installed)")
     ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
@@ -408,7 +279,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
     ap = parser(prog)
     args = ap.parse_args(argv)
-    for name in ("max_texts", "max_chars", "pool", "workers"):
+    for name in ("max_texts", "max_chars", "pool"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch < 0 or args.batch_wait_ms < 0 or (args.max_body_mb is not None and args.max_body_mb <= 0):
@@ -425,17 +296,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                   "threads": args.threads, "pool": args.pool, "max_batch": args.max_batch,
                   "batch_wait_ms": args.batch_wait_ms, "max_body": max_body, "prediction_log": plog}
         common = {"host": args.host, "port": args.port, "log_level": "warning", "http": args.http, "loop": args.loop}
-        if args.workers == 1:
-            app = create_app(**config)
+        workers = plan_workers(args.model, args.workers, args.threads, args.max_batch)
+        config["threads"] = workers["threads"]
+        if workers["count"] == 1:
+            app = create_app(**config, workers=workers)
             log.info("serving %s on http://%s:%d (docs: /docs)", args.model, args.host, args.port)
             return uvicorn.run(app, **common)
-        if not args.threads:  # one process per share of the cores, not every process on every core
-            config["threads"] = max(1, (os.cpu_count() or 1) // args.workers)
-        check_model(args.model)  # a bad model folder fails here, once, not in every worker
-        os.environ[CONFIG_ENV] = json.dumps({**config, "supervisor_pid": os.getpid()})
-        log.info("serving %s on http://%s:%d with %d worker processes (docs: /docs)", args.model, args.host,
-                 args.port, args.workers)
-        uvicorn.run("pipeline.commands.serve:app_from_env", factory=True, workers=args.workers, **common)
+        with tempfile.TemporaryDirectory(prefix="finetune-serve-") as shared:
+            Counters.create(shared, workers["count"])
+            os.environ[CONFIG_ENV] = json.dumps({**config, "workers": {**workers, "counters": shared},
+                                                 "supervisor_pid": os.getpid()})
+            log.info("serving %s on http://%s:%d with %d worker processes of %d thread(s) (docs: /docs)", args.model,
+                     args.host, args.port, workers["count"], workers["threads"])
+            uvicorn.run("pipeline.commands.serve:app_from_env", factory=True, workers=workers["count"], **common)
 
     run_stage(_run)
 

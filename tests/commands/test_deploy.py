@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -408,7 +409,7 @@ def test_a_killed_server_leaves_every_log_file_it_wrote_readable(exported, sms_s
     from pipeline.core.predlog import PREFIX, read_log
 
     proc, url = _start_server(exported[0], "--log-dir", str(tmp_path / "log"), "--log-rotate-rows", "10",
-                              "--log-rotate-seconds", "600", "--no-log-text")
+                              "--log-rotate-seconds", "600", "--no-log-text", "--workers", "1")  # one file sequence
     try:
         for t in sms_slice["text"].tolist()[:25]:
             assert httpx.post(url + "/predict", json={"texts": [t]}).status_code == 200
@@ -488,3 +489,54 @@ def test_long_texts_are_read_head_and_tail_alike_by_torch_and_onnx(exported, stu
     onnx = OnnxClassifier(folder, FP32_FILE).logits(long_texts)
     assert np.abs(onnx - torch_head_tail).max() < 1e-3
     assert np.abs(torch_head - torch_head_tail).max() > 1e-2  # the tail really is read
+
+
+def test_the_default_server_runs_a_worker_per_core_and_says_why(server):
+    import httpx
+
+    workers = httpx.get(server + "/health").json()["workers"]
+    assert workers["chosen"].startswith("auto: ") and workers["worker_memory_mib"] > 0
+    assert workers["count"] == min(os.cpu_count() or 1, workers["count"]) >= 1
+    assert workers["count"] * workers["threads"] <= max(os.cpu_count() or 1, workers["count"])
+
+
+def test_choose_workers_takes_a_core_each_as_far_as_half_the_memory_goes():
+    from pipeline.core.serving import choose_workers
+
+    gib = 2**30
+    assert choose_workers(2, gib // 2, 24 * gib)[:2] == (2, 1)
+    assert choose_workers(8, 4 * gib, 24 * gib)[:2] == (3, 2)  # 12 GiB for workers of 4 GiB: three
+    assert choose_workers(8, 4 * gib, 2 * gib)[:2] == (1, 8)  # never fewer than one
+    assert choose_workers(4, gib, None)[:2] == (4, 1)
+
+
+def test_counts_are_the_whole_servers_summed_over_its_workers(exported, sms_slice, tmp_path):
+    """--workers 2: whichever worker answers /health or /model reports both workers' requests, texts, batches and
+    logged rows (each worker counts in its own slot of a shared map)."""
+    import signal
+
+    import httpx
+
+    proc, url = _start_server(exported[0], "--workers", "2", "--log-dir", str(tmp_path / "log"))
+    texts = sms_slice["text"].tolist()[:40]
+    try:
+        async def send() -> None:
+            async with httpx.AsyncClient(timeout=60) as c:
+                rs = await asyncio.gather(*(c.post(url + "/predict", json={"texts": [t, t]}) for t in texts))
+            assert all(r.status_code == 200 for r in rs)
+
+        asyncio.run(send())
+        deadline = time.time() + 30
+        while httpx.get(url + "/health").json()["prediction_log"]["logged"] < 80 and time.time() < deadline:
+            time.sleep(0.2)
+        for _ in range(6):  # new connections: the OS hands them to either worker
+            with httpx.Client() as c:
+                health, model = c.get(url + "/health").json(), c.get(url + "/model").json()
+            assert health["workers"]["count"] == 2 and health["workers"]["threads"] >= 1
+            assert health["served"]["workers_counted"] == 2
+            assert (health["served"]["requests"], health["served"]["texts"]) == (40, 80)
+            assert health["prediction_log"]["logged"] == 80 and health["prediction_log"]["dropped"] == 0
+            assert model["batching"]["texts"] == 80 and 1 <= model["batching"]["batches"] <= 40
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
