@@ -30,9 +30,11 @@ EXTRA = {"turkish-web": {"clean": {"label_names": {"AFFIX": "X"}}},
          "turkish-wiki": {"clean": {"label_names": {"ONOM": "X", "AFFIX": "X"}}}}
 
 
-def project(name: str) -> Path:
+def project(name: str, folder: str | None = None, extra: dict | None = None) -> Path:
+    """A fresh project for dataset `name` in WORK/<folder or name>; `extra`: params sections to update besides the
+    dataset's own (an ablation's switch)."""
     raw = FILES[name]()
-    repo = WORK / name
+    repo = WORK / (folder or name)
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir(parents=True)
     shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
@@ -44,6 +46,7 @@ def project(name: str) -> Path:
     params["task"] = "token"
     for section, values in EXTRA.get(name, {}).items():
         params[section].update(values)
+    merge(params, extra or {})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(ROOT / "data" / "feedback", repo / "data" / "feedback")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
@@ -53,8 +56,16 @@ def project(name: str) -> Path:
     return repo
 
 
-def run(name: str) -> dict:
-    repo = project(name)
+def merge(node: dict, values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(node.get(key), dict):
+            merge(node[key], value)
+        else:
+            node[key] = value
+
+
+def run(name: str, folder: str | None = None, extra: dict | None = None) -> dict:
+    repo = project(name, folder, extra)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1",
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     start = time.perf_counter()

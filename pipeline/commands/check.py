@@ -1,12 +1,16 @@
 """check: every problem with the raw data and params.yaml, listed at once, in seconds, before any heavy work.
 
-    finetune check [--params params.yaml] [--raw data/raw/your.csv]      (or python -m pipeline.commands.check)
+    finetune check [--params params.yaml] [--raw data/raw/your.csv] [--no-estimate]
+                                                                         (or python -m pipeline.commands.check)
 
 Reads params.yaml (every section: a typo under `train:` is found even when only `clean` would run) and the raw
 file once, then lists: params errors; unreadable files and encodings; missing columns; records a stray quote
 folded together; empty labels and labels outside clean.allowed_labels; label_names that map none of the labels,
 or the bundled SMS names applied to another file; classes too small for the split (after cleaning); student layers
 the teacher does not have. `clean` runs the data checks at its start, so `dvc repro` fails on all of them at once.
+When there is no error, what the run will cost: the planned steps of teacher and students, tokens per step, and an
+estimated wall time on this machine from a probe of a few real training steps (pipeline/core/estimate.py; about
+half a minute on a CPU, skipped with --no-estimate), with the knobs that cut it.
 Exit status 1 if there is an error; notes (things that are counted and dropped, not errors) do not fail.
 """
 from __future__ import annotations
@@ -76,7 +80,7 @@ def model_problems(params: Params) -> Report:
     return rep
 
 
-def check(params_path: str, raw: str | None) -> Report:
+def check(params_path: str, raw: str | None, estimate: bool = False) -> Report:
     params, errors = load_params_all_errors(params_path)
     rep = Report(errors=list(errors))
     if params is None:
@@ -91,7 +95,21 @@ def check(params_path: str, raw: str | None) -> Report:
     m = model_problems(params)
     rep.errors += m.errors
     rep.notes += m.notes
+    if estimate and not rep.errors:
+        rep.notes += cost_notes(params, raw)
     return rep
+
+
+def cost_notes(params: Params, raw: str) -> list[str]:
+    """The plan and the estimated time of the run (core/estimate.py), or a note saying why there is none."""
+    from pipeline.core.estimate import estimate_notes
+
+    task = task_for(params)
+    try:
+        return estimate_notes(task, params, task.clean_file(raw, params).kept)
+    except Exception as e:  # noqa: BLE001 - an estimate that cannot be made is a note, never a failed check
+        log.debug("estimate failed", exc_info=True)
+        return [f"estimate: not made ({type(e).__name__}: {e})"]
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
@@ -101,8 +119,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--raw", help="the raw data file (default: dvc.yaml's `raw` var)")
+    ap.add_argument("--no-estimate", action="store_true",
+                    help="skip the run's cost estimate (it loads the teacher and times a few training steps)")
     args = ap.parse_args(argv)
-    rep = check(args.params, args.raw)
+    rep = check(args.params, args.raw, estimate=not args.no_estimate)
     sys.stdout.write(rep.text() + "\n")
     raise SystemExit(1 if rep.errors else 0)
 

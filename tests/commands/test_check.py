@@ -111,3 +111,43 @@ def test_clean_fails_on_all_problems_at_once(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "2 problem(s)" in proc.stderr and "is empty in 1 row(s)" in proc.stderr and "['meh']" in proc.stderr
     assert not out.exists()  # nothing written
+
+
+def test_the_cost_estimate_plans_what_the_stages_plan_and_times_it_on_this_machine(sms_slice, tmp_path):
+    """The plan is the stages' own arithmetic (resolve_epochs on the rows an epoch holds), the time a measured probe
+    of real training steps; each student's step is the teacher's scaled by its share of the arithmetic."""
+    import math
+
+    from pipeline.core.estimate import estimate, estimate_notes
+    from pipeline.core.params import Params
+    from pipeline.core.profile import resolve_epochs
+    from pipeline.core.tasks import task_for
+
+    params = Params()
+    sms_slice.to_csv(tmp_path / "small.csv", index=False)
+    kept = task_for(params).clean_file(str(tmp_path / "small.csv"), params).kept
+    est = estimate(task_for(params), params, kept)
+    rows = round(len(kept) * params.split.train)
+    _, rec = resolve_epochs(params.train, len(kept) and rows, "train")
+    assert f"{rec['planned_steps']:,} optimiser steps" in est.plan[0]
+    assert set(est.parts) == {"teacher", "teacher_logits", "student", "export_evaluate", "stage_startups"}
+    assert all(v > 0 for v in est.parts.values()) and math.isclose(est.total, sum(est.parts.values()))
+    assert est.parts["teacher"] > est.parts["teacher_logits"]  # steps with gradients against one forward pass
+    first, *_ = est.plan[2:]
+    assert "1-layer student, 17% of the teacher's arithmetic, the teacher beside it" in first  # layers [5] of 6
+    assert len(est.fallbacks) == len(params.distill.try_first)
+    notes = estimate_notes(task_for(params), params, kept)
+    assert any(n.startswith("estimate on this machine") for n in notes) and "train.max_length_cap" in notes[-1]
+
+
+def test_check_prints_the_estimate_unless_asked_not_to(tmp_path):
+    import pandas as pd
+
+    raw = tmp_path / "small.csv"
+    pd.read_csv(ROOT / "data/raw/sms-spam.csv", dtype=str, keep_default_na=False).head(300).to_csv(raw, index=False)
+    run = [sys.executable, "-m", "pipeline.commands.check", "--raw", str(raw)]
+    with_estimate = subprocess.run(run, cwd=ROOT, capture_output=True, text=True)
+    without = subprocess.run([*run, "--no-estimate"], cwd=ROOT, capture_output=True, text=True)
+    assert with_estimate.returncode == 0 and without.returncode == 0, with_estimate.stdout + with_estimate.stderr
+    assert "note  estimate on this machine" in with_estimate.stdout and "note  plan: teacher" in with_estimate.stdout
+    assert "note  estimate on this machine" not in without.stdout and "note  plan:" not in without.stdout
