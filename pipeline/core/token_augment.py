@@ -1,8 +1,13 @@
 """The token task's augmentation: variants whose tags are known word by word, so no entity can be lost or moved.
 
 - Mention replacement (Dai and Adel, 2020, "An Analysis of Simple Data Augmentation for Named Entity Recognition"):
-  an entity mention becomes another mention of the same type seen in the sentences being augmented; the new words
-  take `B-T I-T …`. Each mention is replaced with probability `augment.mentions.p`, at least one per variant.
+  an entity mention becomes another mention of the same type; the new words take `B-T I-T …`. Each mention is
+  replaced with probability `augment.mentions.p`, at least one per variant. The mentions come only from the
+  sentences the split will train on (core/splitting.py, asked before the split stage runs: the hash split puts a
+  sentence by its id, whatever is added around it): augment runs before the split, and a mention drawn from a test
+  sentence would teach the model that test entity's words, a leak that scored +0.10 entity F1 on WNUT-16 before it
+  was closed. (`rebalance.strategy: undersample` with `split.method: exact` can move sentences between the two
+  cuts; with the default hash split nothing moves.)
 - Synonym swap on `O` words only: WordNet synonyms (one word, the word's most frequent part of speech in WordNet)
   for alphabetic words of four letters or more, `aug_p` of them (within aug_min..aug_max). Entity words are never
   touched, so the tags are the source's. (textblob's tagger reads a text, not our words, so `pos_tagger` is not
@@ -130,13 +135,20 @@ class OutsideSynonyms:
         return generate
 
 
-def build_token_jobs(df: pd.DataFrame, p, seed: int) -> list[Job]:
+def training_sentences(df: pd.DataFrame, split_params, seed: int) -> pd.DataFrame:
+    """The original sentences the split stage will put in train (the same function, on the same groups)."""
+    from pipeline.core.splitting import split
+
+    return split(df[df["origin"] == "original"], split_params, seed).splits["train"]
+
+
+def build_token_jobs(df: pd.DataFrame, p, seed: int, split_params) -> list[Job]:
     """The jobs the params ask for, each covering the strata `classes` selects among sentences with an entity."""
     labels = df["label"][df["label"] != NO_ENTITY]
     jobs: list[Job] = []
     if p.mentions.enabled:
-        originals = df[df["origin"] == "original"]
-        replacer = MentionReplacer(mention_pool(originals), p.mentions.p, seed)
+        pool = mention_pool(training_sentences(df, split_params, seed))
+        replacer = MentionReplacer(pool, p.mentions.p, seed)
         classes = select_classes(labels, p.mentions.classes, "augment.mentions.classes", p.minority_ratio)
         jobs += [Job("mention_replacement", k, classes, replacer(k)) for k in range(p.mentions.variants)]
     if p.synonym.enabled:
@@ -146,14 +158,14 @@ def build_token_jobs(df: pd.DataFrame, p, seed: int) -> list[Job]:
     return jobs
 
 
-def augment_tokens(df: pd.DataFrame, p, seed: int) -> AugmentResult:
+def augment_tokens(df: pd.DataFrame, p, seed: int, split_params) -> AugmentResult:
     """Pure core, as the sequence task's augment(): plan per stratum, generate, judge; every variant is added or
     dropped with a reason."""
     df = df.reset_index(drop=True)
     if p.max_rows and len(df) > p.max_rows:
         log.info("augment: %d sentences > augment.max_rows %d: passing them through unchanged", len(df), p.max_rows)
         return AugmentResult(df, pd.DataFrame(columns=DROP_COLUMNS), {}, {}, skipped=True)
-    jobs = build_token_jobs(df, p, seed)
+    jobs = build_token_jobs(df, p, seed, split_params)
     assigned, planned = plan(df[df["label"] != NO_ENTITY], jobs, p.max_ratio, seed) if jobs else ([], {})
     cands, generated = [], {}
     for job, rows in zip(jobs, assigned):

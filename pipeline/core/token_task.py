@@ -68,10 +68,11 @@ class TokenTask:
                               "augment.mentions and augment.synonym); set it to false")
 
     def augment(self, df: pd.DataFrame, p: Any, seed: int) -> Any:
-        """Entity-safe variants: mention replacement, synonyms on O words (token_augment.py)."""
+        """Entity-safe variants: mention replacement (its mentions from the training sentences only), synonyms on O
+        words (token_augment.py)."""
         from pipeline.core.token_augment import augment_tokens
 
-        return augment_tokens(df, p, seed)
+        return augment_tokens(df, p, seed, self.params.split)
 
     def label_names(self, train: pd.DataFrame) -> list[str]:
         from pipeline.core.tags import bio_labels

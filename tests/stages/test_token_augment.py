@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.core.param_errors import ParamsError
 from pipeline.core.params import Params, replace
+from pipeline.core.splitting import split
 from pipeline.core.tags import spans
 from pipeline.core.tasks import task_for
 from pipeline.core.token_clean import NO_ENTITY
@@ -48,16 +49,25 @@ def test_mention_replacement_swaps_mentions_for_others_of_their_type(tweets):
     assert result.generated["mention_replacement"] == len(added) + len(result.dropped)  # nothing vanishes
     assert set(result.dropped["reason"]) <= {"identical_to_source", "duplicate_of_existing_text"}
     source = tweets.set_index("source_id")
-    pool = {(s.type, tuple(w[s.start:s.end])) for w, t in zip(tweets["tokens"], tweets["tags"])
-            for s in spans(list(t))}
+    splits = split(tweets, p.split, p.seed).splits  # where the split stage will put each sentence
+
+    def mentions(frame):
+        return {(s.type, tuple(w[s.start:s.end])) for w, t in zip(frame["tokens"], frame["tags"])
+                for s in spans(list(t))}
+
+    pool = mentions(splits["train"])
+    held_out_only = (mentions(splits["val"]) | mentions(splits["test"])) - pool
+    assert held_out_only  # the tweets' held-out sentences do name entities the training ones never do
+    seen = set()
     for _, v in added.iterrows():
         src = source.loc[v["source_id"]]
         assert len(v["tokens"]) == len(v["tags"]) and v["text"] == " ".join(v["tokens"])
         new, old = spans(list(v["tags"])), spans(list(src["tags"]))
         assert [s.type for s in new] == [s.type for s in old]  # same entities, same order, same types
         assert outside(v["tokens"], v["tags"]) == outside(src["tokens"], src["tags"])  # other words untouched
-        assert all((s.type, tuple(v["tokens"][s.start:s.end])) in pool for s in new)
+        seen |= {(s.type, tuple(v["tokens"][s.start:s.end])) for s in new}
         assert v["label"] == src["label"] and v["label"] != NO_ENTITY
+    assert seen <= pool and not seen & held_out_only  # no validation or test entity is taught through a variant
     assert (added["id"] != added["source_id"]).all() and added["id"].is_unique
 
 
