@@ -80,8 +80,7 @@ class Batcher:
         self.held: tuple | None = None  # a request that did not fit the last batch: first in the next
         self.task: asyncio.Task | None = None
         self.limiter: Any = None
-        self.batches = self.texts = 0  # this process's; GET /model sums every worker's (Counters, via on_batch)
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # counts each batch (Counters.add): GET /model sums every worker's
 
     def start(self) -> None:
         """Start the worker in the running event loop (the server's lifespan)."""
@@ -130,7 +129,6 @@ class Batcher:
                     if not future.done():
                         future.set_exception(e)
                 continue
-            self.batches, self.texts = self.batches + 1, self.texts + len(texts)
             if self.on_batch is not None:
                 self.on_batch(batches=1, batch_texts=len(texts))
             start = 0
