@@ -72,13 +72,16 @@ def repeated(url: str, script: Path, connections: int, seconds: float, repeats: 
             "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs), "runs": runs}
 
 
-def run(model: str, seconds: float, connections: list[int], repeats: int) -> dict:
+SERVERS = {"default (no options: --workers auto)": [], "--workers 1 (the default before)": ["--workers", "1"]}
+
+
+def run(model: str, seconds: float, connections: list[int], repeats: int, servers: dict | None = None) -> dict:
     import httpx
     import pandas as pd
 
     texts = pd.read_parquet(ROOT / "data" / "processed" / "test.parquet")["text"].tolist()[:200]
     script = lua_script(texts)
-    servers = {"default (no options: --workers auto)": [], "--workers 1 (the default before)": ["--workers", "1"]}
+    servers = SERVERS if servers is None else servers
     out: dict = {"machine": machine(), "client": "wrk " + subprocess.run(["wrk", "-v"], capture_output=True,
                                                                           text=True).stdout.split()[1],
                  "model": model, "seconds": seconds, "repeats": repeats, "servers": {}}

@@ -7,8 +7,7 @@ check, fetch, ingest, kfold, lineage, monitor, predict, serve, tune:
     finetune --help | finetune <command> --help
 
 The pipeline's stages are not here: `dvc repro` runs them (dvc.yaml). Global options (`--log-level`, `-q`) are
-accepted before or after the command. The former scripts (`pipeline-check`, `lineage`, `pipeline-predict`, ...)
-still work, as aliases, for one release.
+accepted before or after the command.
 """
 from __future__ import annotations
 
