@@ -62,7 +62,7 @@ def run(name: str, raw: Path, sets: list[str], target: str | None = None) -> Non
     sh(["git", "commit", "-qm", f"{name}: data and params"], repo, repo / "git.log", env)
     check = sh(["finetune", "check"], repo, repo / "check.txt", env)
     t0 = time.time()
-    code = sh(["dvc", "repro", *([target] if target else [])], repo, repo / "repro.log", env)
+    code = sh(["dvc", "repro", *(target.split() if target else [])], repo, repo / "repro.log", env)
     (repo / "repro.json").write_text(json.dumps({"name": name, "returncode": code, "check_returncode": check,
                                                  "sets": sets,
                                                  "seconds": round(time.time() - t0, 1), "raw": str(raw),
