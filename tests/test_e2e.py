@@ -137,6 +137,12 @@ def test_full_pipeline_outputs(repo):
         assert metrics["comparisons"][key]["rows"] == metrics["comparisons"]["teacher_vs_baseline"]["rows"]
     assert "teacher_blend" not in speed and "blended with the TF-IDF baseline (baseline weight 0.3" in report
     assert "`teacher_blend` is that blend on the test rows" in report  # teacher_blend.json's evidence, in words
+    # Why the models decide: the shipped student's word attributions, per class, and the shortcut check.
+    assert "## Why the models decide" in report and "Shortcut check" in report
+    words = pd.read_csv(repo / "metrics" / "eval" / "top_words.csv")
+    assert len(words) > 0 and (words["score"] > 0).all() and (words["texts"] >= 1).all()
+    page = (repo / "metrics" / "eval" / "explanations.html").read_text()
+    assert page.startswith("<!doctype html>") and "background:rgba(" in page
     student_lineage = json.loads((repo / "models" / "student" / "lineage.json").read_text())
     assert student_lineage["teacher_targets"]["baseline_weight"] == 0.3
     # DVCLive curves: x is the optimiser step, and no wall-clock timing reaches the metrics file.

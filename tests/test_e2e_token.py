@@ -105,6 +105,8 @@ def test_evaluate_reports_entity_f1_with_cis_and_paired_comparisons(repo):
     assert export["max_abs_logit_diff_fp32"] < 1e-3 and "entity_f1_ratio" in export
     report = (repo / "metrics" / "REPORT.md").read_text()
     assert "token classification" in report and "entity F1" in report
+    assert "Not computed: attributions of token models are not built yet" in report  # said, not faked
+    assert pd.read_csv(repo / "metrics" / "eval" / "top_words.csv").empty
 
 
 def test_packaged_token_models_load_in_transformers_pipeline_with_aggregation(repo):

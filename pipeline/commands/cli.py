@@ -1,6 +1,6 @@
 """finetune: one front door for the user commands.
 
-check, fetch, ingest, kfold, lineage, monitor, predict, serve, tune:
+check, explain, fetch, ingest, kfold, lineage, monitor, predict, serve, tune:
 
     finetune check                      # every data/params problem at once, and what the auto defaults decide
     finetune lineage trace --raw-row 5 --json
@@ -20,6 +20,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("pipeline.commands.check", "every problem of params.yaml and the raw file at once, and what auto "
                                          "decides"),
+    "explain": ("pipeline.commands.explain", "which words made a model decide, for texts or a whole file "
+                                             "(attributions)"),
     "fetch": ("pipeline.commands.fetch", "a Hugging Face Hub dataset, at a pinned revision, into a raw file"),
     "ingest": ("pipeline.commands.ingest", "labelled rows (monitor's to_label.csv) into the feedback file clean "
                                            "reads, with their request ids"),

@@ -13,49 +13,17 @@ model was trained with. What scored the file (model md5, its lineage, the git re
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from pipeline.core.io import DataError, atomic_path, detect_format, iter_chunks, run_stage, setup_logging
+from pipeline.core.io import DataError, run_stage, setup_logging
 from pipeline.core.names import ONNX_NAME
 from pipeline.core.project import packaged_model
 from pipeline.core.scoring import PackagedModel, git_rev, open_model
+from pipeline.core.streaming import stream_file
 
 log = logging.getLogger(__name__)
-
-
-class ChunkWriter:
-    """Appends scored chunks to a CSV/TSV/JSONL/Parquet file (Parquet: one row group per chunk)."""
-
-    def __init__(self, path: Path, fmt: str, metadata: dict) -> None:
-        self.path, self.fmt, self.metadata = path, fmt, metadata
-        self._pq = None
-        self._first = True
-
-    def write(self, df: pd.DataFrame) -> None:
-        if self.fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if self._pq is None:
-                schema = table.schema.with_metadata({b"finetune_pipeline": json.dumps(self.metadata).encode()})
-                self._pq = pq.ParquetWriter(self.path, schema)
-            self._pq.write_table(table.cast(self._pq.schema))
-        elif self.fmt == "jsonl":
-            with open(self.path, "a", encoding="utf-8") as f:
-                df.to_json(f, orient="records", lines=True, force_ascii=False)
-        else:
-            df.to_csv(self.path, mode="a", header=self._first, index=False, sep="\t" if self.fmt == "tsv" else ",")
-        self._first = False
-
-    def close(self) -> None:
-        if self._pq is not None:
-            self._pq.close()
 
 
 def score_file(scorer: PackagedModel, src: Path, dest: Path, text_column: str, fmt: str = "auto", out_fmt: str = "auto",
@@ -64,47 +32,16 @@ def score_file(scorer: PackagedModel, src: Path, dest: Path, text_column: str, f
     `predict-<run>-<chunk>`), as `serve --log-dir` logs its traffic, for `finetune monitor`."""
     import uuid
 
-    from tqdm.auto import tqdm
-
     run_id = uuid.uuid4().hex[:12]
 
-    out_fmt = detect_format(dest, out_fmt)
-    meta = {"model": scorer.info(), "input": str(src), "text_column": text_column,
-            "git_rev": git_rev(Path.cwd())}
-    counts: dict[str, int] = {}
-    rows = 0
-    with atomic_path(dest) as tmp:
-        writer = ChunkWriter(tmp, out_fmt, meta)
-        try:
-            bar = tqdm(desc="predict", unit="row", mininterval=2)
-            for chunk in iter_chunks(src, fmt, encoding, chunk_rows):
-                if text_column not in chunk.columns:
-                    raise DataError(f"{src}: no column {text_column!r} (--text-column); columns are "
-                                    f"{list(chunk.columns)}")
-                scored = scorer.score(chunk[text_column].tolist(), batch_size)
-                if plog is not None:
-                    plog.log_request(f"predict-{run_id}-{rows // chunk_rows}", chunk[text_column].tolist(), scored)
-                out = chunk.reset_index(drop=True).copy()
-                if out_fmt == "parquet":  # one schema for every row group: the input columns as text
-                    out = out.astype({c: "string" for c in out.columns if out[c].dtype == object})
-                out["row"] = range(rows + 1, rows + len(out) + 1)
-                out["status"] = [s["status"] for s in scored]
-                for column, values in scorer.output_columns(scored).items():  # the model's answer, as columns
-                    out[column] = values
-                writer.write(out)
-                for s in out["status"]:
-                    counts[s] = counts.get(s, 0) + 1
-                rows += len(out)
-                bar.update(len(out))
-            bar.close()
-        finally:
-            writer.close()
-        if rows == 0:
-            raise DataError(f"{src}: no data rows")
-    meta.update(rows=rows, status=counts)
-    with atomic_path(Path(str(dest) + ".meta.json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return meta
+    def answer(texts: list[Any], first: int) -> tuple[list[str], dict[str, Any]]:
+        scored = scorer.score(texts, batch_size)
+        if plog is not None:
+            plog.log_request(f"predict-{run_id}-{first // chunk_rows}", texts, scored)
+        return [s["status"] for s in scored], scorer.output_columns(scored)  # the model's answer, as columns
+
+    meta = {"model": scorer.info(), "input": str(src), "text_column": text_column, "git_rev": git_rev(Path.cwd())}
+    return stream_file(src, dest, text_column, answer, meta, fmt, out_fmt, encoding, chunk_rows, "predict")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
     finetune serve [--model models/student-onnx] [--host 127.0.0.1] [--port 8000] [--workers auto] [--max-texts 256]
                    [--max-chars 10000] [--max-body-mb N] [--max-batch 64] [--batch-wait-ms 0] [--pool 16]
+                   [--max-explain-texts 16] [--max-explain-words 256]
 
 By default (`--workers auto`) one server process per core, as many as half the available memory holds at the
 measured size of one (the model loaded and a full batch scored in the parent first): on 2 cores, two one-thread
@@ -9,10 +10,12 @@ workers, p99 ~13 ms at 16 connections where one process gave 112 ms (bench/resul
 was chosen and why; its counts, and /model's, are the whole server's, summed over the workers.
 
 POST /predict {"texts": ["…", …]} -> per text: label, confidence, probabilities (or a status saying why a text
-could not be scored, e.g. empty after normalisation); GET /health; GET /model (the model card's metadata: base
-model, data md5s, params, test metrics, the limits). A bad request gets a 4xx with a one-line `error`, never a
-traceback; a body over --max-body-mb gets its 413 before it is read. With --log-dir every scored text is logged
-(pipeline/core/predlog.py: Parquet files written off the request path; /health counts what was logged or dropped).
+could not be scored, e.g. empty after normalisation); POST /explain {"texts": [...], "method": "auto", "class":
+null} -> per text, each word's attribution score for the class (`finetune explain` over HTTP); GET /health;
+GET /model (the model card's metadata: base model, data md5s, params, test metrics, the limits). A bad request
+gets a 4xx with a one-line `error`, never a traceback; a body over --max-body-mb gets its 413 before it is read.
+With --log-dir every scored text is logged (pipeline/core/predlog.py: Parquet files written off the request path;
+/health counts what was logged or dropped).
 
 Dynamic batching (as Triton's dynamic batcher, TorchServe and LitServe do): requests that arrive while a batch is
 being scored queue, and the next batch takes them together, up to --max-batch texts (a request is never split; a
@@ -78,10 +81,42 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class ExplainRequest(BaseModel):
+    texts: list[str] = Field(..., description="texts to explain: at least one, at most the server's "
+                                              "--max-explain-texts, each at most --max-explain-words words",
+                             examples=[["Free entry in a weekly competition! Text WIN to 80086"]])
+    method: str = Field("auto", description="auto (the method measured most faithful for this model), or one of "
+                                            "GET /model's `explain.methods`")
+    target: str | None = Field(None, alias="class", description="the class to explain; default: each text's "
+                                                                "predicted class")
+
+
+class WordScore(BaseModel):
+    word: str
+    start: int = Field(..., description="character offset in `text`")
+    end: int
+    score: float = Field(..., description="evidence for the class (positive) or against it (negative)")
+
+
+class Explanation(BaseModel):
+    text: str = Field(..., description="the text as the model reads it (normalised; a long text cut as it cuts it)")
+    label: str = Field(..., description="the predicted class")
+    target: str = Field(..., description="the class explained")
+    probability: float = Field(..., description="the model's probability of `target`")
+    method: str
+    words: list[WordScore]
+
+
+class ExplainResponse(BaseModel):
+    model_md5: str
+    explanations: list[Explanation]
+
+
 
 def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads: int = 0, pool: int = 16,
                max_batch: int = 64, batch_wait_ms: float = 0.0, max_body: int | None = None,
-               prediction_log: dict | None = None, workers: dict | None = None) -> Any:
+               prediction_log: dict | None = None, workers: dict | None = None, max_explain_texts: int = 16,
+               max_explain_words: int = 256) -> Any:
     """The app. `prediction_log`: PredictionLog's options (folder, log_text, rotate_rows, rotate_seconds) to log
     every scored text, or None. `workers`: how the server was started (count, threads, why, and the shared counters'
     folder when there are several processes), reported by /health."""
@@ -104,7 +139,8 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
     batcher = Batcher(scorer.score, max_batch, batch_wait_ms / 1000, on_batch=counters.add) if max_batch > 0 \
         else None
     limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body, "max_batch": max_batch,
-              "batch_wait_ms": batch_wait_ms}
+              "batch_wait_ms": batch_wait_ms, "max_explain_texts": max_explain_texts,
+              "max_explain_words": max_explain_words}
 
     async def copy_log_status() -> None:
         while True:  # the log's writer thread moves its counts on its own: copy them where the others can sum them
@@ -172,6 +208,8 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, state: dict, limi
                 return problem
             return answer(req.texts, scorer.score(req.texts))
 
+    add_explain(app, scorer, limits)
+
     @app.get("/health")
     def health() -> dict:
         """Counts are the whole server's, summed over its worker processes."""
@@ -187,6 +225,38 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, state: dict, limi
         total = counters.total()
         served = {"batches": total["batches"], "texts": total["batch_texts"]} if batcher is not None else None
         return {**scorer.info(), "test_metrics": card, "limits": limits, "batching": served}
+
+
+def add_explain(app: Any, scorer: Any, limits: dict) -> None:
+    """POST /explain: word attributions (pipeline/core/attribution.py). A plain `def`, so FastAPI runs it in its
+    thread pool: /predict's batcher and event loop never wait for it, and costs nothing while nobody asks. Bounded:
+    texts per request and words per text (occlusion scores each word), under the same body limit."""
+    from pipeline.core.attribution import AttributionError, available, explain, resolve_method, words_of
+    from pipeline.core.serving import error
+
+    methods = available(scorer)
+    limits["explain"] = {"methods": list(methods), "max_texts": limits["max_explain_texts"],
+                         "max_words": limits["max_explain_words"]} if methods else None
+
+    @app.post("/explain", response_model=ExplainResponse, responses=ERRORS)
+    def explain_route(req: ExplainRequest) -> Any:
+        problem = request_problem(req.texts, limits["max_explain_texts"], limits["max_chars"])
+        if problem is not None:
+            return problem
+        norm, status = scorer.normalise(req.texts)
+        bad = [i for i, st in enumerate(status) if st != "ok"]
+        if bad:
+            return error(422, f"texts[{bad[0]}]: {status[bad[0]]}: nothing to explain")
+        long = [i for i, t in enumerate(norm) if len(words_of(t)[0]) > limits["max_explain_words"]]
+        if long:
+            return error(413, f"texts[{long[0]}]: {len(words_of(norm[long[0]])[0])} words, more than /explain's "
+                              f"limit of {limits['max_explain_words']} (--max-explain-words)")
+        try:
+            resolve_method(scorer, req.method)
+            found = explain(scorer, req.texts, req.method, req.target)
+        except AttributionError as e:
+            return error(422, str(e))
+        return {"model_md5": scorer.hash, "explanations": [e.as_dict() for e in found]}
 
 
 def _card_metrics(folder: Path) -> dict:
@@ -245,6 +315,9 @@ def parser(prog: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--max-texts", type=int, default=256, help="texts per request")
     ap.add_argument("--max-chars", type=int, default=10000, help="characters per text")
+    ap.add_argument("--max-explain-texts", type=int, default=16, help="texts per POST /explain request")
+    ap.add_argument("--max-explain-words", type=int, default=256,
+                    help="words per text in POST /explain (occlusion scores the text once per word)")
     ap.add_argument("--threads", type=int, default=0, help="inference threads per request (0: the library's)")
     ap.add_argument("--max-body-mb", type=float, default=None,
                     help="request body limit, refused with 413 before it is read (default: what the text limits "
@@ -279,7 +352,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     setup_logging()
     ap = parser(prog)
     args = ap.parse_args(argv)
-    for name in ("max_texts", "max_chars", "pool"):
+    for name in ("max_texts", "max_chars", "pool", "max_explain_texts", "max_explain_words"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch < 0 or args.batch_wait_ms < 0 or (args.max_body_mb is not None and args.max_body_mb <= 0):
@@ -294,7 +367,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                                                "rotate_seconds": args.log_rotate_seconds}
         config = {"model": args.model, "max_texts": args.max_texts, "max_chars": args.max_chars,
                   "threads": args.threads, "pool": args.pool, "max_batch": args.max_batch,
-                  "batch_wait_ms": args.batch_wait_ms, "max_body": max_body, "prediction_log": plog}
+                  "batch_wait_ms": args.batch_wait_ms, "max_body": max_body, "prediction_log": plog,
+                  "max_explain_texts": args.max_explain_texts, "max_explain_words": args.max_explain_words}
         common = {"host": args.host, "port": args.port, "log_level": "warning", "http": args.http, "loop": args.loop}
         workers = plan_workers(args.model, args.workers, args.threads, args.max_batch)
         config["threads"] = workers["threads"]

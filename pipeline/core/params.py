@@ -261,6 +261,8 @@ class EvaluateParams(Section):
     calibrate: bool = Field(True, description="fit a temperature on validation; packaged teacher/student output "
                                               "scaled probabilities")
     calibration_bins: int = Field(15, ge=2, le=100)
+    explain_rows: int = Field(1000, ge=0, description="test rows REPORT.md's 'Why the models decide' explains (the "
+                                                      "shipped student, finetune explain's default method); 0 = off")
 
 
 class InferenceParams(Section):

@@ -25,6 +25,7 @@ import pandas as pd
 from pipeline.core.blend import blend
 from pipeline.core.cards import data_settings, model_card, package, student_notes, worst_slices
 from pipeline.core.engine import engine_for
+from pipeline.core.explain_report import write_explanations
 from pipeline.core.io import (
     file_md5,
     read_lineage,
@@ -307,8 +308,10 @@ def evaluate_all(args: Any, params: Any) -> None:
     write_json(slices, args.slices)
     coverage = coverage_warning(tokenizer_coverage(load_tokenizer(str(dirs["teacher"]), "teacher"), texts),
                                 lineage["teacher"].get("base_model", "the teacher"))
+    why = write_explanations(args, params, test, read_table(args.train), dirs[ONNX_NAME], dirs["teacher"])
     write_text(report(results, speed, verdicts, len(test), slices,
-                      data_notes(comparisons, len(test), lineage, coverage, blend_record)), args.report)
+                      data_notes(comparisons, len(test), lineage, coverage, blend_record)) + "\n".join(why),
+               args.report)
     package_all(scored, dirs, lineage, comparisons, verdicts, slices, speed, coverage, test["text"].iloc[0],
                 label_names, params, args)
     for v in verdicts.values():

@@ -540,3 +540,42 @@ def test_counts_are_the_whole_servers_summed_over_its_workers(exported, sms_slic
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_server_explains_the_words_of_a_decision(server):
+    import httpx
+
+    spam = "WINNER!! Claim your free prize now"
+    r = httpx.post(server + "/explain", json={"texts": [spam, "see you at lunch"]})
+    assert r.status_code == 200, r.text
+    got = r.json()["explanations"]
+    labels = [p["label"] for p in httpx.post(server + "/predict", json={"texts": [spam, "see you at lunch"]})
+              .json()["predictions"]]
+    assert [g["label"] for g in got] == [g["target"] for g in got] == labels
+    assert [w["word"] for w in got[0]["words"]] == spam.split() and got[0]["method"] == "occlusion"
+    assert all(spam[w["start"]:w["end"]] == w["word"] for w in got[0]["words"])
+    # the same batch (int8 quantises each batch with its own range): p(ham) + p(spam) = 1 for the same text
+    flip = next(c for c in LABELS if c != labels[0])
+    other = httpx.post(server + "/explain", json={"texts": [spam, "see you at lunch"], "class": flip}).json()
+    other = other["explanations"][0]
+    assert other["target"] == flip and abs(other["probability"] + got[0]["probability"] - 1) < 1e-4
+    assert httpx.get(server + "/model").json()["limits"]["explain"]["methods"] == ["occlusion", "random"]
+    assert "/explain" in httpx.get(server + "/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"texts": [""]}, 422, "texts[0]: empty_text"),
+    ({"texts": ["a"] * 17}, 413, "more than the limit of 16"),
+    ({"texts": ["free prize"], "class": "eggs"}, 422, "unknown class 'eggs'"),
+    ({"texts": ["free prize"], "method": "integrated_gradients"}, 422, "not available for a onnx model"),
+    ({"texts": ["one two three four five six"]}, 413, "6 words, more than /explain's limit of 5"),
+])
+def test_explain_refuses_bad_requests_in_one_line(exported, body, status, fragment):
+    from fastapi.testclient import TestClient
+
+    from pipeline.commands.serve import create_app
+
+    with TestClient(create_app(str(exported[0]), max_explain_words=5)) as client:
+        r = client.post("/explain", json=body)
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["error"] and "\n" not in r.json()["error"]
