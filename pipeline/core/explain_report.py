@@ -15,6 +15,7 @@ relied on can be set side by side. From those:
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections import Counter, defaultdict
 from typing import Any
@@ -39,6 +40,13 @@ def artefact(key: str) -> str | None:
     return next((name for name, rx in ARTEFACTS if rx.search(key)), None)
 
 
+def group_key(key: str) -> str:
+    """Artefacts counted by kind (`<number>`: every phone number, price or code together), other words as they are:
+    a class that rests on numbers rests on no single one of them."""
+    kind = artefact(key)
+    return f"<{kind}>" if kind else key
+
+
 def exclusive_words(texts: list[str], labels: list[str]) -> dict[str, tuple[str, float, int]]:
     """Words whose training rows are almost all of one class: key -> (class, share, rows holding it)."""
     rows: dict[str, Counter] = defaultdict(Counter)
@@ -55,32 +63,39 @@ def exclusive_words(texts: list[str], labels: list[str]) -> dict[str, tuple[str,
 
 
 def global_top(found: list[Explanation], label_names: list[str], k: int = 10) -> dict[str, list[tuple]]:
-    """Per class: the `k` words with the largest summed positive score over the texts predicted as it."""
+    """Per class: the `k` words (artefacts by kind) with the largest summed positive score over the texts predicted
+    as it, among those in at least 1% of them (and 2): one text's word is an anecdote, not what moves a class."""
     total: dict[str, Counter] = {c: Counter() for c in label_names}
     texts: dict[str, Counter] = {c: Counter() for c in label_names}
     for e in found:
         best: dict[str, float] = {}
         for w, v in zip(e.words, e.scores):
             if v > 0:
-                best[word_key(w)] = max(best.get(word_key(w), 0.0), v)
+                best[group_key(word_key(w))] = max(best.get(group_key(word_key(w)), 0.0), v)
         for key, v in best.items():
             total[e.target][key] += v
             texts[e.target][key] += 1
-    return {c: [(key, total[c][key], texts[c][key]) for key, _ in total[c].most_common(k)] for c in label_names}
+    out = {}
+    for c in label_names:
+        least = max(2, math.ceil(0.01 * sum(1 for e in found if e.target == c)))
+        out[c] = [(key, s, texts[c][key]) for key, s in total[c].most_common() if texts[c][key] >= least][:k]
+    return out
 
 
 def shortcut_flags(found: list[Explanation], exclusive: dict, label_names: list[str]) -> list[dict]:
     """Classes whose decisions rest on one artefact-like or class-exclusive word (see the module's docstring)."""
     flags = []
     for c in label_names:
-        tops = [word_key(e.words[e.ranking()[0]]) for e in found if e.target == c and e.words and max(e.scores) > 0]
+        tops = [group_key(word_key(e.words[e.ranking()[0]])) for e in found
+                if e.target == c and e.words and max(e.scores) > 0]
         if not tops:
             continue
         key, n = Counter(tops).most_common(1)[0]
-        kind = artefact(key)
+        kind = key[1:-1] if key.startswith("<") and key.endswith(">") and key[1:-1] in dict(ARTEFACTS) else None
         excl = exclusive.get(key)
         if n / len(tops) >= SHORTCUT_SHARE and (kind or (excl and excl[0] == c)):
-            why = kind or f"{excl[1]:.0%} of the {excl[2]} training rows holding it are {c}"
+            why = f"{kind}s, counted together, look like an artefact" if kind else \
+                f"{excl[1]:.0%} of the {excl[2]} training rows holding it are {c}"
             flags.append({"class": c, "word": key, "share": n / len(tops), "texts": len(tops), "why": why})
     return flags
 
@@ -100,16 +115,17 @@ def section(found: list[Explanation], truth: list[str], teacher: dict[int, Expla
     lines = ["## Why the models decide", "",
              f"Word attributions of `{model}` on {len(found)} test rows ({method}; `finetune explain` gives them for "
              "any text; how faithful each method is: docs/explain.md).", "",
-             "Words that most move each class (summed positive score over the texts predicted as it; texts):", ""]
+             "Words that most move each class (summed positive score over the texts predicted as it, in how many; "
+             "numbers, URLs, handles and markup counted by kind):", ""]
     for c, words in tops.items():
         lines.append(f"- **{c}**: " + (", ".join(f"`{k}` {s:.2f} ({n})" for k, s, n in words) or "none"))
     errors = [(i, e) for i, e in enumerate(found) if e.label != truth[i]]
     lines += ["", f"Test errors ({len(errors)}), with the words that drove the wrong class (first {max_rows}):", ""]
     lines += [f"- true {truth[i]}, predicted {e.label} ({e.probability:.2f}): {top_line(e)} — \"{short(e.text)}\""
-              for i, e in errors[:max_rows]]
+              for i, e in errors[:max_rows]] or ["- none."]
     lines += ["", f"Where the teacher and the shipped student disagree ({len(teacher)} rows; first {max_rows}):", ""]
     lines += [f"- true {truth[i]}; teacher {t.label}: {top_line(t)}; student {found[i].label}: {top_line(found[i])} "
-              f"— \"{short(t.text)}\"" for i, t in list(teacher.items())[:max_rows]]
+              f"— \"{short(t.text)}\"" for i, t in list(teacher.items())[:max_rows]] or ["- none."]
     lines += ["", "Shortcut check (a class whose decisions rest on one artefact-like or class-exclusive word):", ""]
     lines += [f"- **flag: {f['class']}** rests on `{f['word']}`: the strongest word of {f['share']:.0%} of the "
               f"{f['texts']} test texts predicted {f['class']} ({f['why']}). Check that it is meaning, not a "
