@@ -3,6 +3,8 @@
     python -m bench.faithfulness sms-spam [--rows 300]          # the bundled project's models (after dvc repro)
     python -m bench.faithfulness healthtweets-2013 [--rows 300] # trains first: a clone, README steps, dvc repro
                                                                # train baseline (bench/byo.py), then measures
+    python -m bench.faithfulness --reports sms-spam healthtweets-2013   # after a full `dvc repro` of each project:
+                                                               # REPORT.md's "Why the models decide" of each
 
 For each packaged model of a dataset (teacher and torch student: every method; the int8 ONNX student: occlusion;
 the TF-IDF baseline: its coefficients and occlusion) and each method it can run, on up to `--rows` test rows (a
@@ -11,6 +13,8 @@ comprehensiveness and sufficiency (pipeline/core/faithfulness.py: AOPC over ERAS
 paired per text against random words and, for torch models, against attention weights, with 95% bootstrap CIs
 over texts. Also how often the int8 student and the torch student it was exported from name the same strongest
 word (occlusion on both). Writes bench/results/faithfulness.json and FAITHFULNESS.md, with the machine and date.
+`--reports` gathers the evaluate stage's own reading of each project (its words per class, errors, disagreements
+and shortcut check) into bench/results/EXPLAIN_REPORTS.md.
 """
 from __future__ import annotations
 
@@ -128,13 +132,39 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def reports(names: list[str]) -> str:
+    """Each project's REPORT.md section "Why the models decide", as its own `dvc repro` wrote it."""
+    import subprocess
+
+    from bench.common import machine
+
+    out = ["# What the report's attributions say on real data", "",
+           measured(machine()) + " (the date this file was gathered; each section names its project's commit). "
+           "Produced by `python -m bench.faithfulness --reports`.", ""]
+    for name in names:
+        repo = project_for(name, [])
+        text = (repo / "metrics" / "REPORT.md").read_text()
+        if "## Why the models decide" not in text:
+            raise SystemExit(f"{repo}: its REPORT.md has no attributions: run a full `dvc repro` there first")
+        rev = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %cs"], capture_output=True,
+                             text=True).stdout.strip()
+        section = text[text.index("## Why the models decide"):].split("\n", 1)[1]
+        out += [f"## {name}", "", f"Project `{repo.relative_to(ROOT) if repo != ROOT else '.'}` at {rev}.", "",
+                section.strip(), ""]
+    return "\n".join(out)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="+")
     ap.add_argument("--rows", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reports", action="store_true", help="gather each project's REPORT.md attributions instead")
     args = ap.parse_args()
+    if args.reports:
+        (OUT / "EXPLAIN_REPORTS.md").write_text(reports(args.datasets))
+        return
     for name in args.datasets:
         row = dataset(name, args.rows, args.seed)
         print(record(OUT, "faithfulness", name, row, markdown))
