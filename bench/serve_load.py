@@ -101,11 +101,11 @@ def rss_mib(pid: int) -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
-def start_server(model: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-
+def start_server(model: str, extra: list[str], cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """`finetune serve` of the code in `cwd` (a checkout: `python -m` imports the package from there)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model", model, "--port", str(port),
-                             *extra], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             *extra], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     if wait_healthy(url):
         return proc, url
