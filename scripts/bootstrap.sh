@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 apt_needed=()
 [ -f /usr/share/apertium/modes/eng-spa.mode ] || apt_needed+=(apertium apertium-eng-spa)
 [ -f /usr/share/wordnet/data.noun ] || apt_needed+=(wordnet-base wordnet-sense-index)
+# serve's page (GET /) is tested in a real headless browser
+command -v chromedriver >/dev/null || apt_needed+=(chromium chromium-driver)
 if [ ${#apt_needed[@]} -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${apt_needed[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -11,7 +11,8 @@ was chosen and why; its counts, and /model's, are the whole server's, summed ove
 
 POST /predict {"texts": ["…", …]} -> per text: label, confidence, probabilities (or a status saying why a text
 could not be scored, e.g. empty after normalisation); POST /explain {"texts": [...], "method": "auto", "class":
-null} -> per text, each word's attribution score for the class (`finetune explain` over HTTP); GET /health;
+null} -> per text, each word's attribution score for the class (`finetune explain` over HTTP); GET / -> a page
+to try it in a browser (paste a text: the label, the scores, the words highlighted); GET /health;
 GET /model (the model card's metadata: base model, data md5s, params, test metrics, the limits). A bad request
 gets a 4xx with a one-line `error`, never a traceback; a body over --max-body-mb gets its 413 before it is read.
 With --log-dir every scored text is logged (pipeline/core/predlog.py: Parquet files written off the request path;
@@ -209,6 +210,17 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, state: dict, limi
             return answer(req.texts, scorer.score(req.texts))
 
     add_explain(app, scorer, limits)
+
+    from fastapi.responses import HTMLResponse
+
+    from pipeline.core.page import page
+
+    front = page(str(scorer.folder), scorer.kind, scorer.label_names)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home() -> str:
+        """A page to try the model on: paste a text, see the label, the scores and the words highlighted."""
+        return front
 
     @app.get("/health")
     def health() -> dict:

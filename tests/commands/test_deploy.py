@@ -579,3 +579,47 @@ def test_explain_refuses_bad_requests_in_one_line(exported, body, status, fragme
         r = client.post("/explain", json=body)
     assert r.status_code == status, r.text
     assert fragment in r.json()["error"] and "\n" not in r.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven through chromedriver (scripts/bootstrap.sh installs both)."""
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1000,900"):
+        opts.add_argument(arg)
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    driver = webdriver.Chrome(options=opts, service=service)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_shows_a_typed_texts_label_scores_and_highlighted_words(server, browser):
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text = "WINNER!! Claim your free prize now"
+    browser.get(server + "/")
+    assert "try the model" in browser.title
+    box = browser.find_element(By.ID, "text")
+    box.send_keys(text)
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "result").is_displayed())
+    expected = httpx.post(server + "/predict", json={"texts": [text]}).json()["predictions"][0]
+    assert browser.find_element(By.ID, "label").text == expected["label"]
+    rows = [r.text.split() for r in browser.find_elements(By.CSS_SELECTOR, "#probabilities tr")]
+    assert [r[0] for r in rows] == LABELS and all(r[1].endswith("%") for r in rows)
+    words = browser.find_elements(By.CSS_SELECTOR, "#words span.w")
+    assert [w.text for w in words] == text.split()
+    assert all("rgba(" in w.get_attribute("style") and w.get_attribute("title") for w in words)
+    assert "occlusion" in browser.find_element(By.ID, "method").text
+    # A refused request shows the server's own message, and no stale result.
+    box.clear()
+    box.send_keys("a" * 501)
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "error").text)
+    assert "501 characters, more than the limit of 500" in browser.find_element(By.ID, "error").text
+    assert not browser.find_element(By.ID, "result").is_displayed()
