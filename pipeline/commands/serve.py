@@ -210,17 +210,7 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, state: dict, limi
             return answer(req.texts, scorer.score(req.texts))
 
     add_explain(app, scorer, limits)
-
-    from fastapi.responses import HTMLResponse
-
-    from pipeline.core.page import page
-
-    front = page(str(scorer.folder), scorer.kind, scorer.label_names)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home() -> str:
-        """A page to try the model on: paste a text, see the label, the scores and the words highlighted."""
-        return front
+    add_page(app, scorer)
 
     @app.get("/health")
     def health() -> dict:
@@ -237,6 +227,19 @@ def add_routes(app: Any, scorer: Any, batcher: Batcher | None, state: dict, limi
         total = counters.total()
         served = {"batches": total["batches"], "texts": total["batch_texts"]} if batcher is not None else None
         return {**scorer.info(), "test_metrics": card, "limits": limits, "batching": served}
+
+
+def add_page(app: Any, scorer: Any) -> None:
+    """GET /: a page to try the model on (pipeline/core/page.py), built once."""
+    from fastapi.responses import HTMLResponse
+
+    from pipeline.core.page import page
+
+    front = page(str(scorer.folder), scorer.kind, scorer.label_names)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home() -> str:
+        return front
 
 
 def add_explain(app: Any, scorer: Any, limits: dict) -> None:
