@@ -61,7 +61,7 @@ def explain_file(model: Any, src: Path, dest: Path, text_column: str, method: st
 
 def highlighted(e: Explanation, k: int) -> str:
     """The text with its `k` strongest words for the class in [brackets], for a terminal."""
-    keep = {e.words.index(w) for w, _ in e.top(k)}
+    keep = {i for i in e.ranking()[:k] if e.scores[i] > 0}  # by position: a repeated word is marked where it counts
     return " ".join(f"[{w}]" if i in keep else w for i, w in enumerate(e.words))
 
 

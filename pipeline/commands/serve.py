@@ -246,7 +246,7 @@ def add_explain(app: Any, scorer: Any, limits: dict) -> None:
     """POST /explain: word attributions (pipeline/core/attribution.py). A plain `def`, so FastAPI runs it in its
     thread pool: /predict's batcher and event loop never wait for it, and costs nothing while nobody asks. Bounded:
     texts per request and words per text (occlusion scores each word), under the same body limit."""
-    from pipeline.core.attribution import AttributionError, available, explain, resolve_method, words_of
+    from pipeline.core.attribution import AttributionError, available, explain, words_of
     from pipeline.core.serving import error
 
     methods = available(scorer)
@@ -267,7 +267,6 @@ def add_explain(app: Any, scorer: Any, limits: dict) -> None:
             return error(413, f"texts[{long[0]}]: {len(words_of(norm[long[0]])[0])} words, more than /explain's "
                               f"limit of {limits['max_explain_words']} (--max-explain-words)")
         try:
-            resolve_method(scorer, req.method)
             found = explain(scorer, req.texts, req.method, req.target)
         except AttributionError as e:
             return error(422, str(e))
