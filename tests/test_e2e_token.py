@@ -2,6 +2,7 @@
 would run it (the raw var pointed at a CoNLL file, `task: token` in params.yaml), on a tiny training budget."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -105,8 +106,10 @@ def test_evaluate_reports_entity_f1_with_cis_and_paired_comparisons(repo):
     assert export["max_abs_logit_diff_fp32"] < 1e-3 and "entity_f1_ratio" in export
     report = (repo / "metrics" / "REPORT.md").read_text()
     assert "token classification" in report and "entity F1" in report
-    assert "Not computed: attributions of token models are not built yet" in report  # said, not faked
-    assert pd.read_csv(repo / "metrics" / "eval" / "top_words.csv").empty
+    assert "## Why the models decide" in report and "Per-entity attributions of `models/student-onnx`" in report
+    words = pd.read_csv(repo / "metrics" / "eval" / "top_words.csv")
+    assert set(words["class"]) <= TYPES and (words["score"] > 0).all()
+    assert "Why the models decide" in (repo / "metrics" / "eval" / "explanations.html").read_text()
 
 
 def test_packaged_token_models_load_in_transformers_pipeline_with_aggregation(repo):
@@ -132,9 +135,9 @@ def test_second_repro_does_nothing(repo, env):
     assert ran(out.stdout) == set(), out.stdout
 
 
-def test_serve_answers_entity_spans_whose_offsets_slice_the_raw_text(repo):
-    """A real server on the int8 student: raw text in (emoji, URLs, HTML entities, a handle), spans out whose
-    offsets cut exactly their text from what was sent; the OpenAPI schema describes the spans."""
+@contextlib.contextmanager
+def serving(repo: Path, model: str):
+    """A real server on a packaged model of the project."""
     import socket
     import time
 
@@ -143,9 +146,9 @@ def test_serve_answers_entity_spans_whose_offsets_slice_the_raw_text(repo):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model",
-                             str(repo / "models" / "student-onnx"), "--port", str(port)], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.commands.serve", "--model", str(repo / "models" / model),
+                             "--port", str(port), "--max-explain-words", "40"],
+                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -156,20 +159,94 @@ def test_serve_answers_entity_spans_whose_offsets_slice_the_raw_text(repo):
             except httpx.HTTPError:
                 assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() else "slow"
                 time.sleep(0.3)
-        texts = ["RT @jo: Lady Gaga &amp; Beyoncé 🙂 in New York tonight http://t.co/x ", "",
-                 "Justin Bieber 🎤 at Madison Square Garden &lt;3 #MSG", "Barack Obama visits London"]
-        r = httpx.post(url + "/predict", json={"texts": texts}, timeout=60)
-        assert r.status_code == 200, r.text
-        preds = r.json()["predictions"]
-        assert [p["status"] for p in preds] == ["ok", "empty_text", "ok", "ok"]
-        spans = [e for t, p in zip(texts, preds) if p["entities"] for e in p["entities"]]
-        for t, p in zip(texts, preds):
-            for e in p["entities"] or []:
-                assert t[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
-        assert all(e["type"] in {"company", "facility", "geo-loc", "movie", "musicartist", "other", "person",
-                                 "product", "sportsteam", "tvshow"} for e in spans)
-        schema = httpx.get(url + "/openapi.json").json()["components"]["schemas"]
-        assert {"EntitySpan", "EntityPrediction"} <= set(schema)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def token_server(repo):
+    """The packaged int8 student, served."""
+    with serving(repo, "student-onnx") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def crf_server(repo):
+    """The CRF, served: its 1,800 sentences of training tag names, where the 16-step models of TINY may tag none."""
+    with serving(repo, "baseline") as url:
+        yield url
+
+
+TYPES = {"company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product", "sportsteam", "tvshow"}
+
+
+def test_serve_answers_entity_spans_whose_offsets_slice_the_raw_text(token_server):
+    """Raw text in (emoji, URLs, HTML entities, a handle), spans out whose offsets cut exactly their text from what
+    was sent; the OpenAPI schema describes the spans."""
+    import httpx
+
+    url = token_server
+    texts = ["RT @jo: Lady Gaga &amp; Beyoncé 🙂 in New York tonight http://t.co/x ", "",
+             "Justin Bieber 🎤 at Madison Square Garden &lt;3 #MSG", "Barack Obama visits London"]
+    r = httpx.post(url + "/predict", json={"texts": texts}, timeout=60)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["status"] for p in preds] == ["ok", "empty_text", "ok", "ok"]
+    spans = [e for t, p in zip(texts, preds) if p["entities"] for e in p["entities"]]
+    for t, p in zip(texts, preds):
+        for e in p["entities"] or []:
+            assert t[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
+    assert all(e["type"] in TYPES for e in spans)
+    schema = httpx.get(url + "/openapi.json").json()["components"]["schemas"]
+    assert {"EntitySpan", "EntityPrediction", "ExplainedEntity"} <= set(schema)
+
+
+def test_serve_explains_each_entity_it_finds_and_refuses_bad_requests(crf_server):
+    import httpx
+
+    url = crf_server
+    texts = ["Justin Bieber 🎤 at Madison Square Garden &lt;3 #MSG", "no names in here at all",
+             "Barack Obama visits London"]
+    preds = httpx.post(url + "/predict", json={"texts": texts}, timeout=60).json()["predictions"]
+    r = httpx.post(url + "/explain", json={"texts": texts}, timeout=60)
+    assert r.status_code == 200, r.text
+    found = r.json()["explanations"]
+    assert found, preds
+    # one explanation per entity /predict answers, same spans, same probability (its score), words with offsets
+    assert [(x["text_index"], x["entity"]["start"], x["entity"]["end"], x["entity"]["type"]) for x in found] == \
+        [(i, e["start"], e["end"], e["type"]) for i, p in enumerate(preds) for e in p["entities"]]
+    scores = {(i, e["start"]): e["score"] for i, p in enumerate(preds) for e in p["entities"]}
+    for x in found:
+        t = texts[x["text_index"]]
+        assert x["probability"] == pytest.approx(scores[(x["text_index"], x["entity"]["start"])], abs=1e-4)
+        assert x["method"] == "occlusion" and all(t[w["start"]:w["end"]] for w in x["words"])
+        assert t[x["entity"]["start"]:x["entity"]["end"]] == x["entity"]["text"]
+    assert httpx.get(url + "/model").json()["limits"]["explain"]["methods"] == ["occlusion", "random"]
+    for body, status, fragment in (({"texts": ["Obama"], "class": "spam"}, 422, "unknown entity type 'spam'"),
+                                   ({"texts": ["   "]}, 422, "texts[0]: empty_text"),
+                                   ({"texts": ["Obama"], "method": "attention"}, 422, "not available"),
+                                   ({"texts": [" ".join(["word"] * 41)]}, 413, "41 words, more than")):
+        r = httpx.post(url + "/explain", json=body, timeout=60)
+        assert r.status_code == status and fragment in r.json()["error"], r.text
+
+
+def test_the_page_shows_a_token_models_entities_and_why(crf_server, browser):
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text = "Barack Obama visits London with Justin Bieber"
+    ents = httpx.post(crf_server + "/predict", json={"texts": [text]}).json()["predictions"][0]["entities"]
+    browser.get(crf_server + "/")
+    browser.find_element(By.ID, "text").send_keys(text)
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "result").is_displayed())
+    assert browser.find_element(By.ID, "label").text == f"{len(ents)} entities"
+    assert [s.text for s in browser.find_elements(By.CSS_SELECTOR, "#words span.w")] == [e["text"] for e in ents]
+    lines = browser.find_elements(By.CSS_SELECTOR, "#entities p.entity")
+    assert len(lines) == len(ents) >= 1
+    for line, e in zip(lines, ents):
+        assert line.find_element(By.TAG_NAME, "b").text.startswith(f"{e['type']} \u00ab{e['text']}\u00bb")
+        assert [w.text for w in line.find_elements(By.CSS_SELECTOR, "span.w")] == text.split()

@@ -7,11 +7,16 @@
 
 Each word of the text as the model reads it gets a score for the class (the predicted one unless `--class` names
 another): positive is evidence for it, negative against. `auto` is the method measured most faithful for what the
-model can run (bench/results/FAITHFULNESS.md): integrated gradients for a torch model, the coefficients for the
-TF-IDF baseline, occlusion for the int8 ONNX student (no gradients). File mode streams as predict does (rows in
-input order, a bad row gets a `status` and never aborts the file) and adds `prediction`, `target`, `probability`,
-`method`, `top_words` (the strongest words for the class, `word (+score)`) and `attributions` (JSON: every word
-with its character span and score).
+model can run (bench/results/FAITHFULNESS.md): the coefficients for the TF-IDF baseline, occlusion for every other
+model (the torch teacher and student too: ahead of integrated gradients on two datasets of three). File mode
+streams as predict does (rows in input order, a bad row gets a `status` and never aborts the file) and adds
+`prediction`, `target`, `probability`, `method`, `top_words` (the strongest words for the class, `word (+score)`)
+and `attributions` (JSON: every word with its character span and score).
+
+A token model is explained per entity it tags (pipeline/core/token_attribution.py, occlusion): each word's score is
+how much the entity's probability drops when the word is masked. Text mode prints each entity, its own words in
+{braces}; file mode adds `n_entities`, `top_words` (`entity (type): word (+score); ...`, entities split by ` | `)
+and `attributions` (JSON: per entity its span, type, probability and every word's score).
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.attribution import METHODS, Explanation, explain
+from pipeline.core.attribution import METHODS, explain_each, per_entity, read_words
+from pipeline.core.explanation import Explanation
 from pipeline.core.io import DataError, run_stage, setup_logging
 from pipeline.core.names import ONNX_NAME
 from pipeline.core.project import packaged_model
@@ -36,23 +42,51 @@ def top_text(e: Explanation, k: int) -> str:
     return "; ".join(f"{w} ({v:+.3f})" for w, v in e.top(k))
 
 
+def headline(e: Explanation) -> str:
+    """What was explained: a text's class, or an entity (its type, its text, where it is)."""
+    if e.entity is not None:
+        span = e.entity
+        return f"{e.target} {span['text']!r} [{span['start']}:{span['end']}] (p={e.probability:.3f}; {e.method})"
+    return f"{e.target} (p={e.probability:.3f}, predicted {e.label}; {e.method})"
+
+
+def class_columns(found: dict[int, list[Explanation]], n: int, top: int) -> dict[str, list]:
+    """A text classifier's row: its prediction, the class explained, the strongest words, every word's score."""
+    cols: dict[str, list] = {c: [] for c in ("prediction", "target", "probability", "method", "top_words",
+                                             "attributions")}
+    for i in range(n):
+        e = found[i][0] if found.get(i) else None
+        cols["prediction"].append(e and e.label)
+        cols["target"].append(e and e.target)
+        cols["probability"].append(e and e.probability)
+        cols["method"].append(e and e.method)
+        cols["top_words"].append(e and top_text(e, top))
+        cols["attributions"].append(e and json.dumps(e.as_dict()["words"], ensure_ascii=False))
+    return cols
+
+
+def entity_columns(found: dict[int, list[Explanation]], n: int, top: int) -> dict[str, list]:
+    """A token model's row: how many entities, and per entity its span, probability and strongest words."""
+    cols: dict[str, list] = {c: [] for c in ("n_entities", "top_words", "attributions")}
+    for i in range(n):
+        row = found.get(i)
+        cols["n_entities"].append(None if row is None else len(row))
+        cols["top_words"].append(None if row is None else " | ".join(
+            f"{e.entity['text']} ({e.target}): {top_text(e, top)}" for e in row))
+        cols["attributions"].append(None if row is None else json.dumps(
+            [{k: v for k, v in e.as_dict().items() if k != "text"} for e in row], ensure_ascii=False))
+    return cols
+
+
 def explain_file(model: Any, src: Path, dest: Path, text_column: str, method: str, target: str | None, top: int,
                  fmt: str = "auto", encoding: str = "utf-8", chunk_rows: int = 1000, batch_size: int = 32) -> dict:
+    columns = entity_columns if per_entity(model) else class_columns
+
     def answer(texts: list[Any], first: int) -> tuple[list[str], dict[str, Any]]:
-        _, status = model.normalise(texts)
+        _, status = read_words(model, texts)
         ok = [i for i, s in enumerate(status) if s == "ok"]
-        found = dict(zip(ok, explain(model, [texts[i] for i in ok], method, target, batch_size=batch_size)))
-        cols: dict[str, list] = {c: [] for c in ("prediction", "target", "probability", "method", "top_words",
-                                                 "attributions")}
-        for i in range(len(texts)):
-            e = found.get(i)
-            cols["prediction"].append(e and e.label)
-            cols["target"].append(e and e.target)
-            cols["probability"].append(e and e.probability)
-            cols["method"].append(e and e.method)
-            cols["top_words"].append(e and top_text(e, top))
-            cols["attributions"].append(e and json.dumps(e.as_dict()["words"], ensure_ascii=False))
-        return status, cols
+        found = dict(zip(ok, explain_each(model, [texts[i] for i in ok], method, target, batch_size=batch_size)))
+        return status, columns(found, len(texts), top)
 
     meta = {"model": model.info(), "input": str(src), "text_column": text_column, "method": method,
             "target": target, "git_rev": git_rev(Path.cwd())}
@@ -60,9 +94,28 @@ def explain_file(model: Any, src: Path, dest: Path, text_column: str, method: st
 
 
 def highlighted(e: Explanation, k: int) -> str:
-    """The text with its `k` strongest words for the class in [brackets], for a terminal."""
+    """The text's words with the `k` strongest for the class in [brackets] (an entity's own words in {braces}),
+    for a terminal."""
     keep = {i for i in e.ranking()[:k] if e.scores[i] > 0}  # by position: a repeated word is marked where it counts
-    return " ".join(f"[{w}]" if i in keep else w for i, w in enumerate(e.words))
+    own = range(*e.at) if e.at else range(0)
+    return " ".join(("{%s}" if i in own else "%s") % (f"[{w}]" if i in keep else w) for i, w in enumerate(e.words))
+
+
+def write_text_mode(texts: list[str], found: list[list[Explanation]], top: int, as_json: bool, grouped: bool
+                    ) -> None:
+    """`grouped` (a token model): per text, its entities' explanations; else one explanation per text."""
+    if as_json:
+        out: Any = [{"text": t, "explanations": [{k: v for k, v in e.as_dict().items() if k != "text"} for e in row]}
+                    for t, row in zip(texts, found)] \
+            if grouped else [row[0].as_dict() for row in found]
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+        return
+    for n, row in enumerate(found, 1):
+        if not row:
+            sys.stdout.write(f"--text {n}: no entity found\n")
+        for e in row:
+            sys.stdout.write(f"{headline(e)}: {top_text(e, top) or 'no word supports it'}\n"
+                             f"  {highlighted(e, top)}\n")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
@@ -74,7 +127,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ap.add_argument("--output", help="file mode: CSV/TSV/JSONL/Parquet, by extension")
     ap.add_argument("--model", help="a packaged model folder (default: the ONNX student evaluate packages)")
     ap.add_argument("--method", default="auto", choices=["auto", *METHODS])
-    ap.add_argument("--class", dest="target", help="explain this class (default: each text's predicted class)")
+    ap.add_argument("--class", dest="target", help="explain this class (default: each text's predicted class); "
+                    "a token model: explain the entities of this type only")
     ap.add_argument("--top", type=int, default=5, help="how many words to name (default 5)")
     ap.add_argument("--json", action="store_true", help="--text mode: every word's score, as JSON")
     ap.add_argument("--text-column", default="text")
@@ -95,17 +149,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             log.info("explained %d rows of %s with %s: %s -> %s", meta["rows"], args.input, model.folder,
                      meta["status"], args.output)
             return
-        _, status = model.normalise(args.text)
+        _, status = read_words(model, args.text)
         bad = [(i, s) for i, s in enumerate(status) if s != "ok"]
         if bad:
             raise DataError(f"--text {bad[0][0] + 1}: {bad[0][1]} (nothing to explain)")
-        found = explain(model, args.text, args.method, args.target, batch_size=args.batch_size)
-        if args.json:
-            sys.stdout.write(json.dumps([e.as_dict() for e in found], ensure_ascii=False, indent=2) + "\n")
-            return
-        for e in found:
-            sys.stdout.write(f"{e.target} (p={e.probability:.3f}, predicted {e.label}; {e.method}): "
-                             f"{top_text(e, args.top) or 'no word supports it'}\n  {highlighted(e, args.top)}\n")
+        found = explain_each(model, args.text, args.method, args.target, batch_size=args.batch_size)
+        write_text_mode(args.text, found, args.top, args.json, per_entity(model))
 
     run_stage(_run)
 

@@ -11,7 +11,8 @@ was chosen and why; its counts, and /model's, are the whole server's, summed ove
 
 POST /predict {"texts": ["…", …]} -> per text: label, confidence, probabilities (or a status saying why a text
 could not be scored, e.g. empty after normalisation); POST /explain {"texts": [...], "method": "auto", "class":
-null} -> per text, each word's attribution score for the class (`finetune explain` over HTTP); GET / -> a page
+null} -> per text, each word's attribution score for the class (`finetune explain` over HTTP; a token model: one
+explanation per entity it finds, each with its span); GET / -> a page
 to try it in a browser (paste a text: the label, the scores, the words highlighted); GET /health;
 GET /model (the model card's metadata: base model, data md5s, params, test metrics, the limits). A bad request
 gets a 4xx with a one-line `error`, never a traceback; a body over --max-body-mb gets its 413 before it is read.
@@ -89,7 +90,8 @@ class ExplainRequest(BaseModel):
     method: str = Field("auto", description="auto (the method measured most faithful for this model), or one of "
                                             "GET /model's `explain.methods`")
     target: str | None = Field(None, alias="class", description="the class to explain; default: each text's "
-                                                                "predicted class")
+                                                                "predicted class (a token model: explain only "
+                                                                "the entities of this type)")
 
 
 class WordScore(BaseModel):
@@ -99,13 +101,26 @@ class WordScore(BaseModel):
     score: float = Field(..., description="evidence for the class (positive) or against it (negative)")
 
 
+class ExplainedEntity(BaseModel):
+    start: int = Field(..., description="character offset of the entity in `text`")
+    end: int
+    type: str
+    text: str
+
+
 class Explanation(BaseModel):
-    text: str = Field(..., description="the text as the model reads it (normalised; a long text cut as it cuts it)")
-    label: str = Field(..., description="the predicted class")
-    target: str = Field(..., description="the class explained")
-    probability: float = Field(..., description="the model's probability of `target`")
+    text_index: int = Field(..., description="which of the request's texts this explains")
+    text: str = Field(..., description="the text as the model reads it (a text classifier's: normalised, a long "
+                                       "text cut as it cuts it; a token model's: as sent)")
+    label: str = Field(..., description="the predicted class (a token model: the entity's type)")
+    target: str = Field(..., description="the class explained (a token model: the entity's type)")
+    probability: float = Field(..., description="the model's probability of `target` (an entity: the mean of its "
+                                                "words' tag probabilities)")
     method: str
     words: list[WordScore]
+    entity: ExplainedEntity | None = Field(None, description="a token model: the entity explained (one "
+                                                             "explanation per entity found; none for a text "
+                                                             "without entities)")
 
 
 class ExplainResponse(BaseModel):
@@ -246,7 +261,8 @@ def add_explain(app: Any, scorer: Any, limits: dict) -> None:
     """POST /explain: word attributions (pipeline/core/attribution.py). A plain `def`, so FastAPI runs it in its
     thread pool: /predict's batcher and event loop never wait for it, and costs nothing while nobody asks. Bounded:
     texts per request and words per text (occlusion scores each word), under the same body limit."""
-    from pipeline.core.attribution import AttributionError, available, explain, words_of
+    from pipeline.core.attribution import available, explain_each, read_words
+    from pipeline.core.explanation import AttributionError
     from pipeline.core.serving import error
 
     methods = available(scorer)
@@ -258,19 +274,20 @@ def add_explain(app: Any, scorer: Any, limits: dict) -> None:
         problem = request_problem(req.texts, limits["max_explain_texts"], limits["max_chars"])
         if problem is not None:
             return problem
-        norm, status = scorer.normalise(req.texts)
+        counts, status = read_words(scorer, req.texts)
         bad = [i for i, st in enumerate(status) if st != "ok"]
         if bad:
             return error(422, f"texts[{bad[0]}]: {status[bad[0]]}: nothing to explain")
-        long = [i for i, t in enumerate(norm) if len(words_of(t)[0]) > limits["max_explain_words"]]
+        long = [i for i, n in enumerate(counts) if n > limits["max_explain_words"]]
         if long:
-            return error(413, f"texts[{long[0]}]: {len(words_of(norm[long[0]])[0])} words, more than /explain's "
+            return error(413, f"texts[{long[0]}]: {counts[long[0]]} words, more than /explain's "
                               f"limit of {limits['max_explain_words']} (--max-explain-words)")
         try:
-            found = explain(scorer, req.texts, req.method, req.target)
+            found = explain_each(scorer, req.texts, req.method, req.target)
         except AttributionError as e:
             return error(422, str(e))
-        return {"model_md5": scorer.hash, "explanations": [e.as_dict() for e in found]}
+        return {"model_md5": scorer.hash,
+                "explanations": [{**e.as_dict(), "text_index": i} for i, row in enumerate(found) for e in row]}
 
 
 def _card_metrics(folder: Path) -> dict:

@@ -18,9 +18,9 @@ import html
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, Callable
 
-from pipeline.core.attribution import Explanation
+from pipeline.core.explanation import Explanation
 
 SHORTCUT_SHARE = 0.5
 EXCLUSIVE_SHARE = 0.95
@@ -151,15 +151,18 @@ def highlighted_html(groups: dict[str, list[Explanation]], title: str) -> str:
             out.append(f'<span title="{v:+.4f}" style="background:rgba({rgb},{a:.2f})">{html.escape(w)}</span>')
         return " ".join(out)
 
+    def what(e: Explanation) -> str:
+        return f"&laquo;{html.escape(e.entity['text'])}&raquo; ({e.probability:.2f})" if e.entity is not None \
+            else f"({e.probability:.2f}; predicted {html.escape(e.label)})"
+
     body = []
     for name, found in groups.items():
         body.append(f"<h2>{html.escape(name)}</h2>")
-        body += [f"<p><b>{html.escape(e.target)}</b> ({e.probability:.2f}; predicted {html.escape(e.label)}): "
-                 f"{words(e)}</p>" for e in found]
+        body += [f"<p><b>{html.escape(e.target)}</b> {what(e)}: {words(e)}</p>" for e in found]
     return ("<!doctype html><meta charset=utf-8><title>" + html.escape(title) + "</title><style>body{font:15px/1.7 "
             "sans-serif;max-width:60em;margin:2em auto}span{padding:1px 2px;border-radius:3px}</style><h1>"
-            + html.escape(title) + "</h1><p>Green: evidence for the class named in bold; red: against it. Hover a "
-            "word for its score.</p>" + "\n".join(body) + "\n")
+            + html.escape(title) + "</h1><p>Green: evidence for the class (or the entity) named in bold; red: "
+            "against it. Hover a word for its score.</p>" + "\n".join(body) + "\n")
 
 
 def explain_test(onnx: Any, teacher: Any, texts: list[str], truth: list[str], train_texts: list[str],
@@ -184,14 +187,14 @@ def explain_test(onnx: Any, teacher: Any, texts: list[str], truth: list[str], tr
     return lines, top_words_rows(tops), page
 
 
-def write_explanations(args: Any, params: Any, test: Any, train: Any, onnx_folder: Any, teacher_folder: Any,
+def write_explanations(args: Any, params: Any, build: Callable[[int], tuple[list[str], list[dict], str]],
                        off_reason: str | None = None) -> list[str]:
-    """evaluate's attribution outputs (`--top_words`, `--explanations`) and REPORT.md's lines. With `off_reason`
-    (evaluate.explain_rows 0, or a task whose models are not explained) the files say why and hold no figures."""
+    """evaluate's attribution outputs (`--top_words`, `--explanations`) and REPORT.md's lines, from `build(rows)`
+    (the task's: explain_test here, token_explain_report.explain_token_test). With evaluate.explain_rows 0, or
+    `off_reason`, the files say why and hold no figures."""
     import pandas as pd
 
     from pipeline.core.io import write_csv, write_text
-    from pipeline.core.scoring import open_model
 
     rows = params.evaluate.explain_rows
     reason = off_reason or ("evaluate.explain_rows is 0" if rows == 0 else None)
@@ -200,8 +203,7 @@ def write_explanations(args: Any, params: Any, test: Any, train: Any, onnx_folde
         write_text(f"<!doctype html><meta charset=utf-8><title>Why the models decide</title><p>Not computed: "
                    f"{html.escape(reason)}.</p>\n", args.explanations)
         return ["## Why the models decide", "", f"Not computed: {reason}.", ""]
-    lines, words, page = explain_test(open_model(onnx_folder), open_model(teacher_folder), test["text"].tolist(),
-                                      test["label"].tolist(), train["text"].tolist(), train["label"].tolist(), rows)
+    lines, words, page = build(rows)
     write_csv(pd.DataFrame(words, columns=["class", "word", "score", "texts"]), args.top_words)
     write_text(page, args.explanations)
     return lines

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.attribution import Explanation, without
+from pipeline.core.attribution import without
+from pipeline.core.explanation import Explanation
 
 BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
 
@@ -44,6 +45,30 @@ def removal_scores(model: Any, explanations: list[Explanation], bins: tuple[floa
     comp = (full - p[rows, cls]).reshape(-1, len(bins)).mean(1)
     suff = (full - p[n + rows, cls]).reshape(-1, len(bins)).mean(1)
     return {"comprehensiveness": comp, "sufficiency": suff}
+
+
+def entity_removal_scores(model: Any, explanations: list[Explanation], bins: tuple[float, ...] = BINS,
+                   batch_size: int = 32) -> dict[str, np.ndarray]:
+    """ERASER's comprehensiveness and sufficiency (AOPC over `bins`) of entity explanations: the entity's top-k%
+    words masked (comprehensiveness), or every other word masked (sufficiency); the drop in its probability."""
+    from pipeline.core.token_attribution import entity_probability, mask_word, word_probs
+
+    mask = mask_word(model)
+    rest, kept = [], []
+    for e in explanations:
+        for share in bins:
+            top = top_words(e, share)
+            rest.append([mask if j in top else w for j, w in enumerate(e.words)])
+            kept.append([w if j in top else mask for j, w in enumerate(e.words)])
+    if not explanations:
+        return {"comprehensiveness": np.zeros(0), "sufficiency": np.zeros(0)}
+    p = word_probs(model, rest + kept, batch_size)
+    n, k = len(rest), len(bins)
+    comp = [e.probability - entity_probability(p[r * k + b], e.at, e.tag_ids)
+            for r, e in enumerate(explanations) for b in range(k)]
+    suff = [e.probability - entity_probability(p[n + r * k + b], e.at, e.tag_ids)
+            for r, e in enumerate(explanations) for b in range(k)]
+    return {"comprehensiveness": np.reshape(comp, (-1, k)).mean(1), "sufficiency": np.reshape(suff, (-1, k)).mean(1)}
 
 
 def paired(a: np.ndarray, b: np.ndarray, seed: int = 0, rounds: int = 2000) -> dict:

@@ -2,9 +2,10 @@
 
 One self-contained HTML document (inline CSS and JavaScript, no external request): paste a text, press Explain, see
 the label and each class's probability from POST /predict, and the words shaded by their attribution from POST
-/explain (green for the class, red against; hover for the score). A token model's answer (entity spans) is shown
-with its spans marked. A refused request shows the server's own one-line error. The page calls the same endpoints
-as any client, so it shows exactly what they answer.
+/explain (green for the class, red against; hover for the score). A token model's answer is the text with its
+entity spans marked, then each entity with the words shaded by how much they made it (POST /explain, per entity).
+A refused request shows the server's own one-line error. The page calls the same endpoints as any client, so it
+shows exactly what they answer.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ table{border-collapse:collapse}td{padding:.1em .8em .1em 0}
   <table id="probabilities"></table>
   <h2>Why</h2>
   <p id="words"></p>
+  <div id="entities"></div>
   <p id="method" class="muted"></p>
 </div>
 <script>
@@ -73,10 +75,23 @@ $("go").addEventListener("click", async () => {
     const p = (await call("/predict", {texts: [text]})).predictions[0];
     if (p.status !== "ok") throw new Error("the server could not score this text: " + p.status);
     $("words").replaceChildren(); $("probabilities").replaceChildren(); $("method").textContent = "";
+    $("entities").replaceChildren();
     if (p.entities !== undefined) {
       $("label").textContent = p.entities.length + " entities";
       $("confidence").textContent = "";
       $("words").replaceChildren(...spans(text, p.entities));
+      if (p.entities.length) {
+        const found = (await call("/explain", {texts: [text]})).explanations;
+        for (const e of found) {
+          const line = document.createElement("p"), head = document.createElement("b");
+          line.className = "entity";
+          head.textContent = e.entity.type + " \u00ab" + e.entity.text + "\u00bb (" +
+                             (100 * e.probability).toFixed(1) + "%): ";
+          line.append(head, ...shade(e.words)); $("entities").append(line);
+        }
+        $("method").textContent = "Evidence for each entity (" + found[0].method + "): green for, red against; " +
+                                  "hover a word for its score.";
+      }
     } else {
       $("label").textContent = p.label;
       $("confidence").textContent = "(" + (100 * p.confidence).toFixed(1) + "%)";

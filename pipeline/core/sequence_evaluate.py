@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline.core.blend import blend
 from pipeline.core.cards import data_settings, model_card, package, student_notes, worst_slices
 from pipeline.core.engine import engine_for
-from pipeline.core.explain_report import write_explanations
+from pipeline.core.explain_report import explain_test, write_explanations
 from pipeline.core.io import (
     file_md5,
     read_lineage,
@@ -308,7 +308,10 @@ def evaluate_all(args: Any, params: Any) -> None:
     write_json(slices, args.slices)
     coverage = coverage_warning(tokenizer_coverage(load_tokenizer(str(dirs["teacher"]), "teacher"), texts),
                                 lineage["teacher"].get("base_model", "the teacher"))
-    why = write_explanations(args, params, test, read_table(args.train), dirs[ONNX_NAME], dirs["teacher"])
+    train = read_table(args.train)
+    why = write_explanations(args, params, lambda rows: explain_test(
+        open_model(dirs[ONNX_NAME]), open_model(dirs["teacher"]), test["text"].tolist(), test["label"].tolist(),
+        train["text"].tolist(), train["label"].tolist(), rows))
     write_text(report(results, speed, verdicts, len(test), slices,
                       data_notes(comparisons, len(test), lineage, coverage, blend_record)) + "\n".join(why),
                args.report)

@@ -29,6 +29,7 @@ from pipeline.core.speed import measure_speed
 from pipeline.core.stats import expected_calibration_error, reliability_table
 from pipeline.core.tags import spans, split_tag
 from pipeline.core.token_cards import package_token_model, student_note, token_report
+from pipeline.core.token_explain_report import explain_token_test
 from pipeline.core.token_scoring import CrfWordTagger, OnnxTagger, TorchTagger, WordTagger
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,8 @@ def evaluate_tokens(args: Any, params: Any) -> None:
     write_json(speed, args.speed)
     write_json({"sentence_words": length_slices(words, gold, scored)}, args.slices)
     min_ratio = params.distill.min_val_f1_ratio
-    why = write_explanations(args, params, test, None, None, None, off_reason="attributions of token models are not "
-                             "built yet (a per-entity explanation is planned, issue 34)")
+    why = write_explanations(args, params, lambda rows: explain_token_test(
+        found[ONNX_NAME], found["teacher"], test, read_table(args.train), rows))
     write_text(token_report(results, speed, verdicts, len(test), min_ratio) + "\n".join(why), args.report)
     evaluated = {"raw": {"path": args.raw, "md5": file_md5(args.raw)},
                  "test": {"path": args.test, "md5": file_md5(args.test)}}

@@ -581,21 +581,6 @@ def test_explain_refuses_bad_requests_in_one_line(exported, body, status, fragme
     assert fragment in r.json()["error"] and "\n" not in r.json()["error"]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium, headless, driven through chromedriver (scripts/bootstrap.sh installs both)."""
-    from selenium import webdriver
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1000,900"):
-        opts.add_argument(arg)
-    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=opts, service=service)
-    yield driver
-    driver.quit()
-
-
 def test_the_page_shows_a_typed_texts_label_scores_and_highlighted_words(server, browser):
     import httpx
     from selenium.webdriver.common.by import By
