@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.io import DataError, run_stage, setup_logging
+from pipeline.core.io import run_stage, setup_logging
 from pipeline.core.names import ONNX_NAME
 from pipeline.core.project import packaged_model
 from pipeline.core.scoring import PackagedModel, git_rev, open_model
@@ -77,15 +77,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             engine = RayEngine(args.address, args.workers)
         scorer = open_model(args.model, threads=args.threads, engine=engine)
         plog = None
-        if args.log_dir and not scorer.logs_predictions:
-            raise DataError(f"--log-dir: {args.model} is a {scorer.kind} token model; the prediction log holds a "
-                            "label per text, and entity spans are not logged yet (issue 33)")
         if args.log_dir:
             from pipeline.core.predlog import PredictionLog
 
             # A queue as long as the job: nothing is dropped (writing Parquet is far faster than scoring).
-            plog = PredictionLog(args.log_dir, scorer.label_names, scorer.hash, log_text=not args.no_log_text,
-                                 queue_rows=10**9)
+            plog = PredictionLog(args.log_dir, scorer.log_fields, scorer.log_schema(), scorer.hash,
+                                 log_text=not args.no_log_text, queue_rows=10**9)
         try:
             chunk_rows = args.chunk_rows or (200_000 if engine is not None else 10_000)
             meta = score_file(scorer, Path(args.input), Path(args.output), args.text_column, args.format, "auto",

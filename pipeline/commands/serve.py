@@ -144,10 +144,8 @@ def create_app(model: str, max_texts: int = 256, max_chars: int = 10000, threads
     from pipeline.core.scoring import open_model
 
     scorer = open_model(model, threads=threads)
-    if prediction_log and not scorer.logs_predictions:
-        raise ProjectError(f"--log-dir: {model} is a token model; the prediction log holds a label per text, and "
-                           "entity spans are not logged yet (issue 33)")
-    plog = PredictionLog(label_names=scorer.label_names, model_md5=scorer.hash, **prediction_log) \
+    plog = PredictionLog(fields=scorer.log_fields, schema=scorer.log_schema(), model_md5=scorer.hash,
+                         **prediction_log) \
         if prediction_log else None
     workers = dict(workers or {"count": 1, "threads": threads, "chosen": "given"})
     counters = Counters(workers.pop("counters", None), workers["count"])

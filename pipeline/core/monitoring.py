@@ -136,17 +136,19 @@ def text_checks(scorer: Any, ref: pd.DataFrame, cur: pd.DataFrame, train_texts: 
 
 def predictions(scorer: Any, ref: pd.DataFrame, cur: pd.DataFrame, has_text: bool, memo: dict
                 ) -> tuple[list, np.ndarray, list, np.ndarray]:
-    """(labels, confidences) of the model on the reference rows and on the window (the log's own where it has
-    them: what was served)."""
-    ref_scored = memoised(memo.setdefault("scores", {}), ref["text"].tolist(), scorer.score)
-    ref_pred = [r["label"] for r in ref_scored]
-    ref_conf = np.array([r["confidence"] for r in ref_scored], dtype=float)
+    """(predictions, confidences) of the model on the reference rows and on the window (the log's own where it has
+    them: what was served), as the prediction log writes them (the scorer's `log_fields`); a confidence is NaN where
+    a text has none (a token model's text without entities)."""
+    def read(scored: list[dict]) -> tuple[list, np.ndarray]:
+        fields = [scorer.log_fields(r) for r in scored]
+        return [f["prediction"] for f in fields], np.array([np.nan if f.get("confidence") is None
+                                                            else f["confidence"] for f in fields], dtype=float)
+
+    ref_pred, ref_conf = read(memoised(memo.setdefault("scores", {}), ref["text"].tolist(), scorer.score))
     if "prediction" in cur and "confidence" in cur and cur["prediction"].notna().all():
         return ref_pred, ref_conf, cur["prediction"].tolist(), cur["confidence"].to_numpy(dtype=float)
     if has_text:
-        scored = scorer.score(cur["text"].tolist())
-        return ref_pred, ref_conf, [r["label"] for r in scored], np.array([r["confidence"] for r in scored],
-                                                                           dtype=float)
+        return (ref_pred, ref_conf, *read(scorer.score(cur["text"].tolist())))
     raise DataError("the window has neither text nor predictions: nothing to test")
 
 
@@ -171,7 +173,11 @@ def run_checks(scorer: Any, reference: pd.DataFrame, current: pd.DataFrame, trai
         checks += [drift.skipped("rare_tokens", "Kolmogorov-Smirnov", why),
                    drift.skipped("script_mix", "chi-square", why), drift.skipped("embedding", "MMD", why)]
     ref_pred, ref_conf, cur_pred, cur_conf = predictions(scorer, ref, cur, has_text, memo)
+    # the mix of what was predicted: a class per text, or a token model's entity types (scorer.categories)
+    ref_pred = [c for p in ref_pred for c in scorer.categories(p)]
+    cur_pred = [c for p in cur_pred for c in scorer.categories(p)]
     checks.append(drift.chi2_check("predicted_class_mix", ref_pred, cur_pred))
+    ref_conf, cur_conf = ref_conf[~np.isnan(ref_conf)], cur_conf[~np.isnan(cur_conf)]
     conf = drift.ks_check("confidence", ref_conf, cur_conf, "confidence")
     conf.effect["psi"] = round(drift.psi(ref_conf, cur_conf), 4)
     checks.append(conf)
@@ -233,6 +239,9 @@ def rows_to_label(scorer: Any, current: pd.DataFrame, train_texts: list[str], re
 
     Rows whose normalised text is in the training rows, or already chosen, are skipped. `label` is left empty for
     a person to fill; `finetune ingest` reads the file back."""
+    if not hasattr(scorer, "proba"):
+        raise DataError(f"--to-label: {scorer.folder} tags words; ranking a token model's sentences for labelling "
+                        "is not built yet (a text classifier's is)")
     cand = label_candidates(scorer, current, train_texts, max_candidates, seed)
     if cand.empty:
         return pd.DataFrame(columns=LABEL_COLUMNS)

@@ -1,7 +1,10 @@
 """The prediction log: every text a served model scored, as append-only Parquet files, written off the request path.
 
-Each scored text is one row: time (UTC), request id, model md5, status, prediction, confidence, `p_<label>` per
-class, the text's length, its SHA-256, and the text itself unless logging text is off. Requests go into a bounded
+Each scored text is one row: time (UTC), request id, model md5, status, the text's length, its SHA-256, the text
+itself unless logging text is off, and what the model said of it, in the model's own columns (`log_fields` and
+`log_schema` of pipeline/core/scoring.py and token_scoring.py): `prediction` and `confidence` always (a class and
+its probability; a token model's entity types joined by `|` and their mean score), then a text classifier's
+`p_<label>` per class, a token model's `entities` (JSON spans) and `n_entities`. Requests go into a bounded
 queue (`log_request()` never blocks: when `queue_rows` rows are waiting, more are counted as dropped, never fail a
 request) and a background thread builds the rows and writes them out, one file per `rotate_rows` rows or
 `rotate_seconds`, whichever comes first.
@@ -19,6 +22,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +35,14 @@ def text_sha256(text: str) -> str:
 
 
 class PredictionLog:
-    def __init__(self, folder: str | Path, label_names: list[str], model_md5: str, log_text: bool = True,
-                 rotate_rows: int = 10_000, rotate_seconds: float = 10.0, queue_rows: int = 100_000) -> None:
+    def __init__(self, folder: str | Path, fields: Callable[[dict], dict[str, Any]], schema: list[tuple[str, str]],
+                 model_md5: str, log_text: bool = True, rotate_rows: int = 10_000, rotate_seconds: float = 10.0,
+                 queue_rows: int = 100_000) -> None:
+        """`fields(result)`: the model's columns for one scored text (None where it could not be scored), named and
+        typed (pyarrow type names) by `schema`."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.label_names, self.model_md5, self.log_text = label_names, model_md5, log_text
+        self.fields, self.schema, self.model_md5, self.log_text = fields, schema, model_md5, log_text
         self.rotate_rows, self.rotate_seconds, self.queue_rows = rotate_rows, rotate_seconds, queue_rows
         # One item per request, not per row, and nothing computed on the request path: the server's event loop
         # only appends a tuple; hashing, timestamps and the columns are the writer thread's work.
@@ -95,9 +102,9 @@ class PredictionLog:
 
     def columns(self, items: list[tuple]) -> dict[str, list]:
         """The log's columns for queued requests: one row per text."""
-        cols: dict[str, list] = {k: [] for k in ("time", "request_id", "model_md5", "status", "prediction",
-                                                 "confidence", "text_chars", "text_sha256", "text")}
-        probs: dict[str, list] = {n: [] for n in self.label_names}
+        cols: dict[str, list] = {k: [] for k in ("time", "request_id", "model_md5", "status", "text_chars",
+                                                 "text_sha256", "text")}
+        model_cols: dict[str, list] = {name: [] for name, _ in self.schema}
         for when, request_id, texts, results in items:
             stamp = datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="microseconds")
             for text, r in zip(texts, results):
@@ -105,26 +112,23 @@ class PredictionLog:
                 cols["time"].append(stamp)
                 cols["request_id"].append(request_id)
                 cols["status"].append(r["status"])
-                cols["prediction"].append(r["label"])
-                cols["confidence"].append(r["confidence"])
                 cols["text_chars"].append(len(s))
                 cols["text_sha256"].append(text_sha256(s))
                 cols["text"].append(s if self.log_text else None)
-                p = r["probabilities"] or {}
-                for n in self.label_names:
-                    probs[n].append(p.get(n))
+                row = self.fields(r)
+                for name in model_cols:
+                    model_cols[name].append(row.get(name))
         cols["model_md5"] = [self.model_md5] * len(cols["time"])
-        cols.update({f"p_{n}": v for n, v in probs.items()})
-        return cols
+        return {**cols, **model_cols}
 
     def _write(self, items: list[tuple], rows: int) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         fields = [("time", pa.string()), ("request_id", pa.string()), ("model_md5", pa.string()),
-                  ("status", pa.string()), ("prediction", pa.string()), ("confidence", pa.float64()),
-                  ("text_chars", pa.int64()), ("text_sha256", pa.string()), ("text", pa.string())]
-        fields += [(f"p_{n}", pa.float64()) for n in self.label_names]
+                  ("status", pa.string()), ("text_chars", pa.int64()), ("text_sha256", pa.string()),
+                  ("text", pa.string())]
+        fields += [(name, getattr(pa, arrow_type)()) for name, arrow_type in self.schema]
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{PREFIX}{stamp}-{os.getpid()}-{self.files:06d}.parquet"
         tmp = self.folder / f".{name}.tmp"

@@ -32,7 +32,6 @@ class PackagedModel:
     forms the same batches. Subclasses load their files and produce logits or probabilities; all else is shared."""
 
     kind = "model"  # a name for people (info, logs, OpenAPI text): nothing branches on it
-    logs_predictions = True  # its results go to the prediction log (serve --log-dir, predict --log-dir)
     library = ""  # the model card's library_name
     tokenizer: Any = None  # the subword tokenizer it reads texts with (None: it has none)
     reads_tokens = True  # it reads a token budget of each text (max_length), so a long text can be cut
@@ -159,6 +158,22 @@ class PackagedModel:
             out[i] = {"status": "ok", "label": self.label_names[k], "confidence": float(p[k]),
                       "probabilities": {n: float(v) for n, v in zip(self.label_names, p)}}
         return out
+
+    # What the prediction log (pipeline/core/predlog.py) and `monitor` read of a scored text: the class and its
+    # probability, and every class's probability.
+    def log_schema(self) -> list[tuple[str, str]]:
+        return [("prediction", "string"), ("confidence", "float64"),
+                *((f"p_{n}", "float64") for n in self.label_names)]
+
+    def log_fields(self, result: dict) -> dict[str, Any]:
+        p = result["probabilities"] or {}
+        return {"prediction": result["label"], "confidence": result["confidence"],
+                **{f"p_{n}": p.get(n) for n in self.label_names}}
+
+    @staticmethod
+    def categories(prediction: str) -> list[str]:
+        """The categories a logged `prediction` counts for in monitor's mix check: its class."""
+        return [prediction]
 
 
 class OnnxModel(PackagedModel):

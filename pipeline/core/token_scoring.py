@@ -50,7 +50,7 @@ class WordTagger:
     kind = "token model"
     library = ""
     response_model = EntityResponse  # what `serve` answers for it (OpenAPI included)
-    logs_predictions = False  # the prediction log and `monitor` read labelled texts; spans are not logged yet
+    tokenizer: Any = None  # the sub-word tokenizer it reads words with (None: it has none)
 
     def __init__(self, folder: Path, lineage: dict | None = None, threads: int = 0, device: str = "cpu",
                  stride: int | None = None) -> None:
@@ -114,6 +114,36 @@ class WordTagger:
     def score(self, texts: list[Any], batch_size: int = 32) -> list[dict]:
         return self.spans(texts, batch_size)
 
+    def normalise(self, texts: list[Any]) -> tuple[list[str], list[str]]:
+        """(each text as the words the model reads, joined by one space; status per text), as `monitor` compares
+        texts."""
+        read = [self.words(t)[0] if isinstance(t, str) else None for t in texts]
+        return ([" ".join(w or ()) for w in read],
+                ["non_string_text" if w is None else "ok" if w else "empty_text" for w in read])
+
+    def encoder_folder(self) -> Path | None:
+        """A transformers folder whose encoder can embed texts for drift checks (None: this kind has none)."""
+        return None
+
+    # What the prediction log (pipeline/core/predlog.py) and `monitor` read of a scored text: its entities' types
+    # (joined by `|`, in text order) and their mean score, and the spans themselves.
+    def log_schema(self) -> list[tuple[str, str]]:
+        return [("prediction", "string"), ("confidence", "float64"), ("entities", "string"), ("n_entities", "int64")]
+
+    def log_fields(self, result: dict) -> dict[str, Any]:
+        ents = result["entities"]
+        if ents is None:
+            return {}
+        return {"prediction": "|".join(e["type"] for e in ents),
+                "confidence": float(np.mean([e["score"] for e in ents])) if ents else None,
+                "entities": json.dumps(ents, ensure_ascii=False), "n_entities": len(ents)}
+
+    @staticmethod
+    def categories(prediction: str) -> list[str]:
+        """The categories a logged `prediction` counts for in monitor's mix check: each entity's type, or `none`
+        for a text without entities (the entity-type mix)."""
+        return prediction.split("|") if prediction else ["none"]
+
     def output_columns(self, scored: list[dict]) -> dict[str, pd.Series]:
         """predict's columns: the entities as JSON ([{start, end, type, text, score}]) and how many."""
         ents = [None if s["entities"] is None else json.dumps(s["entities"], ensure_ascii=False) for s in scored]
@@ -156,6 +186,9 @@ class TorchTagger(WordTagger):
     def parameters(self) -> int | None:
         return int(sum(x.numel() for x in self.model.parameters()))
 
+    def encoder_folder(self) -> Path | None:
+        return self.folder
+
     def word_logits(self, sentences: list[list[str]], batch_size: int = 32) -> list[np.ndarray]:
         from pipeline.core.modeling import pick_device
         from pipeline.core.token_encoding import encode_words
@@ -178,6 +211,11 @@ class OnnxTagger(WordTagger):
 
     holds = staticmethod(holds_onnx)
     size_bytes = staticmethod(onnx_size)
+
+    def encoder_folder(self) -> Path | None:
+        # evaluate packages models/student-onnx beside models/student, the transformers model it was exported from
+        sibling = self.folder.with_name(self.folder.name.removesuffix("-onnx"))
+        return sibling if sibling != self.folder and TorchTagger.holds(sibling) else None
 
     def load(self, threads: int) -> None:
         from pipeline.core.onnx_model import ONNX_FILE, OnnxClassifier

@@ -185,7 +185,7 @@ def test_predict_logs_every_scored_row_for_monitor(exported, tmp_path):
     scorer = open_model(exported[0])
     rows = [f"message {i}: call now to win" for i in range(23)] + [""]
     pd.DataFrame({"text": rows}).to_csv(tmp_path / "in.csv", index=False)
-    plog = PredictionLog(tmp_path / "log", scorer.label_names, scorer.hash)
+    plog = PredictionLog(tmp_path / "log", scorer.log_fields, scorer.log_schema(), scorer.hash)
     score_file(scorer, tmp_path / "in.csv", tmp_path / "out.parquet", "text", chunk_rows=10, plog=plog)
     plog.close()
     logged = read_log(tmp_path / "log")
@@ -454,7 +454,8 @@ def test_workers_of_a_killed_supervisor_stop_and_write_their_logs(exported, sms_
 def test_a_full_log_queue_drops_rows_counted_never_blocks(tmp_path):
     from pipeline.core.predlog import PredictionLog, read_log
 
-    plog = PredictionLog(tmp_path, ["ham", "spam"], "md5", queue_rows=1, rotate_rows=100)
+    plog = PredictionLog(tmp_path, lambda r: {"prediction": r["label"]}, [("prediction", "string")], "md5",
+                         queue_rows=1, rotate_rows=100)
     result = {"status": "ok", "label": "ham", "confidence": 0.9, "probabilities": {"ham": 0.9, "spam": 0.1}}
     for i in range(2000):  # a full queue costs a count, not a wait (a blocking put would drop none)
         plog.log_request(f"r{i}", ["a text"], [result])

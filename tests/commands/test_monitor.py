@@ -84,7 +84,8 @@ def test_reads_a_prediction_log_without_text(scorer, student, pools, tmp_path):
 
     _, _, pool = pools
     texts = pool["text"].head(150).tolist()
-    plog = PredictionLog(tmp_path / "log", scorer.label_names, scorer.hash, log_text=False, rotate_rows=50)
+    plog = PredictionLog(tmp_path / "log", scorer.log_fields, scorer.log_schema(), scorer.hash, log_text=False,
+                         rotate_rows=50)
     plog.log_request("req-1", texts, scorer.score(texts))
     plog.close()
     logged = read_log(tmp_path / "log")
