@@ -26,6 +26,7 @@ from pipeline.core.feedback import FEEDBACK_COLUMNS, read_feedback
 from pipeline.core.io import DataError, atomic_path, run_stage, setup_logging
 from pipeline.core.params import CleanParams, load_params
 from pipeline.core.project import workspace
+from pipeline.core.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             raise DataError(f"{args.labelled}: no such file")
         labelled = read_feedback(Path(args.labelled))
         clean_out = root / rev.path("clean", "output")
-        p = load_params(args.params).clean
+        params = load_params(args.params)
+        refused = task_for(params).feedback_refused
+        if refused:
+            raise DataError(f"{args.params}: {refused}")
+        p = params.clean
         labels = known_labels(p, clean_out)
         raw = raw_keys(root / rev.raw_path(), p)
         out, counts = ingest(labelled, Path(args.labelled).name, read_feedback(feedback_path), labels, raw, p)

@@ -232,30 +232,21 @@ def rows_to_label(scorer: Any, current: pd.DataFrame, train_texts: list[str], re
                   embedder: Path | None, teacher: Any, n: int, max_candidates: int, seed: int) -> pd.DataFrame:
     """The `n` window rows most worth a label, taken in turn from three rankings, each row once:
 
-    - least_confident: the served model's lowest top-class probability;
+    - least_confident: the served model's lowest top-class probability (a token model: its weakest word's tag
+      probability);
     - teacher_disagrees: the largest total-variation distance between the teacher's and the served model's
-      probabilities (when a teacher is given);
+      probabilities (a token model: the share of words the two tag differently), when a teacher is given;
     - novel: the farthest (cosine) from every reference row in the model's embedding space, where drift lives.
 
     Rows whose normalised text is in the training rows, or already chosen, are skipped. `label` is left empty for
-    a person to fill; `finetune ingest` reads the file back."""
-    if not hasattr(scorer, "proba"):
-        raise DataError(f"--to-label: {scorer.folder} tags words; ranking a token model's sentences for labelling "
-                        "is not built yet (a text classifier's is)")
+    a person to fill (a token model's `prediction` holds its entity spans as JSON, to correct); `finetune ingest`
+    reads a text classifier's file back."""
     cand = label_candidates(scorer, current, train_texts, max_candidates, seed)
     if cand.empty:
         return pd.DataFrame(columns=LABEL_COLUMNS)
     texts = cand["text"].tolist()
-    probs = scorer.proba(texts)
-    names = scorer.label_names
-    cand["prediction"] = [names[i] for i in probs.argmax(1)]
-    cand["confidence"] = probs.max(1)
-    rankings: list[tuple[str, np.ndarray]] = [("least_confident", 1.0 - probs.max(1))]
-    cand["teacher_prediction"] = None
-    if teacher is not None:
-        t_probs = teacher.proba(texts)[:, [teacher.label_names.index(nm) for nm in names]]
-        cand["teacher_prediction"] = [names[i] for i in t_probs.argmax(1)]
-        rankings.append(("teacher_disagrees", 0.5 * np.abs(t_probs - probs).sum(1)))
+    cols, rankings = scorer.label_rankings(texts, teacher)
+    cand = cand.assign(**cols)
     if embedder is not None and reference_texts:
         emb = embed(embedder, texts + reference_texts)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

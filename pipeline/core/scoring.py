@@ -175,6 +175,21 @@ class PackagedModel:
         """The categories a logged `prediction` counts for in monitor's mix check: its class."""
         return [prediction]
 
+    def label_rankings(self, texts: list[str], teacher: Any = None) -> tuple[dict[str, list], list[tuple]]:
+        """For `monitor --to-label`: (columns per text: prediction, confidence, teacher_prediction; rankings, each
+        (reason, score per text, higher = more worth a label)): the lowest top-class probability, and the
+        total-variation distance between the teacher's probabilities and this model's."""
+        probs = self.proba(texts)
+        names = self.label_names
+        cols: dict[str, list] = {"prediction": [names[i] for i in probs.argmax(1)],
+                                 "confidence": list(probs.max(1)), "teacher_prediction": [None] * len(texts)}
+        rankings: list[tuple] = [("least_confident", 1.0 - probs.max(1))]
+        if teacher is not None:
+            t_probs = teacher.proba(texts)[:, [teacher.label_names.index(nm) for nm in names]]
+            cols["teacher_prediction"] = [names[i] for i in t_probs.argmax(1)]
+            rankings.append(("teacher_disagrees", 0.5 * np.abs(t_probs - probs).sum(1)))
+        return cols, rankings
+
 
 class OnnxModel(PackagedModel):
     """The exported (int8 or fp32) student: model.onnx, run by onnxruntime."""

@@ -19,6 +19,7 @@ class SequenceTask:
     primary_metric = "macro_f1"  # metrics/eval.json's headline, and what early stopping and the best checkpoint use
     rebalance_exempt = frozenset()  # every class takes part in rebalancing
     peft_task_type = "SEQ_CLS"  # peft.TaskType for LoRA
+    feedback_refused: str | None = None  # `finetune ingest` appends labelled texts to the feedback file
 
     def __init__(self, params: Any = None) -> None:
         self.params = params

@@ -144,6 +144,27 @@ class WordTagger:
         for a text without entities (the entity-type mix)."""
         return prediction.split("|") if prediction else ["none"]
 
+    def label_rankings(self, texts: list[str], teacher: Any = None) -> tuple[dict[str, list], list[tuple]]:
+        """For `monitor --to-label`: (columns per text: prediction, the entity spans as JSON for a person to
+        correct; confidence, the weakest word's tag probability; teacher_prediction, the teacher's spans; rankings):
+        least confident (1 - that weakest probability: the word the model is least sure of, entity or not), and
+        the share of words the teacher tags differently."""
+        read = [self.words(t) for t in texts]
+        tags, probs = self.tags([w for w, _ in read])
+        weakest = np.array([float(p.min()) if len(p) else 1.0 for p in probs])
+        cols: dict[str, list] = {
+            "prediction": [json.dumps(entity_spans(t, o, g, p), ensure_ascii=False)
+                           for t, (_, o), g, p in zip(texts, read, tags, probs)],
+            "confidence": list(weakest), "teacher_prediction": [None] * len(texts)}
+        rankings: list[tuple] = [("least_confident", 1.0 - weakest)]
+        if teacher is not None:
+            t_tags, t_probs = teacher.tags([w for w, _ in read])
+            cols["teacher_prediction"] = [json.dumps(entity_spans(t, o, g, p), ensure_ascii=False)
+                                          for t, (_, o), g, p in zip(texts, read, t_tags, t_probs)]
+            rankings.append(("teacher_disagrees", np.array([np.mean([a != b for a, b in zip(x, y)]) if x else 0.0
+                                                            for x, y in zip(tags, t_tags)])))
+        return cols, rankings
+
     def output_columns(self, scored: list[dict]) -> dict[str, pd.Series]:
         """predict's columns: the entities as JSON ([{start, end, type, text, score}]) and how many."""
         ents = [None if s["entities"] is None else json.dumps(s["entities"], ensure_ascii=False) for s in scored]

@@ -23,6 +23,8 @@ class TokenTask:
     primary_metric = PRIMARY  # strict entity micro-F1 (seqeval's definition)
     rebalance_exempt = frozenset({NO_ENTITY})  # sentences with no entity are not a class to balance
     peft_task_type = "TOKEN_CLS"
+    feedback_refused = ("the token task does not read feedback rows yet: span-labelled rows (a text and its entities) "
+                        "are not ingested; add corrected sentences to the raw file instead")
 
     def __init__(self, params: Any) -> None:
         self.params = params

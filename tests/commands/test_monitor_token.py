@@ -100,3 +100,50 @@ def test_finetune_monitor_reports_on_a_token_models_log(crf, tmp_path):
     assert {"text_length", "script_mix", "predicted_class_mix", "confidence"} <= set(names)
     assert names["rare_tokens"]["skipped"] and names["embedding"]["skipped"]  # a CRF has no tokenizer or encoder
     assert "predicted_class_mix" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_to_label_ranks_sentences_by_the_weakest_word_and_by_the_teachers_disagreement(crf, tmp_path):
+    """--to-label for a token model: unseen sentences, taken in turn from the least confident (the word the model
+    is least sure of) and from where a second CRF (trained on fewer sentences, as a stand-in teacher) tags words
+    differently; each row's spans, as JSON, slice its text for a person to correct."""
+    from pipeline.core.crf import CRF_FILE, train_crf
+    from pipeline.core.monitoring import LABEL_COLUMNS, rows_to_label
+    from pipeline.core.token_scoring import open_tagger
+
+    scorer, train, _, held = crf
+    d = tmp_path / "small"
+    d.mkdir()
+    train_crf(train["tokens"].head(400).tolist(), train["tags"].head(400).tolist(), d / CRF_FILE)
+    (d / "lineage.json").write_text((scorer.folder / "lineage.json").read_text())
+    window = pd.concat([held[["text"]], train[["text"]].head(50)], ignore_index=True)  # 50 already trained on
+    picked = rows_to_label(scorer, window, train["text"].tolist(), [], None, open_tagger(d), 12, 1000, 0)
+    assert list(picked.columns) == LABEL_COLUMNS and len(picked) == 12
+    assert picked["reason"].tolist()[:4] == ["least_confident", "teacher_disagrees"] * 2
+    assert not set(picked["text"]) & set(train["text"])
+    cols, rankings = scorer.label_rankings(held["text"].tolist())
+    assert picked["confidence"].iloc[0] == pytest.approx(min(cols["confidence"]), abs=1e-4)
+    for _, row in picked.iterrows():
+        for e in json.loads(row["prediction"]):
+            assert row["text"][e["start"]:e["end"]] == e["text"]
+    assert (picked[picked["reason"] == "teacher_disagrees"]["score"] > 0).all()
+
+
+def test_ingest_says_the_token_task_does_not_take_feedback_rows_yet(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "task": "token"}, sort_keys=False))
+    shutil.copytree(ROOT / "data" / "feedback", tmp_path / "data" / "feedback")
+    pd.DataFrame({"text": ["Obama visits London"], "label": ['[[0, 5, "person"]]']}).to_csv(tmp_path / "l.csv",
+                                                                                           index=False)
+    done = subprocess.run([sys.executable, "-m", "pipeline.commands.ingest", str(tmp_path / "l.csv"), "--params",
+                           str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "does not read feedback rows yet" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
