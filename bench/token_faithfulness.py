@@ -21,13 +21,15 @@ import time
 import numpy as np
 
 from bench.common import OUT, ROOT, measured, record
+from bench.faithfulness import fmt
 
 BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
 MODELS = ("teacher", "student", "student-onnx", "baseline")
 
 
 def explained(model, sentences: list[list[str]], method: str) -> tuple[list[list], float]:
-    from pipeline.core.token_attribution import explain_sentences, joined
+    from pipeline.core.token_attribution import explain_sentences
+    from pipeline.core.token_io import joined
 
     texts, offsets = zip(*[joined(s) for s in sentences])
     t0 = time.perf_counter()
@@ -87,13 +89,6 @@ def dataset(name: str, sentences: int, entities: int, seed: int) -> dict:
         out["models"][label] = {m: {k: v for k, v in r.items() if not k.startswith("_")} for m, r in res.items()}
     out["int8_vs_torch_student"] = agreement(kept[("student", "occlusion")], kept[("student-onnx", "occlusion")])
     return out
-
-
-def fmt(d: dict | None) -> str:
-    if d is None:
-        return ""
-    star = " *" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else ""
-    return f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]{star}"
 
 
 def markdown(res: dict) -> str:

@@ -153,6 +153,37 @@ def wnut16_file():
 
 
 @pytest.fixture(scope="session")
+def wnut16_split(wnut16_file):
+    """The WNUT-16 tweets, each once (99 are repeats, retweets: clean drops them, and a repeat on both sides would
+    flatter a score), as (train, test): every tenth tweet held out."""
+    from pipeline.core.token_io import read_tokens
+
+    frame = read_tokens(wnut16_file).frame
+    frame = frame[~frame["tokens"].map(lambda t: " ".join(t).lower()).duplicated()].reset_index(drop=True)
+    test = frame.iloc[::10]
+    return frame.drop(test.index), test
+
+
+@pytest.fixture(scope="session")
+def wnut16_crf(wnut16_split, tmp_path_factory):
+    """A CRF model folder as the baseline stage writes one (model.crfsuite, lineage.json), trained on the split's
+    training tweets."""
+    import json
+
+    from pipeline.core.crf import CRF_FILE, train_crf
+    from pipeline.core.params import CleanParams, as_dict
+    from pipeline.core.tags import bio_labels
+
+    train, _ = wnut16_split
+    d = tmp_path_factory.mktemp("wnut16-crf") / "baseline"
+    d.mkdir()
+    train_crf(train["tokens"].tolist(), train["tags"].tolist(), d / CRF_FILE)
+    (d / "lineage.json").write_text(json.dumps({"stage": "baseline", "label_names": bio_labels(train["tags"].tolist()),
+                                                "clean": as_dict(CleanParams())}))
+    return d
+
+
+@pytest.fixture(scope="session")
 def browser():
     """Debian's chromium, headless, driven through chromedriver (scripts/bootstrap.sh installs both)."""
     from selenium import webdriver

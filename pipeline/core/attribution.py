@@ -119,11 +119,7 @@ def explain(model: Any, texts: list[str], method: str = "auto", target: str | No
 
 def read_words(model: Any, texts: list[Any]) -> tuple[list[int], list[str]]:
     """Per text, how many words the model reads in it and its status (`ok`, or why there is nothing to explain)."""
-    if per_entity(model):
-        read = [model.words(t)[0] if isinstance(t, str) else None for t in texts]
-        return ([len(w or ()) for w in read],
-                ["non_string_text" if w is None else "ok" if w else "empty_text" for w in read])
-    norm, status = model.normalise(texts)
+    norm, status = model.normalise(texts)  # a token model's: its words joined by one space
     return [len(words_of(t)[0]) if s == "ok" else 0 for t, s in zip(norm, status)], list(status)
 
 

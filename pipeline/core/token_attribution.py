@@ -74,15 +74,6 @@ def explain_entities(model: Any, texts: list[str], method: str = "occlusion", ta
                              batch_size, seed, steps)
 
 
-def joined(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
-    """Words joined by one space, and each word's offsets in the result."""
-    offsets, at = [], 0
-    for w in tokens:
-        offsets.append((at, at + len(w)))
-        at += len(w) + 1
-    return " ".join(tokens), offsets
-
-
 def explain_sentences(model: Any, texts: list[str], sentences: list[list[str]], offsets: list[list[tuple[int, int]]],
                       method: str = "occlusion", target: str | None = None, batch_size: int = 32, seed: int = 0,
                       steps: int = 20) -> list[list[Explanation]]:

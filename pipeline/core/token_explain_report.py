@@ -30,7 +30,8 @@ from pipeline.core.explain_report import (
 )
 from pipeline.core.explanation import Explanation
 from pipeline.core.tags import spans
-from pipeline.core.token_attribution import entity_types, explain_sentences, joined
+from pipeline.core.token_attribution import entity_types, explain_sentences
+from pipeline.core.token_io import joined
 
 
 def own_share(e: Explanation) -> float | None:

@@ -9,15 +9,13 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def crf(wnut16_file, tmp_path_factory):
+def crf(wnut16_split, tmp_path_factory):
     from pipeline.core.crf import CRF_FILE, train_crf
     from pipeline.core.params import CleanParams, as_dict
     from pipeline.core.tags import bio_labels
-    from pipeline.core.token_io import read_tokens
     from pipeline.core.token_scoring import open_tagger
 
-    frame = read_tokens(wnut16_file).frame
-    frame = frame[~frame["tokens"].map(lambda t: " ".join(t).lower()).duplicated()].reset_index(drop=True)
+    frame = pd.concat(wnut16_split).sort_index()  # every tweet once, in file order; split again below
     frame["text"] = frame["tokens"].map(" ".join)
     test = frame.iloc[::10].reset_index(drop=True)
     held = frame.iloc[5::10].reset_index(drop=True)  # unseen in training, like the test sentences

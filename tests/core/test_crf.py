@@ -7,24 +7,18 @@ import pytest
 
 from pipeline.core.crf import CrfTagger, shape, train_crf
 from pipeline.core.entities import entity_counts, entity_f1
-from pipeline.core.token_io import read_tokens
 
 
 @pytest.fixture(scope="module")
-def split(wnut16_file):
-    frame = read_tokens(wnut16_file).frame
-    # 99 tweets are repeats (retweets); clean drops them, and a repeat in both halves would flatter the score
-    frame = frame[~frame["tokens"].map(lambda t: " ".join(t).lower()).duplicated()].reset_index(drop=True)
-    test = frame.iloc[::10]
-    return frame.drop(test.index), test
+def split(wnut16_split):
+    return wnut16_split
 
 
 @pytest.fixture(scope="module")
-def tagger(split, tmp_path_factory):
-    train, _ = split
-    path = tmp_path_factory.mktemp("crf") / "model.crfsuite"
-    train_crf(train["tokens"].tolist(), train["tags"].tolist(), path)
-    return CrfTagger(path), path
+def tagger(wnut16_crf):
+    from pipeline.core.crf import CRF_FILE
+
+    return CrfTagger(wnut16_crf / CRF_FILE), wnut16_crf / CRF_FILE
 
 
 def test_the_crf_finds_entities_in_held_out_tweets(split, tagger):

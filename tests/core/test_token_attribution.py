@@ -17,29 +17,15 @@ BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
 
 
 @pytest.fixture(scope="module")
-def tweets(wnut16_file):
-    from pipeline.core.token_io import read_tokens
-
-    frame = read_tokens(wnut16_file).frame
-    frame = frame[~frame["tokens"].map(lambda t: " ".join(t).lower()).duplicated()].reset_index(drop=True)
-    test = frame.iloc[::10]
-    return frame.drop(test.index), test
+def tweets(wnut16_split):
+    return wnut16_split
 
 
 @pytest.fixture(scope="module")
-def crf(tweets, tmp_path_factory):
-    from pipeline.core.crf import CRF_FILE, train_crf
-    from pipeline.core.params import CleanParams, as_dict
-    from pipeline.core.tags import bio_labels
+def crf(wnut16_crf):
     from pipeline.core.token_scoring import open_tagger
 
-    train, _ = tweets
-    d = tmp_path_factory.mktemp("crf-model") / "baseline"
-    d.mkdir()
-    train_crf(train["tokens"].tolist(), train["tags"].tolist(), d / CRF_FILE)
-    (d / "lineage.json").write_text(json.dumps({"stage": "baseline", "label_names": bio_labels(train["tags"].tolist()),
-                                                "clean": as_dict(CleanParams())}))
-    return open_tagger(d)
+    return open_tagger(wnut16_crf)
 
 
 @pytest.fixture(scope="module")
