@@ -250,3 +250,54 @@ def test_the_page_shows_a_token_models_entities_and_why(crf_server, browser):
     for line, e in zip(lines, ents):
         assert line.find_element(By.TAG_NAME, "b").text.startswith(f"{e['type']} \u00ab{e['text']}\u00bb")
         assert [w.text for w in line.find_elements(By.CSS_SELECTOR, "span.w")] == text.split()
+
+
+def test_ingested_spans_and_retagged_sentences_show_in_lineage_diff_and_trace(repo, env):
+    """Commit the run; in the raw file take one entity off a sentence that holds two (its stratum may well stay) and
+    delete another sentence; ingest two span-labelled texts (as `monitor --to-label` writes them, corrected); `dvc
+    repro split`; then `lineage diff` counts exactly that, names the retagged sentence, moves no sentence between
+    splits, and `lineage trace` follows a feedback sentence back to its request."""
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "first run"], repo, env)
+    raw = repo / "data" / "raw" / "tweets.conll"
+    lines = raw.read_text(encoding="utf-8").split("\n")
+    kept = pd.read_parquet(repo / "data" / "interim" / "clean.parquet")
+    dropped_text = set(pd.read_parquet(repo / "data" / "interim" / "clean_dropped.parquet")["text"])
+
+    def as_in_file(row) -> bool:  # its words are the file's lines from its raw row on, one per line
+        at = int(row["raw_row"]) - 1
+        return [ln.split("\t")[0] for ln in lines[at:at + len(row["tokens"])]] == list(row["tokens"])
+
+    whole = kept[kept.apply(as_in_file, axis=1) & ~kept["text"].isin(dropped_text)]
+    target = whole[whole["tags"].map(lambda t: sum(x.startswith("B-") for x in t) >= 2)].iloc[0]
+    victim = whole[whole["raw_row"] > target["raw_row"]].iloc[-1]
+    tags = list(target["tags"])
+    first = tags.index(next(t for t in tags if t.startswith("B-")))
+    end = first + 1 + next((k for k, t in enumerate(tags[first + 1:]) if not t.startswith("I-")), len(tags))
+    for j in range(first, end):
+        at = int(target["raw_row"]) - 1 + j
+        lines[at] = lines[at].rsplit("\t", 1)[0] + "\tO"
+    at = int(victim["raw_row"]) - 1
+    del lines[at:at + len(victim["tokens"]) + 1]  # its words and the separator after them
+    raw.write_text("\n".join(lines), encoding="utf-8")
+    texts = ["Lady Gaga &amp; Beyoncé 🙂 in Newcastle tonight http://t.co/x", "Taylor Swift is in Berlin"]
+    spans = [[{"start": 0, "end": 9, "type": "person"}, {"start": 29, "end": 38, "type": "geo-loc"}],
+             [[0, 12, "person"], [19, 25, "geo-loc"]]]
+    pd.DataFrame({"text": texts, "label": [json.dumps(s, ensure_ascii=False) for s in spans],
+                  "request_id": ["req-a", "req-b"]}).to_csv(repo / "to_label.csv", index=False)
+    run([sys.executable, "-m", "pipeline.commands.ingest", str(repo / "to_label.csv"), "--params",
+         str(repo / "params.yaml")], ROOT, env)
+    run([sys.executable, "-m", "dvc", "repro", "split"], repo, env)
+
+    lineage = [sys.executable, "-m", "pipeline.commands.lineage", "--repo", str(repo), "--json"]
+    d = json.loads(run([*lineage, "diff"], ROOT, env).stdout)
+    clean = d["stages"]["clean"]
+    assert {k: clean[k] for k in ("added", "removed", "relabelled", "text_changed")} == {
+        "added": 2, "removed": 1, "relabelled": 1, "text_changed": 0}, clean
+    [example] = clean["examples"]
+    assert example["id"] == target["id"] and len(example["now"].split()) == len(example["was"].split()) - 1
+    assert d["moved_split"]["rows"] == 0
+    new = pd.read_parquet(repo / "data" / "interim" / "clean.parquet").set_index("raw_row").loc[[-1, -2]]
+    assert list(new.loc[-1, "tags"][:2]) == ["B-person", "I-person"] and "B-geo-loc" in list(new.loc[-1, "tags"])
+    fb = json.loads(run([*lineage, "trace", "--request-id", "req-b"], ROOT, env).stdout)["rows"][0]
+    assert fb["raw_row"] == -2 and fb["text"] == "Taylor Swift is in Berlin" and fb["stages"]["clean"] == "kept"

@@ -9,7 +9,10 @@ appended row keeps its provenance: request id, time and model md5 of the predict
 file was ingested, and which file and row it came from.
 
 Checked before anything is written, each problem naming the file and row: a `text` and a `label` column, UTF-8,
-no empty text in a labelled row, every label one of the data's classes. Skipped and counted (never silently):
+no empty text in a labelled row, every label one of the data's classes. For the token task a label is the text's
+entities as JSON spans (`[[start, end, "type"], ...]`, or the list `predict` and `monitor --to-label` write, corrected
+in place; `[]`: no entity), each inside the text, on its words, of one of the data's entity types
+(pipeline/core/token_feedback.py). Skipped and counted (never silently):
 rows without a label (not labelled yet), rows already in the feedback file, rows whose text is already a raw row
 (correct that row's label in the raw file instead). The file is rewritten whole (atomically).
 """
@@ -26,33 +29,16 @@ from pipeline.core.feedback import FEEDBACK_COLUMNS, read_feedback
 from pipeline.core.io import DataError, atomic_path, run_stage, setup_logging
 from pipeline.core.params import CleanParams, load_params
 from pipeline.core.project import workspace
-from pipeline.core.tasks import task_for
+from pipeline.core.tasks import Task, task_for
 
 log = logging.getLogger(__name__)
 
-def known_labels(p: CleanParams, clean_table: Path) -> list[str]:
-    """The classes rows may have: the cleaned data's, else params' clean.label_names."""
-    if clean_table.is_file():
-        return sorted(pd.read_parquet(clean_table, columns=["label"])["label"].unique())
-    names = list(p.label_names.values())
-    if not names:
-        raise DataError(f"no known classes: run `dvc repro` first (no {clean_table}) or set clean.label_names")
-    return sorted(names)
-
-
-def raw_keys(raw_path: Path, p: CleanParams) -> set[str]:
-    """The raw file's texts as clean compares them (normalised, dedup key)."""
-    from pipeline.core.records import read_records
-    from pipeline.core.text import dedup_key, normalise_text
-
-    raw = read_records(str(raw_path), p)
-    return {dedup_key(normalise_text(t, p)) for t in raw.df[p.text_column] if isinstance(t, str)}
-
-
 def ingest(labelled: pd.DataFrame, name: str, feedback: pd.DataFrame, labels: list[str], raw: set[str],
-           p: CleanParams) -> tuple[pd.DataFrame, dict]:
-    """Pure core: (the feedback table with the new rows appended, counts). Raises DataError on a bad row."""
-    from pipeline.core.text import dedup_key, normalise_text
+           p: CleanParams, task: Task) -> tuple[pd.DataFrame, dict]:
+    """Pure core: (the feedback table with the new rows appended, counts). Raises DataError on a bad row. `labels`
+    are the data's classes (entity types for the token task), `raw` the raw file's texts as `task.feedback_key`
+    writes them."""
+    from pipeline.core.text import normalise_text
 
     for col in ("text", "label"):
         if col not in labelled.columns:
@@ -61,16 +47,14 @@ def ingest(labelled: pd.DataFrame, name: str, feedback: pd.DataFrame, labels: li
     has_label = labelled["label"].notna() & labelled["label"].astype(str).str.strip().ne("")
     counts = {"rows_in": len(labelled), "unlabelled": int((~has_label).sum())}
     rows = labelled[has_label]
-    keys = {}
+    keys, stored = {}, {}
     for i, r in rows.iterrows():  # data row i + 1 of the file (the header is not counted)
         text = normalise_text(r["text"], p) if isinstance(r["text"], str) else ""
         if not text:
             raise DataError(f"{name}: data row {i + 1} has a label but no text")
-        if str(r["label"]).strip() not in labels:
-            raise DataError(f"{name}: data row {i + 1} has label {r['label']!r}, not one of the data's classes "
-                            f"{labels}")
-        keys[i] = dedup_key(text)
-    seen = {dedup_key(normalise_text(t, p)) for t in feedback["text"] if isinstance(t, str)}
+        stored[i] = task.feedback_label(r["label"], r["text"], labels, p, f"{name}: data row {i + 1}")
+        keys[i] = task.feedback_key(r["text"], p)
+    seen = {task.feedback_key(t, p) for t in feedback["text"] if isinstance(t, str)}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new, skipped_feedback, skipped_raw = [], 0, 0
     for i, r in rows.iterrows():
@@ -81,7 +65,7 @@ def ingest(labelled: pd.DataFrame, name: str, feedback: pd.DataFrame, labels: li
             skipped_raw += 1
             continue
         seen.add(keys[i])
-        new.append({"text": r["text"], "label": str(r["label"]).strip(), "request_id": r.get("request_id"),
+        new.append({"text": r["text"], "label": stored[i], "request_id": r.get("request_id"),
                     "time": r.get("time"), "model_md5": r.get("model_md5"), "ingested_at": now,
                     "source": f"{name}:{i + 1}"})
     counts.update({"already_in_feedback": skipped_feedback, "already_in_raw_data": skipped_raw, "added": len(new)})
@@ -110,13 +94,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         labelled = read_feedback(Path(args.labelled))
         clean_out = root / rev.path("clean", "output")
         params = load_params(args.params)
-        refused = task_for(params).feedback_refused
-        if refused:
-            raise DataError(f"{args.params}: {refused}")
-        p = params.clean
-        labels = known_labels(p, clean_out)
-        raw = raw_keys(root / rev.raw_path(), p)
-        out, counts = ingest(labelled, Path(args.labelled).name, read_feedback(feedback_path), labels, raw, p)
+        task = task_for(params)
+        labels = task.feedback_classes(clean_out, params.clean)
+        raw = task.raw_keys(root / rev.raw_path(), params)
+        out, counts = ingest(labelled, Path(args.labelled).name, read_feedback(feedback_path), labels, raw,
+                             params.clean, task)
         with atomic_path(feedback_path) as tmp:
             out.to_csv(tmp, index=False)
         log.info("%s: %d row(s) added to %s (%s); next: `dvc repro`", args.labelled, counts["added"], feedback_path,

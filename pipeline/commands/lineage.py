@@ -18,14 +18,16 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.io import LINEAGE_FILE, file_md5, read_lineage, run_stage, setup_logging
 from pipeline.core.metrics import accuracy, encode_labels, macro_f1, prediction_labels
+from pipeline.core.params import load_params
 from pipeline.core.project import TABLES, ProjectError, Revision, open_revision
+from pipeline.core.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -245,21 +247,28 @@ def format_model(m: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- diff
-def _rows_diff(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+def _rows_diff(a: pd.DataFrame, b: pd.DataFrame, key: Callable[[pd.DataFrame], pd.Series], max_rows: int) -> dict:
+    """Rows added, removed, relabelled (their label as `key` reads it: a class, or a sentence's entities) and with
+    another text, keyed by id; a few relabelled rows as examples."""
     ia, ib = a.set_index("id"), b.set_index("id")
+    ia, ib = ia[~ia.index.duplicated()], ib[~ib.index.duplicated()]
     common = ia.index.intersection(ib.index)
+    ka, kb = key(ia.loc[common]), key(ib.loc[common])
+    relabelled = common[(ka != kb).to_numpy()]
     return {
         "added": int(len(ib.index.difference(ia.index))),
         "removed": int(len(ia.index.difference(ib.index))),
-        "relabelled": int((ia.loc[common, "label"] != ib.loc[common, "label"]).sum()),
+        "relabelled": int(len(relabelled)),
         "text_changed": int((ia.loc[common, "text"] != ib.loc[common, "text"]).sum()),
+        "examples": [{"id": i, "was": ka[i], "now": kb[i], "text": ib.loc[i, "text"]} for i in relabelled[:max_rows]],
     }
 
 
-def _split_of(r: Revision) -> pd.DataFrame:
-    parts = [r.table("split", s)[["id", "origin", "label"]].assign(split=s) for s in ("train", "val", "test")]
+def _split_of(r: Revision, key: Callable[[pd.DataFrame], pd.Series]) -> pd.DataFrame:
+    parts = [r.table("split", s).assign(split=s) for s in ("train", "val", "test")]
     df = pd.concat(parts, ignore_index=True)
-    return df[df["origin"] == "original"].set_index("id")[["split", "label"]]
+    df = df[df["origin"] == "original"].set_index("id")
+    return pd.DataFrame({"split": df["split"], "label": key(df)})
 
 
 def scores(y: pd.Series, pred: pd.Series, label_names: list[str], right: Any = None) -> tuple[float | None, float]:
@@ -272,18 +281,22 @@ def scores(y: pd.Series, pred: pd.Series, label_names: list[str], right: Any = N
     return macro_f1(yy, pp, len(label_names)), accuracy(yy, pp)
 
 
-def diff(a: Revision, b: Revision, max_rows: int = 10) -> dict:
+def diff(a: Revision, b: Revision, max_rows: int = 10, key: Callable[[pd.DataFrame], pd.Series] | None = None
+         ) -> dict:
+    """What changed from `a` to `b`: rows per stage, augment's variants, rows that moved split, and each model's test
+    predictions. `key` reads a table's labels (the task's `diff_key`; default: the `label` column)."""
+    key = key or (lambda frame: frame["label"])
     out: dict[str, Any] = {"a": a.label, "b": b.label, "stages": {}, "moved_split": None, "variants": {},
                            "models": {}}
     for stage in DATA_STAGES:
         roles = [r for _, r in TABLES[stage] if r not in ("dropped", "issues")]
         ta = pd.concat([a.table(stage, r) for r in roles], ignore_index=True)
         tb = pd.concat([b.table(stage, r) for r in roles], ignore_index=True)
-        out["stages"][stage] = _rows_diff(ta, tb)
+        out["stages"][stage] = _rows_diff(ta, tb, key, max_rows if stage == "clean" else 0)
         if stage == "augment":
             va, vb = set(ta.loc[ta["origin"] != "original", "id"]), set(tb.loc[tb["origin"] != "original", "id"])
             out["variants"] = {"kept_in_both": len(va & vb), "new": len(vb - va), "gone": len(va - vb)}
-    sa, sb = _split_of(a), _split_of(b)
+    sa, sb = _split_of(a, key), _split_of(b, key)
     common = sa.index.intersection(sb.index)
     # With the hash split no row may move; relabelled rows are counted apart (they could move under `exact`).
     same_label = common[(sa.loc[common, "label"] == sb.loc[common, "label"]).to_numpy()]
@@ -324,6 +337,8 @@ def format_diff(d: dict) -> str:
              f"{'stage':<10} {'added':>7} {'removed':>8} {'relabelled':>11} {'text changed':>13}"]
     for stage, c in d["stages"].items():
         lines.append(f"{stage:<10} {c['added']:>7} {c['removed']:>8} {c['relabelled']:>11} {c['text_changed']:>13}")
+    for e in d["stages"].get("clean", {}).get("examples", []):
+        lines.append(f"  relabelled {e['id']}: {e['was']!r} -> {e['now']!r}: {_short(e['text'], 70)}")
     v = d["variants"]
     lines += ["", f"variants (augment): {v.get('kept_in_both', 0)} in both, {v.get('new', 0)} new, "
                   f"{v.get('gone', 0)} gone",
@@ -396,7 +411,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             result = model_status(root / args.path, root, root / args.params)
             fmt = format_model
         else:
-            result = diff(open_revision(args.rev_a, root), open_revision(args.rev_b, root))
+            task = task_for(load_params(root / "params.yaml"))
+            result = diff(open_revision(args.rev_a, root), open_revision(args.rev_b, root), key=task.diff_key)
             fmt = format_diff
         sys.stdout.write((json.dumps(result, indent=2, default=_default) if args.json else fmt(result)) + "\n")
 

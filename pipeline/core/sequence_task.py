@@ -19,7 +19,6 @@ class SequenceTask:
     primary_metric = "macro_f1"  # metrics/eval.json's headline, and what early stopping and the best checkpoint use
     rebalance_exempt = frozenset()  # every class takes part in rebalancing
     peft_task_type = "SEQ_CLS"  # peft.TaskType for LoRA
-    feedback_refused: str | None = None  # `finetune ingest` appends labelled texts to the feedback file
 
     def __init__(self, params: Any = None) -> None:
         self.params = params
@@ -29,6 +28,33 @@ class SequenceTask:
         from pipeline.core.sequence_clean import clean_file
 
         return clean_file(path, params, feedback)
+
+    def feedback_classes(self, clean_table: Any, p: Any) -> list[str]:
+        """What `finetune ingest` checks a labelled row against: the data's classes."""
+        from pipeline.core.feedback import known_labels
+
+        return known_labels(p, clean_table)
+
+    def feedback_label(self, value: Any, text: str, known: list[str], p: Any, where: str) -> str:
+        """A labelled row's label as the feedback file stores it (a class name), checked."""
+        from pipeline.core.feedback import stored_label
+
+        return stored_label(value, known, where)
+
+    def feedback_key(self, text: str, p: Any) -> str:
+        """A text as clean compares rows for repeats (so ingest skips what clean would drop)."""
+        from pipeline.core.feedback import text_key
+
+        return text_key(text, p)
+
+    def raw_keys(self, raw_path: Any, params: Any) -> set[str]:
+        from pipeline.core.feedback import raw_keys
+
+        return raw_keys(raw_path, params)
+
+    def diff_key(self, frame: pd.DataFrame) -> pd.Series:
+        """What `lineage diff` compares to call a row relabelled: its class."""
+        return frame["label"]
 
     def check_data(self, raw: str, params: Any) -> Any:
         """`finetune check`'s data part: a Report of every problem with the raw table, and notes."""

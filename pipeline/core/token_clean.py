@@ -22,8 +22,8 @@ from pipeline.core.io import DataError, class_counts, drop_counts
 from pipeline.core.params import CleanParams, Params, TokenParams
 from pipeline.core.sequence_clean import CleanResult, content_ids, dedup_reasons
 from pipeline.core.tags import spans, split_tag, to_bio
-from pipeline.core.text import SPACE, normalise_text
-from pipeline.core.token_io import TokenFormat, read_tokens
+from pipeline.core.text import SPACE, dedup_key, normalise_text
+from pipeline.core.token_io import TokenFormat, read_tokens, words
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +147,14 @@ def clean_tokens(raw: pd.DataFrame, p: CleanParams, source_name: str) -> tuple[C
 def clean_token_file(path: str, params: Params, feedback: str | None = None) -> CleanResult:
     """Read a token file (every bad line stops with file:line), clean it, check every entity type can be split, and
     give each sentence a stratum the split can cut."""
-    if feedback and len(read_feedback(Path(feedback))):
-        raise DataError(f"{feedback}: feedback rows are labelled texts; the token task does not read them yet "
-                        "(empty the file, or point dvc.yaml's `feedback` var at an empty one)")
     table = read_tokens(path, token_format(params.tokens))
     log.info("read %d sentences from %s (%s tags)", len(table.frame), path, table.scheme)
+    fb = read_feedback(Path(feedback)) if feedback else None
+    if fb is not None and len(fb):  # span-labelled rows `finetune ingest` appended, after the file's sentences
+        from pipeline.core.token_feedback import feedback_sentences
+
+        log.info("read %d feedback rows from %s", len(fb), feedback)
+        table.frame = pd.concat([table.frame, feedback_sentences(fb, feedback, table.repairs)], ignore_index=True)
     result, tokens = clean_tokens(table.frame, params.clean, path)
     empty = pd.DataFrame({"id": None, "raw_row": None, "reason": "empty_sentence", "text": "", "label": None},
                          index=range(table.dropped.get("empty_sentence", 0)))
@@ -160,6 +163,7 @@ def clean_token_file(path: str, params: Params, feedback: str | None = None) -> 
     reader_repairs = Counter(table.repairs)
     reader_repairs.update(tokens["tag_repairs"])
     result.extra = {**tokens, "tag_repairs": dict(sorted(reader_repairs.items())), "scheme": table.scheme}
+    result.feedback_rows = 0 if fb is None else len(fb)
     if (result.kept["label"] == NO_ENTITY).all():
         raise DataError(f"{path}: no entity is tagged in any kept sentence: nothing for a token model to learn")
     problems = type_size_problems(result.kept["tags"], params, path)
@@ -178,6 +182,8 @@ def clean_metrics(result: CleanResult) -> dict:
         "rows_out": len(kept),
         **drop_counts(result.dropped),
         **result.extra,
+        "feedback_rows_in": result.feedback_rows,
+        "feedback_rows_kept": int((kept["raw_row"] < 0).sum()),
         "entities": dict(sorted(entity_types(kept["tags"].tolist()).items())),
         "per_class": class_counts(kept["label"]),
     }
@@ -236,3 +242,14 @@ def window_notes(kept: pd.DataFrame, params: Params, sample: int = 2000) -> list
             f"{int(np.percentile(n, 99))}, max {int(n.max())}; train.max_length {params.train.max_length} reads "
             f"{value}: {over} of them ({over / len(n):.1%}) are longer and will be read in overlapping windows "
             f"(tokens.stride {params.tokens.stride} sub-words shared), none cut"]
+
+
+def text_key(text: str, p: CleanParams) -> str:
+    """A raw text as clean compares sentences: its tokens normalised, joined by one space, then the dedup key."""
+    return dedup_key(" ".join(t for t in normalise_tokens([w for w, _, _ in words(text)], p) if t))
+
+
+def raw_keys(raw_path: Path, params: Params) -> set[str]:
+    """The raw file's sentences as clean compares them."""
+    frame = read_tokens(raw_path, token_format(params.tokens)).frame
+    return {dedup_key(" ".join(t for t in normalise_tokens(toks, params.clean) if t)) for toks in frame["tokens"]}

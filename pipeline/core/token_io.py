@@ -209,11 +209,16 @@ def _token_lists(path: Path, fmt: TokenFormat) -> Iterator[tuple[int, list[str],
         yield n, tokens, tags, [n] * len(tokens)
 
 
-def _span_list(record: dict, fmt: TokenFormat, text: str, where: str) -> list[tuple[int, int, str]]:
+def span_list(items: object, text: str, where: str) -> list[tuple[int, int, str]]:
+    """Entities over `text` -> sorted (start, end, type), each checked: `[start, end, label]` (Doccano, Label Studio)
+    or `{"start", "end", "label" | "type"}` (what `finetune predict` and `monitor --to-label` write), inside the text,
+    not empty, none overlapping another."""
+    if not isinstance(items, list):
+        raise KnownError(f"{where}: entities must be a list of [start, end, label], not {type(items).__name__}")
     out = []
-    for item in record.get(fmt.spans_key) or []:
+    for item in items:
         if isinstance(item, dict):
-            item = [item.get("start"), item.get("end"), item.get("label")]
+            item = [item.get("start"), item.get("end"), item.get("label", item.get("type"))]
         if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, int) for x in item[:2])
                 and isinstance(item[2], str)):
             raise KnownError(f"{where}: entity {item!r} is not [start, end, label]")
@@ -229,8 +234,10 @@ def _span_list(record: dict, fmt: TokenFormat, text: str, where: str) -> list[tu
     return out
 
 
-def _spans_to_tokens(text: str, entities: list[tuple[int, int, str]], where: str,
+def spans_to_tokens(text: str, entities: list[tuple[int, int, str]], where: str,
                      repairs: Counter) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """A text and its entities -> its tokens (`words`, with offsets) and their BIO tags; an entity that ends inside a
+    token is widened to the token (counted)."""
     toks = words(text)
     found: list[Span] = []
     for start, end, label in entities:
@@ -254,7 +261,7 @@ def _span_records(path: Path, fmt: TokenFormat, repairs: Counter):
             raise KnownError(f"{where}: no {fmt.text_key!r} string (the record has {sorted(record)})")
         keyed += fmt.spans_key in record
         keys.update(record)
-        toks, tags = _spans_to_tokens(text, _span_list(record, fmt, text, where), where, repairs)
+        toks, tags = spans_to_tokens(text, span_list(record.get(fmt.spans_key) or [], text, where), where, repairs)
         yield n, text, toks, tags
     if not keyed:  # a misnamed key would read every sentence as entity-free, silently
         raise KnownError(f"{path}: no record has the entities key {fmt.spans_key!r} (the records have "

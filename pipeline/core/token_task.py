@@ -23,8 +23,6 @@ class TokenTask:
     primary_metric = PRIMARY  # strict entity micro-F1 (seqeval's definition)
     rebalance_exempt = frozenset({NO_ENTITY})  # sentences with no entity are not a class to balance
     peft_task_type = "TOKEN_CLS"
-    feedback_refused = ("the token task does not read feedback rows yet: span-labelled rows (a text and its entities) "
-                        "are not ingested; add corrected sentences to the raw file instead")
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -34,6 +32,36 @@ class TokenTask:
         from pipeline.core.token_clean import clean_token_file
 
         return clean_token_file(path, params, feedback)
+
+    def feedback_classes(self, clean_table: Any, p: Any) -> list[str]:
+        """What `finetune ingest` checks a span-labelled row against: the data's entity types."""
+        from pipeline.core.token_feedback import entity_types
+
+        return entity_types(clean_table)
+
+    def feedback_label(self, value: Any, text: str, known: list[str], p: Any, where: str) -> str:
+        """A row's entities (JSON spans over its text) as the feedback file stores them, checked."""
+        from pipeline.core.token_feedback import stored_label
+
+        return stored_label(value, text, known, p, where)
+
+    def feedback_key(self, text: str, p: Any) -> str:
+        """A raw text as clean compares sentences: its words (the serving pre-tokeniser's), normalised."""
+        from pipeline.core.token_clean import text_key
+
+        return text_key(text, p)
+
+    def raw_keys(self, raw_path: Any, params: Any) -> set[str]:
+        from pipeline.core.token_clean import raw_keys
+
+        return raw_keys(raw_path, params)
+
+    def diff_key(self, frame: pd.DataFrame) -> pd.Series:
+        """What `lineage diff` compares to call a sentence relabelled: its entities (`start:end:type` over words),
+        not its stratum, which stays put when one of two entities changes."""
+        from pipeline.core.token_evaluate import entity_text
+
+        return frame["tags"].map(lambda tags: entity_text(list(tags)))
 
     def check_data(self, raw: str, params: Any) -> Any:
         """`finetune check`'s data part for a token file: problems, then sentences, types, sub-words, windows."""

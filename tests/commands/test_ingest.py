@@ -12,8 +12,10 @@ from conftest import ROOT
 
 from pipeline.core.io import DataError
 from pipeline.core.params import load_params
+from pipeline.core.tasks import SequenceTask
 
 CLEAN = load_params(ROOT / "params.yaml").clean
+SEQ = SequenceTask()
 
 
 def labelled_rows() -> pd.DataFrame:
@@ -29,19 +31,19 @@ def test_ingest_appends_labelled_rows_with_provenance_and_counts_the_rest():
     from pipeline.core.feedback import FEEDBACK_COLUMNS
 
     empty = pd.DataFrame(columns=FEEDBACK_COLUMNS)
-    out, counts = ingest(labelled_rows(), "to_label.csv", empty, ["ham", "spam"], set(), CLEAN)
+    out, counts = ingest(labelled_rows(), "to_label.csv", empty, ["ham", "spam"], set(), CLEAN, SEQ)
     assert counts == {"rows_in": 4, "unlabelled": 1, "already_in_feedback": 1, "already_in_raw_data": 0, "added": 2}
     assert list(out.columns) == FEEDBACK_COLUMNS
     assert out["request_id"].tolist() == ["r1", "r2"] and out["source"].tolist() == ["to_label.csv:1",
                                                                                        "to_label.csv:2"]
     assert out["model_md5"].eq("a" * 32).all() and out["ingested_at"].notna().all()
     # A second ingest of the same file adds nothing; a row whose text is a raw row is skipped and counted.
-    again, counts = ingest(labelled_rows(), "to_label.csv", out, ["ham", "spam"], set(), CLEAN)
+    again, counts = ingest(labelled_rows(), "to_label.csv", out, ["ham", "spam"], set(), CLEAN, SEQ)
     assert counts["added"] == 0 and counts["already_in_feedback"] == 3 and len(again) == 2
     from pipeline.core.text import dedup_key
 
     _, counts = ingest(labelled_rows(), "x.csv", empty, ["ham", "spam"], {dedup_key("see you at the match tonight")},
-                       CLEAN)
+                       CLEAN, SEQ)
     assert counts["already_in_raw_data"] == 2 and counts["added"] == 1
 
 
@@ -55,7 +57,7 @@ def test_ingest_refuses_a_bad_row_naming_it(change, message):
 
     bad = labelled_rows().assign(**change)
     with pytest.raises(DataError, match=message):
-        ingest(bad, "to_label.csv", pd.DataFrame(columns=FEEDBACK_COLUMNS), ["ham", "spam"], set(), CLEAN)
+        ingest(bad, "to_label.csv", pd.DataFrame(columns=FEEDBACK_COLUMNS), ["ham", "spam"], set(), CLEAN, SEQ)
 
 
 def test_clean_reads_the_feedback_rows_after_the_raw_file(tmp_path, sms_slice):

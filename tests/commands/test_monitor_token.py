@@ -124,24 +124,3 @@ def test_to_label_ranks_sentences_by_the_weakest_word_and_by_the_teachers_disagr
         for e in json.loads(row["prediction"]):
             assert row["text"][e["start"]:e["end"]] == e["text"]
     assert (picked[picked["reason"] == "teacher_disagrees"]["score"] > 0).all()
-
-
-def test_ingest_says_the_token_task_does_not_take_feedback_rows_yet(tmp_path):
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
-
-    from tests.conftest import ROOT
-
-    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "task": "token"}, sort_keys=False))
-    shutil.copytree(ROOT / "data" / "feedback", tmp_path / "data" / "feedback")
-    pd.DataFrame({"text": ["Obama visits London"], "label": ['[[0, 5, "person"]]']}).to_csv(tmp_path / "l.csv",
-                                                                                           index=False)
-    done = subprocess.run([sys.executable, "-m", "pipeline.commands.ingest", str(tmp_path / "l.csv"), "--params",
-                           str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 1 and "does not read feedback rows yet" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr
