@@ -104,6 +104,13 @@ def test_evaluate_reports_entity_f1_with_cis_and_paired_comparisons(repo):
     assert cmp["ci_low"] <= cmp["delta"] <= cmp["ci_high"] and cmp["sentences"] == len(test)
     export = json.loads((repo / "metrics" / "export.json").read_text())["student"]
     assert export["max_abs_logit_diff_fp32"] < 1e-3 and "entity_f1_ratio" in export
+    # The recipe is chosen by entity F1 on the selection sentences: the first (smallest) one that keeps the bound
+    # ships unless the test sentences refuse it; word agreement is only recorded.
+    sel = export["selection_entity_f1_ratio"]
+    chosen = next((r for r, ratio in sel.items() if ratio >= TINY["export"]["min_macro_f1_ratio"]
+                   and r not in export["rejected_on_test"]), "none")
+    assert export["recipe"] == chosen and set(export["selection_agreement"]) == set(sel)
+    assert export["entity_f1_ratio"] >= TINY["export"]["min_macro_f1_ratio"]
     report = (repo / "metrics" / "REPORT.md").read_text()
     assert "token classification" in report and "entity F1" in report
     assert "## Why the models decide" in report and "Per-entity attributions of `models/student-onnx`" in report
@@ -301,3 +308,4 @@ def test_ingested_spans_and_retagged_sentences_show_in_lineage_diff_and_trace(re
     assert list(new.loc[-1, "tags"][:2]) == ["B-person", "I-person"] and "B-geo-loc" in list(new.loc[-1, "tags"])
     fb = json.loads(run([*lineage, "trace", "--request-id", "req-b"], ROOT, env).stdout)["rows"][0]
     assert fb["raw_row"] == -2 and fb["text"] == "Taylor Swift is in Berlin" and fb["stages"]["clean"] == "kept"
+    assert fb["label"] == "0:2:person 4:5:geo-loc"  # its entities over words, not its stratum

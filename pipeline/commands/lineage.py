@@ -36,9 +36,13 @@ MODEL_STAGES = {"train": "teacher", "distill": "student", "baseline": "baseline"
 
 
 # ---------------------------------------------------------------------------------------------- trace
-def find_sources(r: Revision, row_id: str | None, text: str | None, raw_row: int | None) -> pd.DataFrame:
-    """The original rows (id, raw_row, text, label, status) a query names, kept or dropped by clean."""
+def find_sources(r: Revision, row_id: str | None, text: str | None, raw_row: int | None,
+                 key: Callable[[pd.DataFrame], pd.Series] | None = None) -> pd.DataFrame:
+    """The original rows (id, raw_row, text, label, status) a query names, kept or dropped by clean; a kept row's
+    label as `key` reads it (the task's `diff_key`: a class, or a sentence's entities)."""
     kept, dropped = r.table("clean", "kept"), r.table("clean", "dropped")
+    if key is not None:
+        kept = kept.assign(label=key(kept))
     rows = pd.concat([kept.assign(status="kept")[["id", "raw_row", "text", "label", "status"]],
                       dropped.assign(status="dropped: " + dropped["reason"])[["id", "raw_row", "text", "label",
                                                                                "status"]]], ignore_index=True)
@@ -59,7 +63,7 @@ def find_sources(r: Revision, row_id: str | None, text: str | None, raw_row: int
             for role in ("train", "kept", "dropped"):
                 t = r.table(stage, role) if role in dict((b, a) for a, b in TABLES[stage]) else None
                 if t is not None and "source_id" in t.columns and (t["id"] == row_id).any():
-                    return find_sources(r, str(t.loc[t["id"] == row_id, "source_id"].iloc[0]), None, None)
+                    return find_sources(r, str(t.loc[t["id"] == row_id, "source_id"].iloc[0]), None, None, key)
         raise ProjectError(f"{row_id}: no row has this id at {r.label} (ids are 16 hex characters; try --text)")
     return hit
 
@@ -124,16 +128,16 @@ def feedback_source(r: Revision, raw_row: int) -> dict | None:
 
 
 def trace(r: Revision, row_id: str | None, text: str | None, raw_row: int | None, limit: int = 10,
-          request_id: str | None = None) -> dict:
+          request_id: str | None = None, key: Callable[[pd.DataFrame], pd.Series] | None = None) -> dict:
     if request_id is not None:
         fb = r.feedback()
         hits = [] if fb is None or "request_id" not in fb else [i + 1 for i in
                                                                  np.flatnonzero(fb["request_id"] == request_id)]
         if not hits:
             raise ProjectError(f"request {request_id}: not in the feedback file {r.feedback_path()} at {r.label}")
-        sources = pd.concat([find_sources(r, None, None, -k) for k in hits], ignore_index=True)
+        sources = pd.concat([find_sources(r, None, None, -k, key) for k in hits], ignore_index=True)
     else:
-        sources = find_sources(r, row_id, text, raw_row)
+        sources = find_sources(r, row_id, text, raw_row, key)
     result = {"revision": r.label, "raw_file": r.raw_path(), "matches": len(sources), "rows": []}
     for _, s in sources.head(limit).iterrows():
         result["rows"].append({"raw_row": int(s["raw_row"]), "text": s["text"], "label": s["label"],
@@ -405,14 +409,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             if sum(x is not None for x in (args.id, args.text, args.raw_row, args.request_id)) != 1:
                 raise ProjectError("trace: give exactly one of ID, --text, --raw-row or --request-id")
             result = trace(open_revision(args.rev, root), args.id, args.text, args.raw_row, args.limit,
-                           args.request_id)
+                           args.request_id, task_for(load_params(root / "params.yaml")).diff_key)
             fmt = format_trace
         elif args.cmd == "model":
             result = model_status(root / args.path, root, root / args.params)
             fmt = format_model
         else:
-            task = task_for(load_params(root / "params.yaml"))
-            result = diff(open_revision(args.rev_a, root), open_revision(args.rev_b, root), key=task.diff_key)
+            result = diff(open_revision(args.rev_a, root), open_revision(args.rev_b, root),
+                          key=task_for(load_params(root / "params.yaml")).diff_key)
             fmt = format_diff
         sys.stdout.write((json.dumps(result, indent=2, default=_default) if args.json else fmt(result)) + "\n")
 

@@ -243,10 +243,13 @@ class ExportParams(Section):
     selection_rows: int = Field(2000, ge=1, description="validation rows, topped up with training rows (never test "
                                                         "rows)")
     selection_agreement: float = Field(0.995, gt=0, le=1, description="share of selection rows on which a recipe "
-                                                                      "must keep torch's label")
+                                                                      "must keep torch's label (task: token chooses "
+                                                                      "by min_macro_f1_ratio of entity F1 instead)")
     max_logit_diff: float = Field(1e-3, gt=0, description="parity, fp32 ONNX vs torch, every test row")
-    min_macro_f1_ratio: float = Field(0.98, gt=0, le=1, description="int8 test macro-F1 / torch's")
-    min_agreement: float = Field(0.99, gt=0, le=1, description="share of test rows with the same predicted label")
+    min_macro_f1_ratio: float = Field(0.98, gt=0, le=1, description="int8 test macro-F1 / torch's (task: token: "
+                                                                    "entity F1, on the selection and test sentences)")
+    min_agreement: float = Field(0.99, gt=0, le=1, description="share of test rows with the same predicted label "
+                                                               "(task: token: recorded, not gated)")
     batch_size: int = Field(32, ge=1)
 
 
