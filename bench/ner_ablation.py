@@ -55,7 +55,8 @@ def ablate(name: str, variants: list[str]) -> dict:
         out[v] = {"entity_f1": {m: r["entity_f1"][m] for m in ("teacher", "student")},
                   "vs_default": {m: paired(base, other, m) for m in ("teacher", "student")},
                   "added": aug.get("added"), "dropped": aug.get("dropped"),
-                  "rows_after_rebalance": bal.get("rows_out"), "repro_seconds": r["repro_seconds"]}
+                  "rows_after_rebalance": bal.get("rows_out"), "rebalance_added": bal.get("added", 0),
+                  "repro_seconds": r["repro_seconds"]}
         print(v, json.dumps(out[v]["vs_default"]))
     return out
 
@@ -69,7 +70,7 @@ def markdown(res: dict) -> str:
     for name, variants in res["datasets"].items():
         for v, r in variants.items():
             f, d = r["entity_f1"], r["vs_default"]
-            added = sum((r["added"] or {}).values()) or r["rows_after_rebalance"]
+            added = sum((r["added"] or {}).values()) + r.get("rebalance_added", 0)
             lines.append(f"| {name} | {v} | {added} | {fmt_ci(f['teacher'])} | "
                          f"{fmt_diff(d['teacher'])} | {fmt_ci(f['student'])} | {fmt_diff(d['student'])} |")
     return "\n".join(lines) + "\n"
