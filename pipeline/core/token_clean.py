@@ -246,10 +246,15 @@ def window_notes(kept: pd.DataFrame, params: Params, sample: int = 2000) -> list
 
 def text_key(text: str, p: CleanParams) -> str:
     """A raw text as clean compares sentences: its tokens normalised, joined by one space, then the dedup key."""
-    return dedup_key(" ".join(t for t in normalise_tokens([w for w, _, _ in words(text)], p) if t))
+    return tokens_key([w for w, _, _ in words(text)], p)
 
 
 def raw_keys(raw_path: Path, params: Params) -> set[str]:
     """The raw file's sentences as clean compares them."""
     frame = read_tokens(raw_path, token_format(params.tokens)).frame
-    return {dedup_key(" ".join(t for t in normalise_tokens(toks, params.clean) if t)) for toks in frame["tokens"]}
+    return {tokens_key(toks, params.clean) for toks in frame["tokens"]}
+
+
+def tokens_key(tokens: list[str], p: CleanParams) -> str:
+    """Tokens as clean compares sentences: normalised, the emptied ones gone, joined by one space, dedup key."""
+    return dedup_key(" ".join(t for t in normalise_tokens(tokens, p) if t))
