@@ -3,7 +3,9 @@
     python -m bench.ner_ablation wnut16 [--variants mentions synonym oversample]   # ~18 min a variant on 2 cores
 
 Each variant is bench/ner_repro.py's run (a fresh project, the README's steps, `dvc repro`) with one switch:
-`mentions` (augment.mentions.enabled: mention replacement), `synonym` (augment.synonym.enabled: WordNet synonyms on
+`mentions` (augment.mentions.enabled: true, mention replacement; `auto`, the default, already runs it where most
+words are O, as on the tweets), `no-mentions` (augment.mentions.enabled: false, the ablation of that default),
+`synonym` (augment.synonym.enabled: WordNet synonyms on
 O words), `oversample` (rebalance.strategy: oversample, sentences with no entity exempt). The split keeps only
 original sentences in validation and test, so every run is judged on the same test sentences, and each variant's
 teacher and student are compared with the default run's (bench/work/ner_repro/<dataset>, run first if missing)
@@ -22,6 +24,7 @@ from bench.corpora import FILES
 from bench.ner_repro import WORK, run
 
 VARIANTS = {"mentions": {"augment": {"mentions": {"enabled": True}}},
+            "no-mentions": {"augment": {"mentions": {"enabled": False}}},
             "synonym": {"augment": {"synonym": {"enabled": True}}},
             "oversample": {"rebalance": {"strategy": "oversample"}}}
 

@@ -36,6 +36,7 @@ class AugmentResult:
     planned: dict[str, dict[str, int]]  # per class: budget and variants planned
     similarity: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of every scored variant
     skipped: bool = False
+    decisions: dict = field(default_factory=dict)  # what an `auto` setting chose, and from what (metrics)
 
 
 def row_seed(seed: int, *parts: object) -> int:
@@ -175,4 +176,5 @@ def stage_metrics(df_in: pd.DataFrame, result: AugmentResult) -> dict:
         "per_class": class_counts(result.rows["label"]),
         "plan": result.planned,
         "similarity": quantiles,
+        **({"auto": result.decisions} if result.decisions else {}),
     }

@@ -80,7 +80,7 @@ class SequenceTask:
 
     def check_augment(self, p: Any) -> None:
         """Synonym swap and back-translation apply to a text with one label; mention replacement needs entities."""
-        if p.mentions.enabled:
+        if p.mentions.enabled is True:  # `auto` means off here: a text has no mentions
             from pipeline.core.param_errors import ParamsError
 
             raise ParamsError("augment.mentions.enabled: true, but mention replacement swaps entity mentions and the "

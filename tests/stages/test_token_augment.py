@@ -92,9 +92,32 @@ def test_minority_plan_never_grows_a_stratum_past_the_largest_with_an_entity(twe
     assert sum(after.values()) > sum(before.values())
 
 
+def test_auto_replaces_mentions_where_entities_are_spans_among_untagged_words(tweets):
+    from pipeline.core.augmenting import stage_metrics
+
+    p = params(filter=params().augment.filter.model_copy(update={"enabled": False}))
+    assert p.augment.mentions.enabled == "auto"  # the default
+    result = task_for(p).augment(tweets, p.augment, p.seed)
+    decided = stage_metrics(tweets, result)["auto"]["mentions"]
+    words = [t for tags in tweets["tags"] for t in tags]
+    assert decided["enabled"] and decided["outside_share"] == round(words.count("O") / len(words), 4) > 0.5
+    assert result.generated["mention_replacement"] > 0
+    # the same sentences tagged word by word, as a part-of-speech treebank is: a swap would be grammatical noise
+    tagged = tweets.assign(tags=[[f"B-{'CAP' if w[:1].isupper() else 'LOW'}" for w in ws] for ws in tweets["tokens"]])
+    off = task_for(p).augment(tagged, p.augment, p.seed)
+    assert off.decisions["mentions"] == {"enabled": False, "setting": "auto", "outside_share": 0.0,
+                                         "min_outside_share": 0.5}
+    assert off.generated == {} and len(off.rows) == len(tagged)
+    no = params(mentions=p.augment.mentions.model_copy(update={"enabled": False}))
+    assert task_for(no).augment(tweets, no.augment, no.seed).generated == {}  # an explicit false wins
+    seq = replace(p, task="sequence")
+    task_for(seq).check_augment(seq.augment)  # auto is no error for text classes: it means off there
+
+
 def test_synonym_swap_touches_only_words_outside_entities(tweets):
     p = params()
     p = params(synonym=p.augment.synonym.model_copy(update={"enabled": True, "classes": "all", "aug_p": 0.3}),
+               mentions=p.augment.mentions.model_copy(update={"enabled": False}),
                filter=p.augment.filter.model_copy(update={"enabled": False}))
     result = task_for(p).augment(tweets, p.augment, p.seed)
     added = result.rows[result.rows["origin"] == "synonym"]
