@@ -78,7 +78,17 @@ def test_every_sentence_and_token_is_accounted_for_and_no_sentence_is_in_two_spl
     assert clean["tokens_in"] == clean["tokens_out"] + words_dropped + sum(clean["tokens_dropped"].values())
     assert clean["dropped"]["label_conflict"] > 0  # repeated tweets tagged two ways: every copy, counted
     splits = {n: pd.read_parquet(repo / "data" / "processed" / f"{n}.parquet") for n in ("train", "val", "test")}
-    assert sum(map(len, splits.values())) == len(kept)
+    augment = json.loads((repo / "metrics" / "data" / "augment.json").read_text())
+    split = json.loads((repo / "metrics" / "data" / "split.json").read_text())
+    # augment.mentions `auto`: 95% of the tweets' words are O, so mention replacement runs; every variant is added
+    # or dropped with a reason, and the split drops (counted) those whose source is a validation or test sentence
+    assert augment["auto"]["mentions"]["enabled"] and augment["added"]["mention_replacement"] > 0
+    assert augment["rows_out"] == augment["rows_in"] + sum(augment["added"].values())
+    assert split["rows_in"] == augment["rows_out"]  # rebalance is off by default
+    assert sum(map(len, splits.values())) == split["rows_in"] - split["dropped_total"]
+    assert (splits["val"]["origin"] == "original").all() and (splits["test"]["origin"] == "original").all()
+    originals = len(splits["test"]) + len(splits["val"]) + (splits["train"]["origin"] == "original").sum()
+    assert originals == augment["rows_in"]
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         assert not set(splits[a]["id"]) & set(splits[b]["id"])
         assert not set(splits[a]["text"]) & set(splits[b]["text"])
