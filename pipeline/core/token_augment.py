@@ -144,7 +144,7 @@ def training_sentences(df: pd.DataFrame, split_params, seed: int) -> pd.DataFram
 
 
 # `augment.mentions.enabled: auto` is on where at least this share of the words is `O`. Entity spans among untagged
-# words (NER: 0.93 on the WNUT-16 tweets) gain from a swapped mention; where nearly every word is tagged (parts of
+# words (NER: 0.95 on the WNUT-16 tweets) gain from a swapped mention; where nearly every word is tagged (parts of
 # speech: 0.00 on the Turkish treebanks) a "mention" is one word and a swap is grammatical noise (docs/ner.md). Any
 # value between the two separates them; a half says "entities are the exception", set by reason, not tuned.
 AUTO_MIN_OUTSIDE_SHARE = 0.5
