@@ -44,10 +44,11 @@ import torch.nn.functional as F
 from transformers import set_seed
 
 from pipeline.core.checks import student_layer_problems
-from pipeline.core.io import DataError, read_table, run_stage, setup_logging, stage_args
+from pipeline.core.io import DataError, read_lineage, read_table, run_stage, setup_logging, stage_args
 from pipeline.core.metrics import encode_labels, macro_f1_fn
-from pipeline.core.modeling import ModelError, encoder_layers, load_tokenizer, predict_logits, read_texts
-from pipeline.core.params import DistillParams, load_params
+from pipeline.core.modeling import (ModelError, encoder_layers, lineage_max_length, load_tokenizer, predict_logits,
+                                    read_texts)
+from pipeline.core.params import DistillParams, load_params, replace
 from pipeline.core.profile import resolve_epochs, resolve_max_length
 from pipeline.core.stats import student_evidence
 from pipeline.core.tasks import task_for
@@ -358,6 +359,21 @@ def rejected_before(ckpt: Path, fp: str) -> dict | None:
     return saved["record"] if saved.get("fingerprint") == fp else None
 
 
+def read_as_teacher(q: DistillParams, teacher_dir: str, key: str) -> DistillParams:
+    """With `max_length: auto` the student reads no more tokens than its teacher did (`max_length_cap` lowered to
+    the teacher's resolved length): the teacher's targets were computed from those tokens alone, and a student
+    reading more pays for text its targets never saw — on news articles cut to 128 tokens for the teacher, a
+    student left at the default cap read 256 and ran at half the speed the 128-token teacher allows."""
+    if q.max_length != "auto":
+        return q
+    teacher_reads = lineage_max_length(read_lineage(teacher_dir))
+    if teacher_reads >= q.max_length_cap:
+        return q
+    log.info("%s.max_length auto: capped at the %d tokens the teacher read (below %s.max_length_cap %d)", key,
+             teacher_reads, key, q.max_length_cap)
+    return replace(q, max_length_cap=teacher_reads)
+
+
 def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, train_df: Any, val_df: Any,
                 logits: Any, label_names: list[str], checkpoints: str, data_files: list[str], task: Any) -> tuple:
     """Build, (prune,) and distil one student; its trainer, training summary, best validation metrics, pruning
@@ -366,7 +382,9 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
     model, tokenizer = build_student(q, teacher, args.teacher, label_names, task, key)
-    max_length, length_record = resolve_max_length(q, tokenizer, model.config, train_df["text"].tolist(), key, seed)
+    # The params as set stay q (the lineage records them, and `lineage model` compares them with params.yaml).
+    max_length, length_record = resolve_max_length(read_as_teacher(q, args.teacher, key), tokenizer, model.config,
+                                                   train_df["text"].tolist(), key, seed)
     pruned = None
     if q.intermediate_size:
         sample = train_df["text"].sample(n=min(len(train_df), PRUNE_ROWS), random_state=seed).tolist()

@@ -104,6 +104,13 @@ def test_a_smaller_student_that_loses_too_much_hands_over_to_the_next(job, tmp_p
     assert second["evidence"]["rows"] == first["evidence"]["rows"] > 0 and not first["evidence"]["keeps"]
 
 
+def test_a_student_reads_no_more_tokens_than_its_teacher_did(job, tmp_path):
+    # The teacher read 48 tokens (its lineage); a student on `max_length: auto` under a 256 cap would read 128.
+    lineage, _ = run(job, tmp_path, max_length="auto", max_length_cap=256, try_first=[])
+    assert lineage["resolved"]["max_length"] == 48
+    assert lineage["params"]["max_length_cap"] == 256  # the params as set, for `lineage model` to compare
+
+
 def test_the_first_student_that_keeps_the_ratio_ships(job, tmp_path):
     # A student that never predicts spam would be rejected at any ratio (its spam F1 is 0): in 4 steps only a student
     # ending in the teacher's last layer learns it here.
