@@ -4,8 +4,9 @@
 
 Speed does not depend on the weights, so every shape is built the way the distil stage builds it (the teacher's
 layers kept, the feed-forward pruned on the texts) from the bundled encoder with an untrained head, exported and
-quantised with each recipe the export stage may ship (pipeline/core/onnx_model.RECIPES, fp32 `none` too), and timed against the torch teacher side by side in one process
-(pipeline.core.speed.measure_speed, as evaluate times them) on real long texts (the news articles) read at 128 and
+quantised with each recipe the export stage may ship (pipeline/core/onnx_model.RECIPES, fp32 `none` too), and
+timed against the torch teacher side by side in one process (pipeline.core.speed.measure_speed, as evaluate times
+them) on real long texts (the news articles) read at 128 and
 256 tokens. One more graph per shape: onnxruntime's transformer optimiser (fused Attention, Gelu and LayerNorm
 nodes) before the int8 quantisation, which then quantises the fused attention's projections too (QAttention).
 Which of these keeps 98% of the teacher is a question for training (bench/students.py); this says which can pay.

@@ -39,7 +39,7 @@ def summarise(repo: Path) -> dict:
               "val_ratio_lower": t.get("evidence", {}).get("ratio_lower"),
               "classes_worse": t.get("evidence", {}).get("classes_worse"), "shipped": bool(t.get("shipped"))}
              for t in student.get("student_search", {}).get("tried", [])]
-    return {"sets": run["sets"], "repro_minutes": round(run["seconds"] / 60, 1),
+    return {"sets": run["sets"], "repro_minutes": round(run["seconds"] / 60, 1), "resumed": run.get("resumed"),
             "max_length": teacher.get("resolved", {}).get("max_length"),
             "test_rows": read("metrics/data/split.json")["per_split"]["test"]["rows"],
             "classes": len(teacher["label_names"]),
@@ -60,7 +60,8 @@ def markdown(results: dict) -> str:
              "student's CPU throughput at batch 32 over the torch teacher's, timed side by side by `evaluate`.", ""]
     for name, r in results["datasets"].items():
         lines += [f"**{name}** — {r['test_rows']} test rows, {r['classes']} classes, {r['max_length']} tokens read; "
-                  f"params set: `{r['sets']}`; `dvc repro` {r['repro_minutes']} min", "",
+                  f"params set: `{r['sets']}`; `dvc repro` {r['repro_minutes']} min"
+                  + (f" ({r['resumed']})" if r.get("resumed") else ""), "",
                   f"- teacher {fmt_ci(r['teacher'])}, TF-IDF baseline {fmt_ci(r['baseline'])}, teacher − baseline "
                   f"{fmt_diff(r['teacher_vs_baseline'])}",
                   f"- student − teacher {fmt_diff(r['student_vs_teacher'])}: the student keeps "
@@ -69,6 +70,8 @@ def markdown(results: dict) -> str:
                   f"{r['onnx_latency']:.2f}×; torch student {r['torch_student_speed']:.2f}×)", "",
                   "| student tried, in order | validation ratio to the teacher | 90% lower bound | classes worse | "
                   "verdict |", "|---|---|---|---|---|"]
+        if r.get("note"):
+            lines[-2:-2] = [f"- {r['note']}", ""]
         for t in r["tried"]:
             lines.append(f"| {t['shape']} | {t['val_ratio'] if t['val_ratio'] is not None else '-'} | "
                          f"{t['val_ratio_lower'] if t['val_ratio_lower'] is not None else '-'} | "
@@ -81,10 +84,14 @@ def markdown(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="bench.byo run names (folders under bench/work/byo)")
+    ap.add_argument("--note", action="append", default=[], metavar="RUN=TEXT",
+                    help="a line to print under a run (e.g. what an earlier, interrupted attempt of it measured)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
+    notes = dict(n.split("=", 1) for n in args.note)
     for name in args.runs:
-        print(record(Path(args.out), "long_students", name, summarise(WORK / name), markdown))
+        row = {**summarise(WORK / name), "note": notes.get(name)}
+        print(record(Path(args.out), "long_students", name, row, markdown))
 
 
 if __name__ == "__main__":
