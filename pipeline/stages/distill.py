@@ -361,7 +361,7 @@ def rejected_before(ckpt: Path, fp: str) -> dict | None:
 
 def read_as_teacher(q: DistillParams, teacher_dir: str, key: str) -> DistillParams:
     """With `max_length: auto` the student reads no more tokens than its teacher did (`max_length_cap` lowered to
-    the teacher's resolved length): the teacher's targets were computed from those tokens alone, and a student
+    the teacher's resolved length where it binds, and the lineage's `how` says so): the teacher's targets were computed from those tokens alone, and a student
     reading more pays for text its targets never saw — on news articles cut to 128 tokens for the teacher, a
     student left at the default cap read 256 and ran at half the speed the 128-token teacher allows."""
     if q.max_length != "auto":
@@ -369,8 +369,6 @@ def read_as_teacher(q: DistillParams, teacher_dir: str, key: str) -> DistillPara
     teacher_reads = lineage_max_length(read_lineage(teacher_dir))
     if teacher_reads >= q.max_length_cap:
         return q
-    log.info("%s.max_length auto: capped at the %d tokens the teacher read (below %s.max_length_cap %d)", key,
-             teacher_reads, key, q.max_length_cap)
     return replace(q, max_length_cap=teacher_reads)
 
 
@@ -382,9 +380,13 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
     # Trainer seeds anything; unseeded, two runs on the same data gave different teachers.
     set_seed(seed)
     model, tokenizer = build_student(q, teacher, args.teacher, label_names, task, key)
+    max_length, length_record = resolve_max_length(q, tokenizer, model.config, train_df["text"].tolist(), key, seed)
     # The params as set stay q (the lineage records them, and `lineage model` compares them with params.yaml).
-    max_length, length_record = resolve_max_length(read_as_teacher(q, args.teacher, key), tokenizer, model.config,
-                                                   train_df["text"].tolist(), key, seed)
+    capped = read_as_teacher(q, args.teacher, key)
+    if capped.max_length_cap < max_length:
+        max_length, length_record = resolve_max_length(capped, tokenizer, model.config, train_df["text"].tolist(),
+                                                       key, seed)
+        length_record["how"] += f" (lowered from {q.max_length_cap}: the tokens the teacher read)"
     pruned = None
     if q.intermediate_size:
         sample = train_df["text"].sample(n=min(len(train_df), PRUNE_ROWS), random_state=seed).tolist()

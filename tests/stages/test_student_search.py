@@ -108,6 +108,7 @@ def test_a_student_reads_no_more_tokens_than_its_teacher_did(job, tmp_path):
     # The teacher read 48 tokens (its lineage); a student on `max_length: auto` under a 256 cap would read 128.
     lineage, _ = run(job, tmp_path, max_length="auto", max_length_cap=256, try_first=[])
     assert lineage["resolved"]["max_length"] == 48
+    assert "lowered from 256: the tokens the teacher read" in lineage["resolved"]["length"]["how"]
     assert lineage["params"]["max_length_cap"] == 256  # the params as set, for `lineage model` to compare
 
 
