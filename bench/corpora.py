@@ -167,7 +167,8 @@ BUILDERS = {"healthtweets-imbalanced": healthtweets_imbalanced, "news-articles":
             "news-articles-1200": lambda: news_articles_sample(1200),
             "news-articles-600": lambda: news_articles_sample(600), "bundestag": bundestag,
             "20newsgroups": twenty_newsgroups,
-            "20newsgroups-1500": lambda: twenty_newsgroups_sample(1500), "healthtweets-2013": lambda: healthtweets_year(2013),
+            "20newsgroups-1500": lambda: twenty_newsgroups_sample(1500),
+            "healthtweets-2013": lambda: healthtweets_year(2013),
             "healthtweets-2014": lambda: healthtweets_year(2014), "tweedekamer": tweedekamer,
             "election-tweets": election_tweets}
 

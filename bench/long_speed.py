@@ -122,7 +122,8 @@ def probe(texts: list[str], labels: list[str], max_length: int, work: Path) -> d
 def markdown(results: dict) -> str:
     lines = ["# Long texts: student shapes and graphs against the teacher, untrained", "",
              f"{measured(results['machine'])}. Produced by `python -m bench.long_speed`: every shape built as the "
-             "distil stage builds it, exported and int8-quantised as the export stage does (recipe `int8`), timed "
+             "distil stage builds it, exported as the export stage does with each recipe it may ship (fp32 `none`, the partial int8 "
+             "recipes, plain `int8`) and once more fused by onnxruntime's transformer optimiser, timed "
              "side by side with the torch teacher in one process (batch 32 throughput, batch 1 latency, as "
              "evaluate times them). Weights untrained: speed does not depend on them; quality does "
              "(STUDENTS.md, LONG_STUDENTS.md).", ""]

@@ -359,19 +359,6 @@ def rejected_before(ckpt: Path, fp: str) -> dict | None:
     return saved["record"] if saved.get("fingerprint") == fp else None
 
 
-def read_as_teacher(q: DistillParams, teacher_dir: str, key: str) -> DistillParams:
-    """With `max_length: auto` the student reads no more tokens than its teacher did (`max_length_cap` lowered to
-    the teacher's resolved length where it binds, and the lineage's `how` says so): the teacher's targets were computed from those tokens alone, and a student
-    reading more pays for text its targets never saw — on news articles cut to 128 tokens for the teacher, a
-    student left at the default cap read 256 and ran at half the speed the 128-token teacher allows."""
-    if q.max_length != "auto":
-        return q
-    teacher_reads = lineage_max_length(read_lineage(teacher_dir))
-    if teacher_reads >= q.max_length_cap:
-        return q
-    return replace(q, max_length_cap=teacher_reads)
-
-
 def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, train_df: Any, val_df: Any,
                 logits: Any, label_names: list[str], checkpoints: str, data_files: list[str], task: Any) -> tuple:
     """Build, (prune,) and distil one student; its trainer, training summary, best validation metrics, pruning
@@ -381,11 +368,13 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
     set_seed(seed)
     model, tokenizer = build_student(q, teacher, args.teacher, label_names, task, key)
     max_length, length_record = resolve_max_length(q, tokenizer, model.config, train_df["text"].tolist(), key, seed)
-    # The params as set stay q (the lineage records them, and `lineage model` compares them with params.yaml).
-    capped = read_as_teacher(q, args.teacher, key)
-    if capped.max_length_cap < max_length:
-        max_length, length_record = resolve_max_length(capped, tokenizer, model.config, train_df["text"].tolist(),
-                                                       key, seed)
+    # On auto a student reads no more than its teacher did: the teacher's targets came from those tokens alone, and
+    # reading more costs the speed a student exists for (news cut to 128 tokens for the teacher: the student read
+    # 256, at half the speed). q stays as set: the lineage records it and `lineage model` compares it with params.
+    teacher_reads = lineage_max_length(read_lineage(args.teacher))
+    if q.max_length == "auto" and max_length > teacher_reads:
+        max_length, length_record = resolve_max_length(replace(q, max_length_cap=teacher_reads), tokenizer,
+                                                       model.config, train_df["text"].tolist(), key, seed)
         length_record["how"] += f" (lowered from {q.max_length_cap}: the tokens the teacher read)"
     pruned = None
     if q.intermediate_size:
