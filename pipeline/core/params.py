@@ -248,8 +248,13 @@ class ExportParams(Section):
     max_logit_diff: float = Field(1e-3, gt=0, description="parity, fp32 ONNX vs torch, every test row")
     min_macro_f1_ratio: float = Field(0.98, gt=0, le=1, description="int8 test macro-F1 / torch's (task: token: "
                                                                     "entity F1, on the selection and test sentences)")
-    min_agreement: float = Field(0.99, gt=0, le=1, description="share of test rows with the same predicted label "
-                                                               "(task: token: recorded, not gated)")
+    min_agreement: float = Field(0.99, gt=0, le=1, description="share of rows on which the shipped model must keep "
+                                                               "torch's label: the test rows refuse a recipe when "
+                                                               "they show, at agreement_confidence, that it keeps "
+                                                               "fewer (task: token: recorded, not gated)")
+    agreement_confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of that verdict: two "
+                                                                        "flipped near-ties among 125 test rows are "
+                                                                        "noise, 20 among 1,000 are not")
     batch_size: int = Field(32, ge=1)
 
 

@@ -50,6 +50,12 @@ def mcnemar_exact(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict
     return {"a_right_b_wrong": a_only, "a_wrong_b_right": b_only, "p_value": round(p, 4)}
 
 
+def rate_lower_bound(k: int, n: int, confidence: float) -> float:
+    """One-sided exact (Clopper-Pearson) lower bound of a rate seen `k` times in `n` rows: the smallest rate the rows
+    still leave plausible at `confidence`."""
+    return 0.0 if k == 0 else float(stats.beta.ppf(1 - confidence, k, n - k + 1))
+
+
 def paired_comparison(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, metric: Metric, *, name_a: str = "A",
                       name_b: str = "B", metric_name: str = "macro-F1", n_resamples: int = 1000,
                       confidence: float = 0.95, seed: int = 0) -> dict:

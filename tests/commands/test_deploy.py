@@ -28,10 +28,12 @@ def test_export_parity_is_checked_and_recorded(exported, student, test_rows):
 
     dest, f = exported
     assert f["max_abs_logit_diff_fp32"] < 1e-3 and f["label_agreement"] >= 0.99 and f["macro_f1_ratio"] >= 0.98
+    texts, y = test_rows
+    assert f["label_flips"] == round((1 - f["label_agreement"]) * len(texts))  # the worse batch size's
+    assert f["label_agreement"] <= f["label_agreement_upper_bound"] <= 1.0
     assert f["size_bytes_onnx"] < 0.5 * f["size_bytes_torch"]  # int8 weights
     assert json.loads((dest / "lineage.json").read_text())["export"] == f
     assert not list(dest.glob("*.safetensors"))  # the ONNX folder ships no torch weights
-    texts, y = test_rows
     strict = replace(ExportParams(), max_logit_diff=1e-12)
     with pytest.raises(ParityError, match=rf"parity does not hold on {len(texts)} test rows: fp32 max \|logit diff\|"):
         export_one(student, dest.parent / "again", texts, y, strict)

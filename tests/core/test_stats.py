@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from pipeline.core.metrics import accuracy, macro_f1_fn
-from pipeline.core.stats import mcnemar_exact, metric_ci, paired_comparison
+from pipeline.core.stats import mcnemar_exact, metric_ci, paired_comparison, rate_lower_bound
 
 
 def noisy(y: np.ndarray, p_right: float, rng: np.random.Generator, n_classes: int = 3) -> np.ndarray:
@@ -112,3 +112,23 @@ def test_student_evidence_ships_only_what_the_rows_can_vouch_for():
     ev = student_evidence(y2, student, y2, names, 0.5, 0.9)
     # (class a suffers too: the lost rows are predicted as a, so its precision falls)
     assert "c" in ev["classes_worse"] and not ev["keeps"] and ev["ratio_lower"] >= 0.5
+
+
+def test_the_int8_agreement_gate_refuses_a_recipe_only_on_evidence():
+    """export's test-row gate refuses a recipe when the rows' lower bound of its flip rate exceeds 1 - min_agreement:
+    a recipe that truly flips 1% of labels is refused by at most 5% of test splits of any size, one that flips 3%
+    by nearly every 1,000-row split; the cases of bench/results/export-and-students.md decide as written there."""
+    from scipy import stats
+
+    def refused(k: int, n: int) -> bool:
+        return 1 - rate_lower_bound(k, n, 0.95) < 0.99
+
+    # The one-sided exact bound is the lower end of the two-sided interval at twice the tail.
+    assert rate_lower_bound(2, 125, 0.95) == pytest.approx(stats.binomtest(2, 125).proportion_ci(0.9, "exact").low)
+    assert rate_lower_bound(0, 125, 0.95) == 0.0 and rate_lower_bound(125, 125, 0.95) > 0.97
+    assert not refused(2, 125) and not refused(2, 140)  # the news and 20 Newsgroups int8 students
+    assert refused(20, 1000) and refused(8, 310)  # 2% of 1,000 rows; the former tweet student's full int8 (97.4%)
+    rng = np.random.default_rng(0)
+    for n in (125, 1000, 5000):
+        assert np.mean([refused(int(k), n) for k in rng.binomial(n, 0.01, 2000)]) <= 0.05
+    assert np.mean([refused(int(k), 1000) for k in rng.binomial(1000, 0.03, 2000)]) > 0.99
