@@ -205,14 +205,15 @@ def callbacks(p: FitParams, live_dir: str | None, resumed_step: int | None, what
 
 def fit(trainer_cls: type[ResumableTrainer], model: Any, tokenizer: Any, p: FitParams, seed: int, train_ds: Any,
         val_ds: Any, *, collator: Any, compute_metrics: Any, checkpoints: str, data_files: list[str], resume: bool,
-        live: str | None, trainer_kwargs: dict | None = None, **arg_overrides: Any) -> tuple[Any, Any, dict]:
+        live: str | None, trainer_kwargs: dict | None = None, resolved: dict | None = None,
+        **arg_overrides: Any) -> tuple[Any, Any, dict]:
     """Train (resuming this very job's checkpoints if any), then evaluate the best model on validation.
     `trainer_kwargs` go to `trainer_cls` (a ResumableTrainer: a resume must replay the same batches). The task
     supplies `collator`, `compute_metrics` and, among the overrides, `metric_for_best_model` (its fit recipe)."""
     if not issubclass(trainer_cls, ResumableTrainer):
         raise TypeError(f"{trainer_cls.__name__} must derive from ResumableTrainer")
     ckpt = Path(checkpoints)
-    resume_from = resume_checkpoint(ckpt, fingerprint(p, seed, data_files), resume)
+    resume_from = resume_checkpoint(ckpt, fingerprint(p, seed, data_files, resolved), resume)
     resumed_step = checkpoint_step(resume_from) if resume_from else None
     trainer = trainer_cls(
         model=model,

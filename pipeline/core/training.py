@@ -165,9 +165,14 @@ def is_timing(key: str) -> bool:
     return key.endswith(("runtime", "_per_second"))
 
 
-def fingerprint(params: Any, seed: int, data_files: list[str]) -> str:
-    """Identifies one training job: resume only from checkpoints of the very same params and data."""
-    return stable_id(json.dumps(result_params(params), sort_keys=True), seed, *[file_md5(f) for f in data_files])
+def fingerprint(params: Any, seed: int, data_files: list[str], resolved: dict | None = None) -> str:
+    """Identifies one training job: resume only from checkpoints of the very same params, data and `resolved`
+    settings (what `auto` became: a code change that makes a job read other tokens must not resume it; a 256-token
+    checkpoint was resumed at 128 once). A student search's other candidates (`try_first`) are not part of a job:
+    editing a later one neither restarts nor re-judges an earlier one."""
+    own = {k: v for k, v in result_params(params).items() if k != "try_first"}
+    return stable_id(json.dumps(own, sort_keys=True), seed, *[file_md5(f) for f in data_files],
+                     json.dumps(resolved or {}, sort_keys=True, default=str))
 
 
 WEIGHTS = ("model.safetensors", "adapter_model.safetensors")

@@ -390,7 +390,7 @@ def distill_one(q: DistillParams, key: str, seed: int, teacher: Any, args: Any, 
                 "class_weights": weight_record, "epochs": epochs_record}
     trainer, result, best = fit(
         task.trainer_class(DistillationTrainer), model, tokenizer, q, seed, train_ds, val_ds, checkpoints=checkpoints,
-        data_files=data_files, resume=True, live=args.live,
+        data_files=data_files, resume=True, live=args.live, resolved=resolved,
         trainer_kwargs={"distill": q, "teacher": teacher if q.hidden_weight > 0 else None, "class_weights": weights},
         # teacher_logits is not a model input: keep the column (encode() already dropped the text).
         remove_unused_columns=False, num_train_epochs=epochs,

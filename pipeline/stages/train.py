@@ -79,21 +79,20 @@ def main(argv: list[str] | None = None) -> None:
     val_ds = task.encode(val_df, tokenizer, label_names, max_length, p.truncation, sort_by_length=True)
     weights, weight_record = task.class_weights(p.class_weights, train_ds, label_names, "train")
     epochs, epochs_record = resolve_epochs(p, len(train_ds), "train")
+    resolved = {"max_length": max_length, "truncation": p.truncation, "length": length_record,
+                "class_weights": weight_record, "epochs": epochs_record}
 
     trainer, result, best = fit(
         task.trainer_class(WeightedLossTrainer), model, tokenizer, p, seed, train_ds, val_ds,
         checkpoints=args.checkpoints, data_files=[args.train, args.val], resume=p.resume, live=args.live,
-        trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs,
+        trainer_kwargs={"class_weights": weights}, num_train_epochs=epochs, resolved=resolved,
         **task.fit_recipe(tokenizer, label_names, val_df, max_length),
     )
     log.info("train: %s; best val: %s", result, best)
     final = trainer.model.merge_and_unload() if p.lora.enabled else trainer.model
     lineage = lineage_record("train", p, seed, {"train": args.train, "val": args.val}, label_names=label_names,
                              base_model=p.model, val_metrics=best, train_metrics=result,
-                             train_rows=len(train_df),
-                             resolved={"max_length": max_length, "truncation": p.truncation,
-                                       "length": length_record,
-                                       "class_weights": weight_record, "epochs": epochs_record})
+                             train_rows=len(train_df), resolved=resolved)
     finish(trainer, final, tokenizer, args.output, args.checkpoints, lineage)
 
 if __name__ == "__main__":

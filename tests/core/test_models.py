@@ -244,6 +244,26 @@ def test_run_only_params_do_not_change_a_job_fingerprint(tmp_path):
     assert fingerprint(p, 1, [str(data)]) != fingerprint(replace(p, learning_rate=1e-3), 1, [str(data)])
 
 
+def test_a_job_fingerprint_covers_what_auto_resolved_to_and_not_the_other_students(tmp_path):
+    """A checkpoint trained at 256 tokens was once resumed at 128 after a code change made `auto` resolve lower:
+    the resolved settings are part of the job. Editing a later try_first candidate must not restart (or re-judge)
+    an earlier one: the search's other candidates are not."""
+    from pipeline.core.params import DistillParams
+    from pipeline.core.training import fingerprint
+
+    data = tmp_path / "d.parquet"
+    data.write_bytes(b"x")
+    p = DistillParams()
+    at = lambda q, n: fingerprint(q, 1, [str(data)], {"max_length": n})  # noqa: E731
+    assert at(p, 128) != at(p, 256) and at(p, 128) == at(p, 128)
+    first = p.students()[0][1]
+    edited = DistillParams(try_first=[*[t.model_dump() for t in p.try_first], {"layers": [0, 2, 5]}])
+    assert len(edited.students()) == len(p.students()) + 1
+    assert at(edited.students()[0][1], 128) == at(first, 128)
+    assert at(edited.students()[-1][1], 128) == at(p.students()[-1][1], 128)
+    assert at(replace(first, hidden_weight=0.5), 128) != at(first, 128)
+
+
 def test_freezing_and_lora_change_what_trains():
     from pipeline.core.params import LoraParams, TrainParams
     from pipeline.core.tasks import SequenceTask
