@@ -3,8 +3,9 @@
 The task exports: each model to ONNX (fp32) with dynamic batch and sequence axes, quantised to int8 with
 onnxruntime, and checked on every test row before anything ships: the fp32 graph must match torch's logits, the
 shipped model must keep `min_macro_f1_ratio` of the torch model's primary metric (macro-F1 for a label per text,
-entity F1 for a tag per word: quantised NER models are known to lose entities that per-word agreement hides) and
-agree with its predictions on `min_agreement` of them. `quantize: auto` tries the int8 recipes smallest first and
+entity F1 for a tag per word: quantised NER models are known to lose entities that per-word agreement hides) and,
+for a label per text, not be shown by the test rows (one-sided bound, `agreement_confidence`) to agree with its
+predictions on fewer than `min_agreement` of them. `quantize: auto` tries the int8 recipes smallest first and
 falls back to fp32. pipeline/core/sequence_export.py and token_export.py hold the two; the figures go to
 metrics/export.json and the model's lineage.json.
 """
