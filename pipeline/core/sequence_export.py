@@ -6,7 +6,7 @@ rows. Fails with the figures otherwise.
 
 The agreement gate is a bound, not a point, because a test split of a hundred-odd rows cannot tell a 1% flip rate
 from a 0.3% one: on long news articles and 20 Newsgroups the int8 student kept torch's label on 99.7-99.9% of
-2,000 selection rows, yet two flipped near-ties among 125 test rows (98.4%) refused it under a 0.99 point
+1,100-1,400 selection rows, yet two flipped near-ties among 125 test rows (98.4%) refused it under a 0.99 point
 threshold (bench/results/export-and-students.md). Twenty flips among 1,000 rows still refuse a recipe.
 
 How much of the graph goes int8 depends on the model: a student with many near-tie rows changes labels under full
